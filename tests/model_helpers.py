@@ -1,0 +1,21 @@
+"""Helpers shared by the model tests."""
+
+import torch
+
+
+def randomize_(model: torch.nn.Module, std: float = 0.05) -> torch.nn.Module:
+    """Give every parameter and float buffer random values (norm weights around 1), so a mapping or formula
+    mistake cannot hide behind zeros, ones or a symmetric init."""
+    generator = torch.Generator().manual_seed(1234)
+    with torch.no_grad():
+        for name, tensor in list(model.named_parameters()) + list(model.named_buffers()):
+            if not tensor.is_floating_point():
+                continue
+            noise = torch.randn(tensor.shape, generator=generator) * std
+            if name.endswith("running_var"):
+                tensor.copy_(1.0 + noise.abs())
+            elif tensor.ndim == 1 and name.endswith("weight"):
+                tensor.copy_(1.0 + noise)
+            else:
+                tensor.copy_(noise)
+    return model

@@ -15,4 +15,3 @@ import torch  # noqa: E402
 @pytest.fixture(autouse=True)
 def _seeded():
     torch.manual_seed(0)
-

@@ -75,12 +75,14 @@ def test_decoder_has_the_papers_size(preset, decoder_depth):
     model = CXRViTMAEForPreTraining(config)
     dim, width, tokens = config.hidden_size, 512, 197
     expected = (
-        dim * width + width  # decoder_embed
+        dim * width
+        + width  # decoder_embed
         + width  # mask_token
         + tokens * width  # fixed sin-cos table
         + decoder_depth * block_params(width, 2048)
         + 2 * width  # decoder_norm
-        + width * 16 * 16 * 3 + 16 * 16 * 3  # decoder_pred
+        + width * 16 * 16 * 3
+        + 16 * 16 * 3  # decoder_pred
     )
     assert (config.decoder_hidden_size, config.decoder_num_hidden_layers) == (512, decoder_depth)
     assert config.decoder_num_attention_heads == 16
@@ -179,7 +181,9 @@ def test_mae_loss_by_hand():
         normed = model(pixels, noise=noise)
     normed_target = (target - target.mean(-1, keepdim=True)) / (target.var(-1, keepdim=True) + 1e-6) ** 0.5
     per_patch = ((normed.logits - normed_target) ** 2).mean(-1)
-    assert normed.loss.item() == pytest.approx(((per_patch * expected_mask).sum() / expected_mask.sum()).item(), abs=1e-6)
+    assert normed.loss.item() == pytest.approx(
+        ((per_patch * expected_mask).sum() / expected_mask.sum()).item(), abs=1e-6
+    )
 
 
 def test_encoder_does_not_mask_unless_asked():
@@ -319,12 +323,16 @@ def test_remote_code_and_pipeline_work_without_the_package(tmp_path):
     assert sum(scores.values()) != pytest.approx(1.0, abs=1e-3)  # sigmoid, not softmax
 
 
-def test_pipeline_in_process_uses_sigmoid_for_multilabel(tmp_path):
+def test_pipeline_in_process_uses_sigmoid_for_multilabel(tmp_path, capfd):
     model = save_classifier(tmp_path, num_labels=3)
     from PIL import Image
 
     image = Image.effect_noise((64, 64), 40)
-    scores = pipeline("image-classification", model=str(tmp_path))(image, top_k=3)
+    classify = pipeline("image-classification", model=str(tmp_path))
+    # With the package imported, nothing asks the user whether to trust the directory's code.
+    assert "custom code" not in "".join(capfd.readouterr())
+    assert type(classify.image_processor) is CXRImageProcessor
+    scores = classify(image, top_k=3)
     processor = CXRImageProcessor.from_pretrained(tmp_path)
     with torch.no_grad():
         probabilities = torch.sigmoid(model(**processor(image.convert("RGB"), return_tensors="pt")).logits[0])

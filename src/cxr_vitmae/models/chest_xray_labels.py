@@ -22,3 +22,17 @@ NIH_CHESTXRAY14_LABELS = (
 def nih_id2label() -> dict[int, str]:
     """The default `id2label` of every cxr-vitmae classifier: the 14 NIH findings."""
     return dict(enumerate(NIH_CHESTXRAY14_LABELS))
+
+
+class ChestXrayLabelsMixin:
+    """Label defaults shared by the cxr-vitmae configurations (put it before `PreTrainedConfig` in the bases).
+
+    Without `id2label` or `num_labels` a config gets the 14 NIH findings; `label2id` is always rebuilt from
+    `id2label`, because the base class keeps a stale inverse map when only `id2label` is given.
+    """
+
+    def __post_init__(self, **kwargs):
+        if self.id2label is None and kwargs.get("num_labels") is None:
+            self.id2label = nih_id2label()
+        super().__post_init__(**kwargs)
+        self.label2id = {name: index for index, name in self.id2label.items()}

@@ -4,7 +4,9 @@ import torch
 from torch import nn
 
 
-def chest_xray_classification_loss(logits: torch.Tensor, labels: torch.Tensor, problem_type: str) -> torch.Tensor:
+def chest_xray_classification_loss(
+    logits: torch.Tensor, labels: torch.Tensor, problem_type: str | None
+) -> torch.Tensor:
     """Loss for `logits` of shape (batch, num_labels).
 
     - `multi_label_classification`: binary cross-entropy with logits on float multi-hot `labels`. NaN marks an
@@ -12,7 +14,16 @@ def chest_xray_classification_loss(logits: torch.Tensor, labels: torch.Tensor, p
       so the loss is the mean over the known entries only.
     - `single_label_classification`: cross-entropy on integer class indices.
     - `regression`: mean squared error.
+    - `None` (a config saved without a problem type): inferred as transformers does, from the number of outputs and
+      the label dtype.
     """
+    if problem_type is None:
+        if logits.shape[-1] == 1:
+            problem_type = "regression"
+        elif labels.dtype in (torch.long, torch.int):
+            problem_type = "single_label_classification"
+        else:
+            problem_type = "multi_label_classification"
     if problem_type == "multi_label_classification":
         labels = labels.to(logits.dtype)
         known = ~torch.isnan(labels)

@@ -5,7 +5,7 @@ from typing import Literal
 from huggingface_hub.dataclasses import strict
 from transformers import PreTrainedConfig
 
-from .chest_xray_labels import nih_id2label
+from .chest_xray_labels import ChestXrayLabelsMixin
 
 # Encoder sizes are the standard ViT ones (timm / DeiT); decoders are the paper's (Xiao et al., WACV 2023):
 # ViT-S uses mae_vit_small_patch16_dec512d2b, ViT-B mae_vit_base_patch16_dec512d8b. ViT-Ti and ViT-L decoders
@@ -56,7 +56,7 @@ VIT_PRESETS: dict[str, dict] = {
 
 
 @strict
-class CXRViTMAEConfig(PreTrainedConfig):
+class CXRViTMAEConfig(ChestXrayLabelsMixin, PreTrainedConfig):
     r"""
     Configuration of [`CXRViTMAEModel`], [`CXRViTMAEForPreTraining`] and [`ViTMAEForChestXray`].
 
@@ -122,13 +122,6 @@ class CXRViTMAEConfig(PreTrainedConfig):
         "multi_label_classification"
     )
 
-    def __post_init__(self, **kwargs):
-        if self.id2label is None and kwargs.get("num_labels") is None:
-            self.id2label = nih_id2label()
-        super().__post_init__(**kwargs)
-        if self.label2id is None or len(self.label2id) != len(self.id2label):
-            self.label2id = {name: index for index, name in self.id2label.items()}
-
     @classmethod
     def from_preset(cls, name: str, **overrides) -> "CXRViTMAEConfig":
         """A configuration of a named size (`vit-tiny`, `vit-small`, `vit-base`, `vit-large`), with `overrides`
@@ -151,9 +144,13 @@ class CXRViTMAEConfig(PreTrainedConfig):
             ("decoder_", self.decoder_hidden_size, self.decoder_num_attention_heads),
         ):
             if width % heads != 0:
-                raise ValueError(f"{prefix}hidden_size ({width}) must be divisible by {prefix}num_attention_heads ({heads})")
+                raise ValueError(
+                    f"{prefix}hidden_size ({width}) must be divisible by {prefix}num_attention_heads ({heads})"
+                )
             if width % 4 != 0:
-                raise ValueError(f"{prefix}hidden_size ({width}) must be divisible by 4 for 2-D sin-cos position embeddings")
+                raise ValueError(
+                    f"{prefix}hidden_size ({width}) must be divisible by 4 for 2-D sin-cos position embeddings"
+                )
         if self.image_size % self.patch_size != 0:
             raise ValueError(f"image_size ({self.image_size}) must be a multiple of patch_size ({self.patch_size})")
         if not 0.0 <= self.mask_ratio < 1.0:

@@ -129,7 +129,9 @@ def random_masking(
     if noise is None:
         noise = torch.rand(batch_size, num_patches, device=patches.device)
     elif noise.shape != (batch_size, num_patches):
-        raise ValueError(f"noise must have shape (batch_size, num_patches) = {(batch_size, num_patches)}, got {tuple(noise.shape)}")
+        raise ValueError(
+            f"noise must have shape (batch_size, num_patches) = {(batch_size, num_patches)}, got {tuple(noise.shape)}"
+        )
     ids_shuffle = torch.argsort(noise.to(patches.device), dim=1)
     ids_restore = torch.argsort(ids_shuffle, dim=1)
     kept = torch.gather(patches, 1, ids_shuffle[:, :num_keep, None].expand(-1, -1, dim))

@@ -1,0 +1,66 @@
+"""The `cxr-vitmae` command line: one entry point, one subcommand per job."""
+
+import argparse
+import json
+import sys
+
+import torch
+
+SUBCOMMANDS = {}
+
+
+def subcommand(name: str, help_text: str):
+    """Register `function(parser)` as the argument builder of subcommand `name`; it returns the runner."""
+
+    def decorate(build):
+        SUBCOMMANDS[name] = (help_text, build)
+        return build
+
+    return decorate
+
+
+@subcommand("predict", "print JSON label probabilities for one or more images")
+def build_predict(parser: argparse.ArgumentParser):
+    parser.add_argument("model_dir", metavar="MODEL_DIR", help="a saved model directory (save_pretrained output)")
+    parser.add_argument("images", metavar="IMAGE", nargs="+", help="PNG (8/16-bit), JPEG or DICOM files")
+    parser.add_argument("--batch-size", type=int, default=8, help="images per forward pass (default: 8)")
+    parser.add_argument(
+        "--device", default="cuda" if torch.cuda.is_available() else "cpu", help="torch device (default: %(default)s)"
+    )
+
+    def run(args: argparse.Namespace) -> None:
+        from .predict import decode_images, load_classifier, predict_images
+
+        images = decode_images(args.images)
+        model, processor = load_classifier(args.model_dir, args.device)
+        results = predict_images(model, processor, images, batch_size=args.batch_size)
+        json.dump(results, sys.stdout, indent=2)
+        sys.stdout.write("\n")
+
+    return run
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="cxr-vitmae", description="Masked-autoencoder ViTs and DenseNets for chest X-ray classification."
+    )
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name, (help_text, build) in SUBCOMMANDS.items():
+        command = commands.add_parser(name, help=help_text, description=help_text)
+        command.set_defaults(run=build(command))
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        args.run(args)
+    except (OSError, ValueError) as error:
+        # Bad input (missing/unreadable file, wrong format) is the user's to fix: one line, no traceback.
+        print(f"cxr-vitmae {args.command}: error: {error}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

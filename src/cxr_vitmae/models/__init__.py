@@ -1,0 +1,60 @@
+"""Model code. Every file here is self-contained apart from single-dot relative imports, because `save_pretrained`
+copies exactly these files into a model directory for `trust_remote_code` loading where cxr_vitmae is absent."""
+
+from transformers import (
+    AutoConfig,
+    AutoImageProcessor,
+    AutoModel,
+    AutoModelForImageClassification,
+    AutoModelForPreTraining,
+    AutoVideoProcessor,
+)
+
+from .chest_xray_labels import NIH_CHESTXRAY14_LABELS
+from .configuration_cxr_densenet import CXRDenseNetConfig
+from .configuration_cxr_vitmae import CXRViTMAEConfig
+from .image_processing_cxr import CXRImageProcessor, RadiographReadError, load_radiograph
+from .modeling_cxr_densenet import CXRDenseNetModel, CXRDenseNetPreTrainedModel, DenseNetForChestXray
+from .modeling_cxr_vitmae import (
+    CXRViTMAEForPreTraining,
+    CXRViTMAEModel,
+    CXRViTMAEPreTrainedModel,
+    ViTMAEForChestXray,
+)
+
+
+def register_auto_classes() -> None:
+    """Make `AutoConfig`, `AutoModel*` and `AutoImageProcessor` resolve the cxr_vitmae model types in-process.
+    Idempotent: registering the same class again is a no-op."""
+    for config_class in (CXRViTMAEConfig, CXRDenseNetConfig):
+        AutoConfig.register(config_class.model_type, config_class, exist_ok=True)
+        # The processor is a torchvision-backend one (transformers 5 picks the class by backend).
+        AutoImageProcessor.register(
+            config_class, image_processor_classes={"torchvision": CXRImageProcessor}, exist_ok=True
+        )
+        # Declares "no video processor" locally. Without it, `pipeline()` probes AutoVideoProcessor, finds the image
+        # processor's auto_map and stops at an interactive trust_remote_code prompt for a class that does not exist.
+        AutoVideoProcessor.register(config_class, video_processor_classes={}, exist_ok=True)
+    AutoModel.register(CXRViTMAEConfig, CXRViTMAEModel, exist_ok=True)
+    AutoModelForPreTraining.register(CXRViTMAEConfig, CXRViTMAEForPreTraining, exist_ok=True)
+    AutoModelForImageClassification.register(CXRViTMAEConfig, ViTMAEForChestXray, exist_ok=True)
+    AutoModel.register(CXRDenseNetConfig, CXRDenseNetModel, exist_ok=True)
+    AutoModelForImageClassification.register(CXRDenseNetConfig, DenseNetForChestXray, exist_ok=True)
+
+
+__all__ = [
+    "NIH_CHESTXRAY14_LABELS",
+    "CXRDenseNetConfig",
+    "CXRDenseNetModel",
+    "CXRDenseNetPreTrainedModel",
+    "CXRImageProcessor",
+    "CXRViTMAEConfig",
+    "CXRViTMAEForPreTraining",
+    "CXRViTMAEModel",
+    "CXRViTMAEPreTrainedModel",
+    "DenseNetForChestXray",
+    "RadiographReadError",
+    "ViTMAEForChestXray",
+    "load_radiograph",
+    "register_auto_classes",
+]

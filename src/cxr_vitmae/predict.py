@@ -1,0 +1,48 @@
+"""Label probabilities for image files from a saved cxr-vitmae (or any transformers image-classification) model."""
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from transformers import AutoImageProcessor, AutoModelForImageClassification
+
+from .models import load_radiograph
+
+
+def load_classifier(model_dir: str | Path, device: str | torch.device = "cpu"):
+    """The classifier and its image processor from `model_dir`, in eval mode on `device`."""
+    model_dir = Path(model_dir)
+    if not (model_dir / "config.json").is_file():
+        raise FileNotFoundError(f"{model_dir}: not a model directory (no config.json)")
+    model = AutoModelForImageClassification.from_pretrained(model_dir).to(device).eval()
+    processor = AutoImageProcessor.from_pretrained(model_dir)
+    return model, processor
+
+
+def scores_from_logits(logits: torch.Tensor, problem_type: str | None) -> torch.Tensor:
+    """Probabilities: independent sigmoids for multi-label models, a softmax over classes otherwise."""
+    if problem_type == "multi_label_classification":
+        return torch.sigmoid(logits)
+    return torch.softmax(logits, dim=-1)
+
+
+def decode_images(images: Sequence[str | Path]) -> dict[str, np.ndarray]:
+    """Every image decoded up front, so an unreadable file fails fast, by name, before any model work."""
+    return {str(image): load_radiograph(image) for image in images}
+
+
+@torch.inference_mode()
+def predict_images(model, processor, images: dict[str, np.ndarray], batch_size: int = 8) -> dict[str, dict[str, float]]:
+    """`{name: {label: probability}}` for decoded `images` (see `decode_images`), in the order given."""
+    names = list(images)
+    device = next(model.parameters()).device
+    results: dict[str, dict[str, float]] = {}
+    for start in range(0, len(names), batch_size):
+        batch_names = names[start : start + batch_size]
+        batch = processor([images[name] for name in batch_names], return_tensors="pt")
+        logits = model(pixel_values=batch["pixel_values"].to(device)).logits.float()
+        probabilities = scores_from_logits(logits, model.config.problem_type).cpu()
+        for name, row in zip(batch_names, probabilities, strict=True):
+            results[name] = {model.config.id2label[i]: round(p.item(), 6) for i, p in enumerate(row)}
+    return results

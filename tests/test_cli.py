@@ -1,0 +1,81 @@
+"""The `cxr-vitmae` console script, run as a user runs it: a real process on real files."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from model_helpers import randomize_
+from PIL import Image
+
+from cxr_vitmae import CXRImageProcessor, CXRViTMAEConfig, ViTMAEForChestXray
+
+CONSOLE_SCRIPT = Path(sys.executable).parent / "cxr-vitmae"
+
+
+def cxr_vitmae(*args: str) -> subprocess.CompletedProcess:
+    assert CONSOLE_SCRIPT.exists(), "the package must be installed (make test does this) for its console script"
+    return subprocess.run([str(CONSOLE_SCRIPT), *args], capture_output=True, text=True, timeout=300)
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("model")
+    config = CXRViTMAEConfig.from_preset("vit-tiny", image_size=64, num_hidden_layers=2)
+    randomize_(ViTMAEForChestXray(config)).save_pretrained(path)
+    CXRImageProcessor(size={"shortest_edge": 72}, crop_size={"height": 64, "width": 64}).save_pretrained(path)
+    return path
+
+
+def test_predict_prints_probabilities_per_image(model_dir, tmp_path):
+    rng = np.random.default_rng(0)
+    png8 = tmp_path / "a.png"
+    png16 = tmp_path / "b 16bit.png"
+    Image.fromarray(rng.integers(0, 256, (90, 80), dtype=np.uint8)).save(png8)
+    Image.fromarray(rng.integers(0, 65536, (100, 100), dtype=np.uint16)).save(png16)
+
+    result = cxr_vitmae("predict", str(model_dir), str(png8), str(png16), "--batch-size", "1")
+    assert result.returncode == 0, result.stderr
+    predictions = json.loads(result.stdout)
+    assert list(predictions) == [str(png8), str(png16)]
+
+    model = ViTMAEForChestXray.from_pretrained(model_dir).eval()
+    processor = CXRImageProcessor.from_pretrained(model_dir)
+    for path, scores in predictions.items():
+        with torch.no_grad():
+            probabilities = torch.sigmoid(model(**processor(path, return_tensors="pt")).logits[0])
+        assert list(scores) == [model.config.id2label[i] for i in range(14)]
+        for index, label in model.config.id2label.items():
+            assert scores[label] == pytest.approx(probabilities[index].item(), abs=2e-6)
+
+
+@pytest.mark.parametrize("problem", ["missing", "corrupt"])
+def test_predict_bad_image_gives_one_line_naming_it(model_dir, tmp_path, problem):
+    good = tmp_path / "good.png"
+    Image.fromarray(np.zeros((64, 64), dtype=np.uint8)).save(good)
+    bad = tmp_path / "patient_0042.png"
+    if problem == "corrupt":
+        bad.write_bytes(good.read_bytes()[:40])
+    result = cxr_vitmae("predict", str(model_dir), str(good), str(bad))
+    assert result.returncode != 0
+    assert result.stdout == ""
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "patient_0042.png" in lines[0], result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_predict_missing_model_dir(tmp_path):
+    image = tmp_path / "x.png"
+    Image.fromarray(np.zeros((64, 64), dtype=np.uint8)).save(image)
+    result = cxr_vitmae("predict", str(tmp_path / "no_such_model"), str(image))
+    assert result.returncode != 0
+    assert len(result.stderr.strip().splitlines()) == 1 and "no_such_model" in result.stderr
+
+
+@pytest.mark.parametrize("args", [["--help"], ["predict", "--help"]])
+def test_help(args):
+    result = cxr_vitmae(*args)
+    assert result.returncode == 0 and "predict" in result.stdout

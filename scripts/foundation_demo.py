@@ -14,7 +14,7 @@ import numpy as np
 from PIL import Image
 from transformers import pipeline
 
-from cxr_vitmae import CXRDenseNetConfig, CXRImageProcessor, CXRViTMAEConfig, DenseNetForChestXray, ViTMAEForChestXray
+from cxr_vitmae import CXRDenseNetConfig, CXRViTMAEConfig, DenseNetForChestXray, ViTMAEForChestXray
 
 
 def synthetic_radiograph(directory: Path, size: int = 512) -> tuple[Path, Path]:
@@ -43,7 +43,6 @@ def main() -> None:
     for name, model in models.items():
         model_dir = args.output / name
         model.save_pretrained(model_dir)
-        CXRImageProcessor().save_pretrained(model_dir)
         parameters = sum(p.numel() for p in model.parameters()) / 1e6
         print(f"{name}: {parameters:.2f} M parameters, saved to {model_dir}")
         top = pipeline("image-classification", model=str(model_dir))(str(image_8bit), top_k=3)

@@ -26,7 +26,6 @@ def model_dir(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("model")
     config = CXRViTMAEConfig.from_preset("vit-tiny", image_size=64, num_hidden_layers=2)
     randomize_(ViTMAEForChestXray(config)).save_pretrained(path)
-    CXRImageProcessor(size={"shortest_edge": 72}, crop_size={"height": 64, "width": 64}).save_pretrained(path)
     return path
 
 

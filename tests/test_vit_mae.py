@@ -11,7 +11,7 @@ import pytest
 import torch
 from model_helpers import randomize_
 from reference_vit import mae_forward, patchify, vit_classifier_logits
-from transformers import AutoModelForImageClassification, AutoModelForPreTraining, pipeline
+from transformers import AutoImageProcessor, AutoModelForImageClassification, AutoModelForPreTraining, pipeline
 
 import cxr_vitmae
 from cxr_vitmae import (
@@ -244,7 +244,6 @@ def test_gradient_checkpointing_gives_the_same_gradients():
 def save_classifier(path, **config_overrides):
     model = randomize_(ViTMAEForChestXray(tiny_config(**config_overrides))).eval()
     model.save_pretrained(path)
-    CXRImageProcessor(size={"shortest_edge": 72}, crop_size={"height": 64, "width": 64}).save_pretrained(path)
     return model
 
 
@@ -260,6 +259,19 @@ def test_save_load_round_trip_gives_identical_logits(tmp_path):
     config = json.loads((tmp_path / "config.json").read_text())
     assert config["auto_map"]["AutoModelForImageClassification"] == "modeling_cxr_vitmae.ViTMAEForChestXray"
     assert config["auto_map"]["AutoConfig"] == "configuration_cxr_vitmae.CXRViTMAEConfig"
+
+
+def test_save_pretrained_writes_a_matching_image_processor_unless_one_is_there(tmp_path):
+    save_classifier(tmp_path / "auto")
+    processor = AutoImageProcessor.from_pretrained(tmp_path / "auto")
+    assert type(processor) is CXRImageProcessor
+    assert processor.crop_size == {"height": 64, "width": 64} and processor.size == {"shortest_edge": 73}
+    assert list(processor.image_mean) == [0.5056] * 3 and list(processor.image_std) == [0.252] * 3
+
+    custom = CXRImageProcessor(size={"shortest_edge": 64}, crop_size={"height": 64, "width": 64})
+    custom.save_pretrained(tmp_path / "custom")
+    save_classifier(tmp_path / "custom")
+    assert AutoImageProcessor.from_pretrained(tmp_path / "custom").size == {"shortest_edge": 64}
 
 
 def run_without_package(script: str, tmp_path) -> str:

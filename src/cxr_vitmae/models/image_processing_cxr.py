@@ -337,6 +337,16 @@ class CXRImageProcessor(ViTImageProcessor):
     image_std = [0.252, 0.252, 0.252]
     model_input_names = ["pixel_values"]
 
+    @classmethod
+    def for_image_size(cls, image_size: int, **kwargs: Any) -> CXRImageProcessor:
+        """The paper's evaluation preprocessing scaled to `image_size`: resize the short side to
+        `image_size / 0.875` (256 for 224), then center-crop `image_size`."""
+        return cls(
+            size={"shortest_edge": round(image_size / 0.875)},
+            crop_size={"height": image_size, "width": image_size},
+            **kwargs,
+        )
+
     def process_image(
         self,
         image: Any,

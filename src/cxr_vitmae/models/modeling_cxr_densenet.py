@@ -17,9 +17,10 @@ from transformers.utils.generic import can_return_tuple
 
 from .classification_loss import chest_xray_classification_loss
 from .configuration_cxr_densenet import CXRDenseNetConfig
+from .saving import SavesImageProcessorMixin
 
 
-class CXRDenseNetPreTrainedModel(PreTrainedModel):
+class CXRDenseNetPreTrainedModel(SavesImageProcessorMixin, PreTrainedModel):
     """Base class of the DenseNet models: config class, weight initialisation and checkpoint conventions.
 
     Freshly built weights follow torchvision's DenseNet initialisation: Kaiming-normal convolutions, BatchNorm with

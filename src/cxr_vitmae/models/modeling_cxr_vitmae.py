@@ -33,6 +33,7 @@ from transformers.utils.output_capturing import capture_outputs
 
 from .classification_loss import chest_xray_classification_loss
 from .configuration_cxr_vitmae import CXRViTMAEConfig
+from .saving import SavesImageProcessorMixin
 
 
 @dataclass
@@ -244,7 +245,7 @@ class CXRViTMAEDecoder(nn.Module):
         return self.decoder_pred(self.decoder_norm(hidden_states))[:, 1:]
 
 
-class CXRViTMAEPreTrainedModel(PreTrainedModel):
+class CXRViTMAEPreTrainedModel(SavesImageProcessorMixin, PreTrainedModel):
     """Weight initialisation and loading glue shared by the cxr_vitmae models."""
 
     config: CXRViTMAEConfig

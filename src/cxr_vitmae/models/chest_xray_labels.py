@@ -18,6 +18,14 @@ NIH_CHESTXRAY14_LABELS = (
     "Hernia",
 )
 
+# CheXpert competition tasks in the order of the paper's code (util/dataloader_med.py, after LibAUC).
+CHEXPERT_COMPETITION_LABELS = ("Cardiomegaly", "Edema", "Consolidation", "Atelectasis", "Pleural Effusion")
+
+# COVIDx V9A (3 classes). The paper's code indexes ['normal', 'positive', 'pneumonia', 'COVID-19'] and may have
+# trained 4 outputs with index 1 unused; a 4-output head gets that list.
+COVIDX_LABELS = ("normal", "pneumonia", "COVID-19")
+COVIDX_PAPER_CODE_LABELS = ("normal", "positive", "pneumonia", "COVID-19")
+
 
 def nih_id2label() -> dict[int, str]:
     """The default `id2label` of every cxr-vitmae classifier: the 14 NIH findings."""

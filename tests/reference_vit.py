@@ -90,3 +90,79 @@ def mae_forward(sd, pixels, noise, *, patch_size, mask_ratio, depth, num_heads, 
     per_patch = ((pred - target) ** 2).mean(dim=-1)
     loss = (per_patch * mask).sum() / mask.sum()
     return loss, pred, mask
+
+
+def random_mae_state_dict(
+    *, dim, depth, mlp, patch_size, grid, decoder_dim=None, decoder_depth=0, decoder_mlp=None, seed=0, channels=3
+):
+    """Random weights with the key names and shapes of facebookresearch/mae's MaskedAutoencoderViT (decoder only
+    when `decoder_dim` is given), as the paper's pre-training checkpoints store them."""
+    generator = torch.Generator().manual_seed(seed)
+
+    def rand(*shape, around=0.0):
+        return around + 0.05 * torch.randn(*shape, generator=generator)
+
+    def blocks(prefix, width, hidden, count):
+        weights = {}
+        for i in range(count):
+            p = f"{prefix}.{i}"
+            weights.update(
+                {
+                    f"{p}.norm1.weight": rand(width, around=1.0),
+                    f"{p}.norm1.bias": rand(width),
+                    f"{p}.attn.qkv.weight": rand(3 * width, width),
+                    f"{p}.attn.qkv.bias": rand(3 * width),
+                    f"{p}.attn.proj.weight": rand(width, width),
+                    f"{p}.attn.proj.bias": rand(width),
+                    f"{p}.norm2.weight": rand(width, around=1.0),
+                    f"{p}.norm2.bias": rand(width),
+                    f"{p}.mlp.fc1.weight": rand(hidden, width),
+                    f"{p}.mlp.fc1.bias": rand(hidden),
+                    f"{p}.mlp.fc2.weight": rand(width, hidden),
+                    f"{p}.mlp.fc2.bias": rand(width),
+                }
+            )
+        return weights
+
+    tokens = grid * grid + 1
+    weights = {
+        "cls_token": rand(1, 1, dim),
+        "pos_embed": rand(1, tokens, dim),
+        "patch_embed.proj.weight": rand(dim, channels, patch_size, patch_size),
+        "patch_embed.proj.bias": rand(dim),
+        **blocks("blocks", dim, mlp, depth),
+        "norm.weight": rand(dim, around=1.0),
+        "norm.bias": rand(dim),
+    }
+    if decoder_dim is not None:
+        weights.update(
+            {
+                "mask_token": rand(1, 1, decoder_dim),
+                "decoder_pos_embed": rand(1, tokens, decoder_dim),
+                "decoder_embed.weight": rand(decoder_dim, dim),
+                "decoder_embed.bias": rand(decoder_dim),
+                **blocks("decoder_blocks", decoder_dim, decoder_mlp, decoder_depth),
+                "decoder_norm.weight": rand(decoder_dim, around=1.0),
+                "decoder_norm.bias": rand(decoder_dim),
+                "decoder_pred.weight": rand(patch_size * patch_size * channels, decoder_dim),
+                "decoder_pred.bias": rand(patch_size * patch_size * channels),
+            }
+        )
+    return weights
+
+
+def as_finetuned_classifier(weights, num_classes, seed=1):
+    """The paper's fine-tuned layout (timm VisionTransformer, global_pool=True): `norm` replaced by `fc_norm`,
+    a `head`, no decoder."""
+    generator = torch.Generator().manual_seed(seed)
+    dim = weights["pos_embed"].shape[-1]
+    classifier = {k: v for k, v in weights.items() if not k.startswith(("norm.", "decoder", "mask_token"))}
+    classifier.update(
+        {
+            "fc_norm.weight": 1 + 0.05 * torch.randn(dim, generator=generator),
+            "fc_norm.bias": 0.05 * torch.randn(dim, generator=generator),
+            "head.weight": 0.05 * torch.randn(num_classes, dim, generator=generator),
+            "head.bias": 0.05 * torch.randn(num_classes, generator=generator),
+        }
+    )
+    return classifier

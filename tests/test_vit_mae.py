@@ -101,6 +101,14 @@ def test_paper_defaults():
         CXRViTMAEConfig(hidden_size=100, num_attention_heads=3)
 
 
+@pytest.mark.parametrize("num_labels", [2, 3])
+def test_label_maps_survive_save_and_load(tmp_path, num_labels):
+    config = CXRViTMAEConfig(num_labels=num_labels)
+    assert config.label2id == {f"LABEL_{i}": i for i in range(num_labels)}
+    config.save_pretrained(tmp_path)
+    assert CXRViTMAEConfig.from_pretrained(tmp_path).id2label == config.id2label
+
+
 def test_position_table_is_mae_sincos_and_fixed():
     model = CXRViTMAEForPreTraining(tiny_config())
     table = model.vit.embeddings.position_embeddings[0]

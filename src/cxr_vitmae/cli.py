@@ -40,6 +40,62 @@ def build_predict(parser: argparse.ArgumentParser):
     return run
 
 
+@subcommand("convert", "turn a released or stock checkpoint into a model directory the Auto classes load")
+def build_convert(parser: argparse.ArgumentParser):
+    from .hub.convert import SOURCES
+    from .models.configuration_cxr_densenet import CXR_DENSENET_PRESETS
+    from .models.configuration_cxr_vitmae import VIT_PRESETS
+    from .models.conversion_utils import LABEL_SETS
+
+    parser.add_argument("--source", required=True, choices=SOURCES, help="the layout the checkpoint was saved in")
+    parser.add_argument(
+        "--checkpoint", required=True, help="the .pth/.pth.tar/.safetensors file (a directory for hf-vitmae)"
+    )
+    parser.add_argument("--output", required=True, help="the model directory to write")
+    parser.add_argument(
+        "--preset",
+        choices=sorted(VIT_PRESETS) + sorted(CXR_DENSENET_PRESETS),
+        help="model size (default: inferred from the tensor shapes)",
+    )
+    parser.add_argument(
+        "--labels", choices=sorted(LABEL_SETS), help="label set of a classifier head (default: from the head size)"
+    )
+    parser.add_argument(
+        "--image-size", type=int, help="input resolution of the converted ViT (position tables resampled)"
+    )
+
+    def run(args: argparse.Namespace) -> None:
+        from .hub.convert import convert_checkpoint
+
+        result = convert_checkpoint(
+            args.source,
+            args.checkpoint,
+            args.output,
+            preset=args.preset,
+            labels=args.labels,
+            image_size=args.image_size,
+        )
+        for note in result.notes:
+            print(f"note: {note}")
+        print(f"{type(result.model).__name__} saved to {args.output}")
+
+    return run
+
+
+@subcommand("export-native", "export a classifier to stock transformers classes (no remote code)")
+def build_export_native(parser: argparse.ArgumentParser):
+    parser.add_argument("model_dir", metavar="MODEL_DIR", help="a cxr-vitmae classifier directory")
+    parser.add_argument("output_dir", metavar="OUTPUT_DIR", help="where to write the native model")
+
+    def run(args: argparse.Namespace) -> None:
+        from .hub.export_native import export_native
+
+        export_native(args.model_dir, args.output_dir)
+        print(f"native transformers model saved to {args.output_dir}")
+
+    return run
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="cxr-vitmae", description="Masked-autoencoder ViTs and DenseNets for chest X-ray classification."

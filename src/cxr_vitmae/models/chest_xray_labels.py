@@ -44,3 +44,11 @@ class ChestXrayLabelsMixin:
             self.id2label = nih_id2label()
         super().__post_init__(**kwargs)
         self.label2id = {name: index for index, name in self.id2label.items()}
+
+    def to_diff_dict(self):
+        # transformers leaves out a label map equal to its own default (2 labels), which would reload here as the
+        # NIH default; the maps are always written so a 2-label model stays a 2-label model.
+        serializable = super().to_diff_dict()
+        full = self.to_dict()
+        serializable["id2label"], serializable["label2id"] = full["id2label"], full["label2id"]
+        return serializable

@@ -1,6 +1,6 @@
 """Pieces shared by the checkpoint converters of the ViT and DenseNet models (not part of the saved model code)."""
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from transformers import PreTrainedConfig, PreTrainedModel
@@ -25,13 +25,23 @@ class ConversionError(ValueError):
     """A checkpoint does not match the architecture or the options it is converted with."""
 
 
+# ImageNet-1k / -21k classifiers: starting points whose head is no chest X-ray head.
+IMAGENET_HEAD_SIZES = (1000, 21841, 21843)
+
+
 @dataclass
 class ConvertedCheckpoint:
-    """A state dict already renamed to one of our model classes, with the configuration that class needs."""
+    """A state dict already renamed to one of our model classes, with the configuration that class needs.
+
+    `fresh_prefixes` name parameters the checkpoint cannot provide and that keep their initialisation (the new head
+    of an ImageNet model); `notes` say what the conversion changed, for the user.
+    """
 
     model_class: type[PreTrainedModel]
     config: PreTrainedConfig
     state_dict: dict[str, torch.Tensor]
+    fresh_prefixes: tuple[str, ...] = ()
+    notes: list[str] = field(default_factory=list)
 
 
 def classifier_label_options(num_outputs: int, labels: str | None) -> dict:

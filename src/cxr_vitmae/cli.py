@@ -96,6 +96,72 @@ def build_export_native(parser: argparse.ArgumentParser):
     return run
 
 
+def corpus_option(text: str) -> tuple[str, object]:
+    """`KEY=VALUE` with VALUE read as YAML, e.g. `views=[PA]`, `validation_fraction=0.2`, `tasks=all`."""
+    import yaml
+
+    key, separator, value = text.partition("=")
+    if not separator or not key:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    return key.strip(), yaml.safe_load(value)
+
+
+@subcommand("phantoms", "write a synthetic chest X-ray corpus in NIH ChestX-ray14's on-disk format")
+def build_phantoms(parser: argparse.ArgumentParser):
+    from .data.phantoms import DIFFICULTY, DIFFICULTY_CHOICES
+
+    parser.add_argument("--output", required=True, help="directory to write images/ and the NIH metadata files to")
+    parser.add_argument("--num-images", type=int, required=True, help="number of images")
+    parser.add_argument("--size", type=int, default=1024, help="image side in pixels (default: 1024, as NIH)")
+    parser.add_argument("--seed", type=int, default=0, help="the same seed writes byte-identical files (default: 0)")
+    parser.add_argument(
+        "--difficulty",
+        default=DIFFICULTY,
+        help=f"{', '.join(DIFFICULTY_CHOICES)} or a number in [0, 1] (default: %(default)s)",
+    )
+
+    def run(args: argparse.Namespace) -> None:
+        from .data.phantoms import generate_phantoms
+
+        try:
+            difficulty = float(args.difficulty)
+        except ValueError:
+            difficulty = args.difficulty  # a level name; generate_phantoms says which names exist
+        corpus = generate_phantoms(
+            args.output, args.num_images, size=args.size, seed=args.seed, difficulty=difficulty, progress=True
+        )
+        print(
+            f"{len(corpus.images)} phantoms ({len(corpus.train_val_files)} train_val, {len(corpus.test_files)} test) "
+            f"written to {corpus.output_dir}"
+        )
+
+    return run
+
+
+@subcommand("prepare", "decode and resize a corpus once into an Arrow copy that loaders and trainers read")
+def build_prepare(parser: argparse.ArgumentParser):
+    from .data import CORPORA
+
+    parser.add_argument("name", metavar="NAME", choices=list(CORPORA), help=f"one of {', '.join(CORPORA)}")
+    parser.add_argument("--data-dir", required=True, help="the corpus as distributed")
+    parser.add_argument("--output", required=True, help="the prepared directory to write (pass it as data_dir later)")
+    parser.add_argument("--size", type=int, default=256, help="short side of the stored images (default: 256)")
+    parser.add_argument("--num-proc", type=int, default=None, help="worker processes (default: 1)")
+    parser.add_argument(
+        "--option", type=corpus_option, action="append", default=[], metavar="KEY=VALUE", help="a corpus option"
+    )
+
+    def run(args: argparse.Namespace) -> None:
+        from .data.prepare import prepare_corpus
+
+        output = prepare_corpus(
+            args.name, args.data_dir, args.output, size=args.size, num_proc=args.num_proc, **dict(args.option)
+        )
+        print(f"prepared {args.name} in {output}")
+
+    return run
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="cxr-vitmae", description="Masked-autoencoder ViTs and DenseNets for chest X-ray classification."

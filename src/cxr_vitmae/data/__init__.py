@@ -32,11 +32,22 @@ def builder_class(name: str) -> type[datasets.GeneratorBasedBuilder]:
     return getattr(importlib.import_module(f".{module}", __name__), class_name)
 
 
-def _check_options(cls: type[datasets.GeneratorBasedBuilder], name: str, options: dict) -> None:
-    allowed = {f.name for f in fields(cls.BUILDER_CONFIG_CLASS)} - {"name", "version", "data_dir", "data_files", "description"}
+# BuilderConfig's own fields, which are not corpus options.
+_BUILDER_FIELDS = {"name", "version", "data_dir", "data_files", "description"}
+
+
+def _corpus_options(cls: type[datasets.GeneratorBasedBuilder], name: str, options: dict) -> dict:
+    """`options` checked against the corpus's config fields, with its aliases applied (e.g. COVIDx's `version`,
+    which cannot be a field name because every BuilderConfig has a `version` of its own)."""
+    aliases = getattr(cls, "OPTION_ALIASES", {})
+    options = {aliases.get(key, key): value for key, value in options.items()}
+    allowed = {f.name for f in fields(cls.BUILDER_CONFIG_CLASS)} - _BUILDER_FIELDS
     unknown = sorted(set(options) - allowed)
     if unknown:
-        raise CorpusError(f"{name} has no option {', '.join(unknown)}; its options are {', '.join(sorted(allowed))}")
+        raise CorpusError(
+            f"{name} has no option {', '.join(unknown)}; its options are {', '.join(sorted(allowed | set(aliases)))}"
+        )
+    return options
 
 
 def metadata_fingerprint(data_dir: str | Path) -> str:
@@ -58,12 +69,20 @@ def load_cxr_dataset(
     num_proc: int | None = None,
     **options,
 ) -> datasets.DatasetDict:
-    """The splits of corpus `name` read from `data_dir` (its distributed layout), with the given options."""
+    """The splits of corpus `name` read from `data_dir` (its distributed layout), with the given options.
+
+    When `data_dir` is a directory written by `prepare_corpus` (`cxr-vitmae prepare`), its resized copy is returned
+    instead, provided it was prepared from corpus `name` with the same options (else CorpusError)."""
     data_dir = Path(data_dir)
     if not data_dir.is_dir():
         raise CorpusError(f"{data_dir}: no such directory (expected the {name} corpus as distributed)")
     cls = builder_class(name)
-    _check_options(cls, name, options)
+    options = _corpus_options(cls, name, options)
+    from .prepare import MANIFEST_NAME, load_prepared  # here: prepare imports this module
+
+    if (data_dir / MANIFEST_NAME).is_file():
+        # Written by `cxr-vitmae prepare`: the resized images are already in Arrow, there is nothing to build.
+        return load_prepared(name, data_dir, **options)
     builder = cls(
         data_dir=str(data_dir),
         cache_dir=str(cache_dir) if cache_dir is not None else None,
@@ -78,8 +97,7 @@ def load_cxr_dataset(
 def label_names(name: str, **options) -> list[str]:
     """The order of the `labels` vector of corpus `name` under `options` (empty for pre-training unions)."""
     cls = builder_class(name)
-    _check_options(cls, name, options)
-    return list(cls.label_names(**options))
+    return list(cls.label_names(**_corpus_options(cls, name, options)))
 
 
 __all__ = ["CORPORA", "CorpusError", "builder_class", "label_names", "load_cxr_dataset", "metadata_fingerprint"]

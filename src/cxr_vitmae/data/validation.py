@@ -1,0 +1,51 @@
+"""Checks every corpus builder runs before it yields anything, so bad data fails at load time, never mid-epoch."""
+
+from collections.abc import Iterable
+from pathlib import Path
+
+from PIL import Image
+
+from .errors import CorpusError
+
+SHOWN = 5  # how many offending names an error message lists
+
+
+def first_few(names: Iterable) -> str:
+    """The first few of `names` for an error message, with an ellipsis when there are more."""
+    names = list(names)
+    return ", ".join(str(name) for name in names[:SHOWN]) + (", …" if len(names) > SHOWN else "")
+
+
+def check_images(paths: Iterable[Path], listed_in: str) -> None:
+    """Every path exists and PIL can identify it (a header read, no pixel decoding); otherwise one CorpusError
+    with the count and the first few offending files."""
+    paths = list(paths)
+    missing = [path for path in paths if not path.is_file()]
+    if missing:
+        raise CorpusError(
+            f"{len(missing)} of {len(paths)} image(s) listed in {listed_in} are missing: {first_few(missing)}"
+        )
+    unreadable = []
+    for path in paths:
+        try:
+            with Image.open(path):
+                pass
+        except (OSError, SyntaxError, ValueError):
+            unreadable.append(path)
+    if unreadable:
+        raise CorpusError(
+            f"{len(unreadable)} image(s) listed in {listed_in} cannot be read as images: {first_few(unreadable)}"
+        )
+
+
+def check_patients_disjoint(patients: dict[str, set[str]], where: str) -> None:
+    """No patient in two splits (`patients`: split -> its patient ids)."""
+    order = list(patients)
+    for i, first in enumerate(order):
+        for second in order[i + 1 :]:
+            shared = sorted(patients[first] & patients[second])
+            if shared:
+                raise CorpusError(
+                    f"{where}: {len(shared)} patient(s) have images in both the {first} and the {second} split "
+                    f"(patient leakage): {first_few(shared)}"
+                )

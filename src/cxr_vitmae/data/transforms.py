@@ -103,6 +103,9 @@ class RadiographTransform:
         self.pil_input = pil_input
 
     def __call__(self, image: Any) -> torch.Tensor:
+        if self.pil_input and isinstance(image, Image.Image) and image.mode == "L":
+            # Already what the PIL pipeline wants (e.g. a decoded prepared-cache image): skip the float round trip.
+            return _to_three_channels(self.augment(image))
         tensor = _radiograph_tensor(image)
         return _to_three_channels(self.augment(_to_pil_8bit(tensor) if self.pil_input else tensor))
 

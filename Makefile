@@ -22,4 +22,4 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 
 demo: $(STAMP)
-	$(BIN)/python scripts/foundation_demo.py --output demo_output
+	$(BIN)/python scripts/demo.py --output demo_output

@@ -1,5 +1,15 @@
-"""Evaluation metrics: per-class AUROC / AUPRC, accuracy, and patient-level bootstrap confidence intervals."""
+"""Evaluation: metrics (per-class AUROC / AUPRC, accuracy, patient-level bootstrap CIs), predictions gathered across
+processes, and the figures the recipes write."""
 
+from .figures import plot_reconstructions, plot_roc_curves, plot_training_curves
 from .metrics import MULTI_LABEL, SINGLE_LABEL, classification_metrics, roc_curves
 
-__all__ = ["MULTI_LABEL", "SINGLE_LABEL", "classification_metrics", "roc_curves"]
+__all__ = [
+    "MULTI_LABEL",
+    "SINGLE_LABEL",
+    "classification_metrics",
+    "plot_reconstructions",
+    "plot_roc_curves",
+    "plot_training_curves",
+    "roc_curves",
+]

@@ -1,0 +1,125 @@
+"""Pre-train a ViT as a masked autoencoder on chest X-rays (Xiao et al., WACV 2023).
+
+    accelerate launch recipes/pretrain.py --config recipes/configs/pretrain_vits_0.3m.yaml --data_dir /data
+    accelerate launch --multi_gpu --num_processes 2 recipes/pretrain.py --config ...   # on CPU: ACCELERATE_USE_CPU=1
+
+The paper's recipe (§2.1 of the notes): mask ratio 0.90, RandomResizedCrop scale 0.5-1 + flip, MSE on the masked
+patches, AdamW (0.9, 0.95) with weight decay 0.05 (none on biases, norms, position tables and tokens),
+lr = 1.5e-4 × global batch / 256, per-iteration warmup then half-cosine. The decoder exists only here: fine-tuning
+loads the encoder of `output_dir` and drops the rest.
+"""
+
+from pathlib import Path
+
+import torch
+
+from cxr_vitmae.data.transforms import evaluation_transform, pretraining_transform
+from cxr_vitmae.evaluation.figures import plot_reconstructions, plot_training_curves
+from cxr_vitmae.explain.reconstruction import reconstruct
+from cxr_vitmae.training.arguments import PretrainArguments, parse_recipe_arguments
+from cxr_vitmae.training.checkpointing import resolve_checkpoint
+from cxr_vitmae.training.data import TransformedCorpus, make_loader
+from cxr_vitmae.training.loop import Schedule, resume_state, train
+from cxr_vitmae.training.models import build_pretraining_model
+from cxr_vitmae.training.setup import global_batch_size, load_corpus, make_accelerator, make_optimizer
+
+FIGURE_IMAGES = 4
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_recipe_arguments(PretrainArguments, argv)
+    output_dir = Path(args.output_dir)
+    if args.push_to_hub:
+        raise SystemExit("--push_to_hub: publishing arrives with `cxr-vitmae push`; push the output_dir with it later")
+    accelerator = make_accelerator(args)
+
+    # Data: the training images only (labels, if the corpus has any, are not used).
+    splits = load_corpus(args, accelerator)
+    corpus = TransformedCorpus(
+        splits["train"],
+        pretraining_transform(args.image_size, scale=(args.crop_scale_min, 1.0)),
+        seed=args.seed,
+        label_key=None,
+    )
+    train_loader = make_loader(
+        corpus,
+        batch_size=args.per_device_train_batch_size,
+        shuffle=True,
+        num_workers=args.dataloader_num_workers,
+        drop_last=True,
+    )
+    # A fixed handful of images, evaluation-transformed, for the reconstruction figures.
+    held_out = splits["validation"] if "validation" in splits else splits["train"]
+    figure_corpus = TransformedCorpus(held_out, evaluation_transform(args.image_size), seed=args.seed, label_key=None)
+    figure_pixels = torch.stack([figure_corpus[i]["pixel_values"] for i in range(min(FIGURE_IMAGES, len(held_out)))])
+
+    # Model, optimiser, per-iteration schedule.
+    model = build_pretraining_model(
+        args.model,
+        image_size=args.image_size,
+        mask_ratio=args.mask_ratio,
+        norm_pix_loss=args.norm_pix_loss,
+        overrides=args.overrides(),
+    )
+    model, train_loader = accelerator.prepare(model, train_loader)
+    schedule = Schedule.plan(
+        len(train_loader),
+        args.gradient_accumulation_steps,
+        args.num_train_epochs,
+        args.max_train_steps,
+        args.warmup_epochs,
+    )
+    optimizer, scheduler, peak_lr = make_optimizer(model, args, accelerator, schedule)
+    optimizer = accelerator.prepare(optimizer)
+    accelerator.print(
+        f"MAE pre-training on {args.dataset}: {len(splits['train'])} images, {accelerator.num_processes} process(es) "
+        f"× {args.per_device_train_batch_size} per device × {args.gradient_accumulation_steps} accumulation = global "
+        f"batch {global_batch_size(args, accelerator)}; mask ratio {args.mask_ratio}; {schedule.total_steps} steps, "
+        f"warmup {schedule.warmup_steps}, peak lr {peak_lr:.3g}"
+    )
+    if args.report_to != "none":
+        accelerator.init_trackers("cxr-vitmae-pretrain", config=vars(args))
+
+    def figures(state, is_last: bool) -> None:
+        period = max(1, round(args.reconstruction_every_epochs))
+        if not accelerator.is_main_process or not (is_last or state.epoch % period == 0):
+            return
+        unwrapped = accelerator.unwrap_model(model)
+        device = next(unwrapped.parameters()).device
+        patches = unwrapped.config.num_patches
+        # The same masks at every epoch, from a generator of their own (the training stream is left alone).
+        noise = torch.rand(len(figure_pixels), patches, generator=torch.Generator().manual_seed(args.seed))
+        views = reconstruct(unwrapped, figure_pixels.to(device), noise.to(device))
+        plot_reconstructions(
+            views["original"].cpu(),
+            views["masked"].cpu(),
+            views["reconstruction"].cpu(),
+            output_dir / "figures" / f"reconstruction_epoch{state.epoch:03d}.png",
+        )
+        unwrapped.train()
+
+    state = resume_state(accelerator, resolve_checkpoint(args.resume_from_checkpoint, output_dir))
+    state = train(
+        accelerator,
+        model=model,
+        optimizer=optimizer,
+        scheduler=scheduler,
+        train_loader=train_loader,
+        schedule=schedule,
+        state=state,
+        output_dir=output_dir,
+        checkpointing_steps=args.checkpointing_steps,
+        logging_steps=args.logging_steps,
+        on_epoch_end=figures,
+    )
+
+    accelerator.unwrap_model(model).save_pretrained(
+        output_dir, is_main_process=accelerator.is_main_process, save_function=accelerator.save
+    )
+    if accelerator.is_main_process:
+        plot_training_curves(state.history, output_dir / "figures" / "training_curves.png")
+    accelerator.end_training()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,355 @@
+"""PNG figures written by the recipes and the CLI: ROC curves, training curves, MAE reconstructions.
+
+Figures are built on `matplotlib.figure.Figure` with an explicit Agg canvas, never through `pyplot`, so nothing
+touches matplotlib's global backend or figure registry: the functions are safe in worker processes, under
+`accelerate launch`, and on machines without a display. Each function creates the parent directory of `path`,
+writes a PNG at 150 dpi, releases the figure and returns the path.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from os import PathLike
+from pathlib import Path
+
+import numpy as np
+from matplotlib import colormaps
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+
+__all__ = ["plot_reconstructions", "plot_roc_curves", "plot_training_curves"]
+
+DPI = 150
+# Normalisation of CXRViTMAEImageProcessor (same value on every channel).
+IMAGE_MEAN = 0.5056
+IMAGE_STD = 0.252
+
+_STAR = {"marker": "*", "markersize": 13, "color": "gold", "markeredgecolor": "black", "zorder": 5}
+_RECONSTRUCTION_COLUMNS = ("original", "masked", "reconstruction", "|error|")
+
+
+# --------------------------------------------------------------------------------------------------------------
+# ROC curves
+
+
+def plot_roc_curves(
+    curves: Mapping[str, tuple[np.ndarray, np.ndarray]],
+    aurocs: Mapping[str, float | None],
+    path: str | PathLike,
+    title: str | None = None,
+) -> Path:
+    """One panel with one ROC curve per class, the chance diagonal, and a legend below the axes.
+
+    Args:
+        curves: `{name: (fpr, tpr)}` as returned by `cxr_vitmae.evaluation.roc_curves`. Classes with a single
+            label value are absent from it; if they are keys of `aurocs` they are listed in the legend as
+            having no curve.
+        aurocs: `{name: auroc or None}`, e.g. `{n: m["auroc"] for n, m in metrics["per_class"].items()}`. Its
+            key order (the label order) is the legend order; classes only in `curves` follow.
+        path: where to write the PNG.
+        title: figure title; the mean AUROC over the classes with a value is shown under it.
+    """
+    return _save(_roc_figure(curves, aurocs, title), path)
+
+
+def _roc_figure(
+    curves: Mapping[str, tuple[np.ndarray, np.ndarray]], aurocs: Mapping[str, float | None], title: str | None
+) -> Figure:
+    names = list(aurocs) + [name for name in curves if name not in aurocs]
+    n_columns = 2 if len(names) > 4 else 1
+    legend_rows = math.ceil(max(len(names), 1) / n_columns)
+    fig = _new_figure(6.4, 5.6 + 0.24 * legend_rows)
+    ax = fig.add_subplot()
+    colors = _class_colors(len(names))
+
+    handles = []
+    for name, color in zip(names, colors, strict=True):
+        auroc = aurocs.get(name)
+        if name in curves:
+            fpr, tpr = (np.asarray(a, dtype=np.float64) for a in curves[name])
+            label = f"{name} (AUROC {auroc:.3f})" if _finite(auroc) else f"{name} (AUROC n/a)"
+            (line,) = ax.plot(fpr, tpr, color=color, linewidth=1.4, label=label)
+            handles.append(line)
+        else:
+            # No curve: a single label value among the known labels. Listed so the reader sees it is missing.
+            handles.append(Line2D([], [], linestyle="none", label=f"{name} (no curve: one label value)"))
+
+    ax.plot([0, 1], [0, 1], color="0.55", linestyle="--", linewidth=1.0)
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1.005)
+    ax.set_aspect("equal")
+    ax.set_xlabel("False positive rate (1 − specificity)")
+    ax.set_ylabel("True positive rate (sensitivity)")
+    ax.grid(True, alpha=0.3)
+
+    defined = [float(value) for value in aurocs.values() if _finite(value)]
+    subtitle = (
+        f"mean AUROC {np.mean(defined):.3f} over {len(defined)} of {len(names)} classes" if defined else "no AUROC"
+    )
+    ax.set_title(subtitle, fontsize=10)
+    if title:
+        fig.suptitle(title)
+    if handles:
+        fig.legend(handles=handles, loc="outside lower center", ncols=n_columns, fontsize=8, frameon=False)
+    return fig
+
+
+def _class_colors(n: int) -> list:
+    cmap = colormaps["tab20" if n > 10 else "tab10"]
+    if n > 10:
+        # tab20 pairs a dark and a light shade; take the dark ones first so neighbours in the legend differ most.
+        order = list(range(0, 20, 2)) + list(range(1, 20, 2))
+        return [cmap(order[i % 20]) for i in range(n)]
+    return [cmap(i) for i in range(n)]
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Training curves
+
+
+def plot_training_curves(history: Sequence[Mapping], path: str | PathLike, title: str | None = None) -> Path:
+    """Training loss and learning rate, and validation metrics, against the optimisation step.
+
+    Args:
+        history: records such as `{"step": 120, "epoch": 1.5, "train_loss": 0.31, "lr": 1e-4}` and, at
+            evaluation points, `{"step": 200, "epoch": 2, "val_mean_auroc": 0.81}`. Every numeric `val_*` key is
+            plotted: `val_loss` on the loss panel, the others on a validation panel (present only if some record
+            has one). The last record with `"selected": True` is the selected checkpoint; it is marked on the
+            validation curves and with a vertical line. Missing keys, `None` and an empty history are tolerated.
+            The x axis is `step`; if no record has one, `epoch`; if none has either, the record's position.
+        path: where to write the PNG.
+        title: figure title.
+    """
+    return _save(_training_figure(history, title), path)
+
+
+def _training_figure(history: Sequence[Mapping], title: str | None) -> Figure:
+    records = [record for record in history if isinstance(record, Mapping)]
+    if any(_finite(record.get("step")) for record in records):
+        x_key, x_label = "step", "step"
+    elif any(_finite(record.get("epoch")) for record in records):
+        x_key, x_label = "epoch", "epoch"
+    else:
+        x_key, x_label = None, "record"
+
+    def series(key: str) -> tuple[np.ndarray, np.ndarray]:
+        xs, ys = [], []
+        for index, record in enumerate(records):
+            x = index if x_key is None else record.get(x_key)
+            y = record.get(key)
+            if _finite(x) and _is_number(y):
+                xs.append(float(x))
+                ys.append(float(y))
+        order = np.argsort(xs, kind="stable")
+        return np.asarray(xs)[order], np.asarray(ys)[order]
+
+    val_keys = []
+    for record in records:
+        for key, value in record.items():
+            if isinstance(key, str) and key.startswith("val_") and key not in val_keys and _is_number(value):
+                val_keys.append(key)
+    loss_keys = ["train_loss"] + [key for key in val_keys if key == "val_loss"]
+    metric_keys = [key for key in val_keys if key != "val_loss"]
+
+    selected = None
+    for index, record in enumerate(records):
+        if record.get("selected") is True:
+            x = index if x_key is None else record.get(x_key)
+            if _finite(x):
+                selected = (float(x), record)
+
+    n_panels = 2 if metric_keys else 1
+    fig = _new_figure(7.5, 3.4 * n_panels + 0.4)
+    axes = fig.subplots(n_panels, 1, sharex=True, squeeze=False)[:, 0]
+
+    # Panel 1: losses (left axis) and learning rate (right axis).
+    ax_loss = axes[0]
+    handles = []
+    for key, color, marker in zip(loss_keys, ("tab:blue", "tab:red"), ("", "o"), strict=False):
+        xs, ys = series(key)
+        if xs.size:
+            (line,) = ax_loss.plot(xs, ys, color=color, marker=marker, markersize=3, linewidth=1.2, label=key)
+            handles.append(line)
+    ax_loss.set_ylabel("loss")
+    ax_loss.grid(True, alpha=0.3)
+    xs, ys = series("lr")
+    if xs.size:
+        ax_lr = ax_loss.twinx()
+        (line,) = ax_lr.plot(xs, ys, color="tab:gray", linestyle=":", linewidth=1.2, label="lr")
+        ax_lr.set_ylabel("learning rate")
+        ax_lr.ticklabel_format(axis="y", style="sci", scilimits=(-2, 3))
+        handles.append(line)
+    if handles:
+        ax_loss.legend(handles=handles, loc="upper right", fontsize=8)
+    else:
+        ax_loss.text(0.5, 0.5, "no training records", ha="center", va="center", transform=ax_loss.transAxes)
+    if selected is not None and "val_loss" in loss_keys and _is_number(selected[1].get("val_loss")):
+        ax_loss.plot(selected[0], float(selected[1]["val_loss"]), linestyle="none", **_STAR)
+
+    # Panel 2: validation metrics other than the loss.
+    if metric_keys:
+        ax_val = axes[1]
+        for key in metric_keys:
+            xs, ys = series(key)
+            ax_val.plot(xs, ys, marker="o", markersize=3, linewidth=1.2, label=key)
+        if selected is not None:
+            x, record = selected
+            values = [f"{key} {float(record[key]):.4g}" for key in metric_keys if _is_number(record.get(key))]
+            for key in metric_keys:
+                if _is_number(record.get(key)):
+                    ax_val.plot(x, float(record[key]), linestyle="none", **_STAR)
+            label = f"selected ({x_label} {x:g})" + (": " + ", ".join(values) if values else "")
+            ax_val.plot([], [], linestyle="none", label=label, **_STAR)
+        ax_val.set_ylabel("validation")
+        ax_val.grid(True, alpha=0.3)
+        ax_val.legend(loc="best", fontsize=8)
+
+    if selected is not None:
+        for ax in axes:
+            ax.axvline(selected[0], color="goldenrod", linestyle="--", linewidth=1.0)
+    axes[-1].set_xlabel(x_label)
+    if title:
+        fig.suptitle(title)
+    return fig
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Reconstructions
+
+
+def plot_reconstructions(
+    original,
+    masked,
+    reconstruction,
+    path: str | PathLike,
+    *,
+    mean: float | Sequence[float] = IMAGE_MEAN,
+    std: float | Sequence[float] = IMAGE_STD,
+    error=None,
+    titles: Sequence[str] | None = None,
+    title: str | None = None,
+) -> Path:
+    """A grid with one row per image and columns original / masked / reconstruction / |error| map.
+
+    Args:
+        original, masked, reconstruction: (N, C, H, W) tensors or arrays in normalised units (also accepted:
+            (C, H, W) or (H, W) for one image). Channel 0 is shown in grayscale after undoing the normalisation
+            (`pixel * std + mean`, clipped to [0, 1]). NaN pixels of `masked` (a way to mark removed patches)
+            are drawn in a flat dark blue.
+        path: where to write the PNG.
+        mean, std: the normalisation to undo; a per-channel sequence uses its first value.
+        error: optional (N, H, W) or (N, C, H, W) map shown as given (channel 0). Default: the absolute
+            difference of reconstruction and original in display intensity, `|reconstruction − original| * std`.
+            Shown with the `magma` colormap on a scale shared by all rows, from 0, with a colorbar.
+        titles: optional per-row labels (N strings), shown left of each row.
+        title: optional figure title.
+    """
+    fig = _reconstruction_figure(
+        original, masked, reconstruction, mean=mean, std=std, error=error, titles=titles, title=title
+    )
+    return _save(fig, path)
+
+
+def _reconstruction_figure(original, masked, reconstruction, *, mean, std, error, titles, title) -> Figure:
+    mean = float(np.ravel(mean)[0])
+    std = float(np.ravel(std)[0])
+    original = _images(original, "original")
+    masked = _images(masked, "masked")
+    reconstruction = _images(reconstruction, "reconstruction")
+    if not original.shape == masked.shape == reconstruction.shape:
+        raise ValueError(
+            f"original, masked and reconstruction must have equal shapes, got {original.shape}, {masked.shape}, "
+            f"{reconstruction.shape}"
+        )
+    if error is None:
+        error = np.abs(reconstruction - original) * std
+    else:
+        error = _images(error, "error")
+        if error.shape != original.shape:
+            raise ValueError(f"error has shape {error.shape}, expected {original.shape} after taking channel 0")
+    n = original.shape[0]
+    if titles is not None and len(titles) != n:
+        raise ValueError(f"{len(titles)} titles for {n} images")
+
+    def display(a: np.ndarray) -> np.ndarray:
+        return np.clip(a * std + mean, 0.0, 1.0)
+
+    finite_error = error[np.isfinite(error)]
+    vmax = float(finite_error.max()) if finite_error.size else 1.0
+    vmax = vmax if vmax > 0 else 1.0
+
+    gray = colormaps["gray"].with_extremes(bad="#1f3a93")
+    magma = colormaps["magma"]
+
+    height, width = original.shape[1:]
+    cell = 2.4
+    fig = _new_figure(4 * cell * max(width / height, 0.25) + 1.0, n * cell + (0.7 if title else 0.4))
+    axes = fig.subplots(n, 4, squeeze=False)
+    error_image = None
+    for row in range(n):
+        panels = (display(original[row]), display(masked[row]), display(reconstruction[row]))
+        for col, image in enumerate(panels):
+            axes[row, col].imshow(image, cmap=gray, vmin=0.0, vmax=1.0, interpolation="nearest")
+        error_image = axes[row, 3].imshow(error[row], cmap=magma, vmin=0.0, vmax=vmax, interpolation="nearest")
+        for ax in axes[row]:
+            ax.set_xticks([])
+            ax.set_yticks([])
+        if titles is not None:
+            axes[row, 0].set_ylabel(str(titles[row]), fontsize=9)
+    for col, name in enumerate(_RECONSTRUCTION_COLUMNS):
+        axes[0, col].set_title(name, fontsize=10)
+    fig.colorbar(error_image, ax=axes[:, 3], shrink=0.9 if n > 1 else 0.8, label="|error|")
+    if title:
+        fig.suptitle(title)
+    return fig
+
+
+def _images(a, name: str) -> np.ndarray:
+    """Channel 0 of a tensor or array as an (N, H, W) float64 array.
+
+    Images: (N, C, H, W), or (C, H, W) / (H, W) for one image. Error maps: (N, C, H, W) or (N, H, W), or (H, W).
+    """
+    if hasattr(a, "detach"):  # torch.Tensor, without importing torch here
+        a = a.detach().float().cpu().numpy()
+    a = np.asarray(a, dtype=np.float64)
+    if a.ndim == 4:
+        a = a[:, 0]
+    elif a.ndim == 3 and name != "error":
+        a = a[:1]
+    elif a.ndim == 2:
+        a = a[None]
+    elif a.ndim != 3:
+        raise ValueError(f"{name} must be (N, C, H, W), (C, H, W) or (H, W), got shape {a.shape}")
+    if a.shape[0] == 0:
+        raise ValueError(f"{name} holds no images")
+    return a
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Shared
+
+
+def _new_figure(width: float, height: float) -> Figure:
+    fig = Figure(figsize=(width, height), dpi=DPI, layout="constrained")
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def _save(fig: Figure, path: str | PathLike) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        fig.savefig(path, dpi=DPI, format="png", facecolor="white")
+    finally:
+        fig.clear()
+    return path
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
+
+
+def _finite(value) -> bool:
+    return _is_number(value) and math.isfinite(float(value))

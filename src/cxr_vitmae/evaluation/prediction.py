@@ -1,0 +1,27 @@
+"""Scores for every image of a split, gathered across processes exactly once each."""
+
+import numpy as np
+import torch
+from accelerate import Accelerator
+
+
+@torch.no_grad()
+def predict(accelerator: Accelerator, model: torch.nn.Module, loader) -> dict[str, np.ndarray]:
+    """`scores` (N, C) probabilities (sigmoid for multi-label, softmax otherwise), `labels` and the dataset `index` of
+    each row, in the order of the dataset. `gather_for_metrics` drops the samples that distributed loading repeats
+    to even out the last batch, so every image is counted once."""
+    model.eval()
+    problem_type = accelerator.unwrap_model(model).config.problem_type
+    scores, labels, indices = [], [], []
+    for batch in loader:
+        logits = model(pixel_values=batch["pixel_values"]).logits.float()
+        probabilities = torch.sigmoid(logits) if problem_type == "multi_label_classification" else logits.softmax(-1)
+        gathered = accelerator.gather_for_metrics((probabilities, batch["labels"], batch["index"]))
+        for store, value in zip((scores, labels, indices), gathered, strict=True):
+            store.append(value.cpu())
+    order = torch.cat(indices).argsort()
+    return {
+        "scores": torch.cat(scores)[order].numpy(),
+        "labels": torch.cat(labels)[order].numpy(),
+        "index": torch.cat(indices)[order].numpy(),
+    }

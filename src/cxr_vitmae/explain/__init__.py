@@ -1,0 +1,1 @@
+"""The paper's discussion as tools: MAE reconstructions (and, later, Grad-CAM)."""

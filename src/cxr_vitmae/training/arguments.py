@@ -1,0 +1,126 @@
+"""Recipe arguments: one dataclass per recipe, a YAML config file for the defaults, flags to override them.
+
+`accelerate launch recipes/finetune.py --config recipes/configs/NAME.yaml --learning_rate 1e-3` reads the YAML (keys
+are the field names below), then applies the flags; a YAML key that is no field is an error, not a silent no-op.
+"""
+
+import argparse
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+
+import yaml
+from transformers import HfArgumentParser
+
+
+@dataclass
+class RecipeArguments:
+    """Arguments shared by the pre-training and fine-tuning recipes (names follow transformers' examples)."""
+
+    output_dir: str = field(metadata={"help": "final model, metrics.json, figures and checkpoints/ go here"})
+    dataset: str = field(default="nih-chestxray14", metadata={"help": "a cxr_vitmae.data corpus name"})
+    data_dir: str | None = field(default=None, metadata={"help": "the corpus as distributed, or a prepared copy"})
+    dataset_options: str = field(
+        default="{}", metadata={"help": "corpus options as a YAML/JSON mapping, e.g. '{views: [PA]}'"}
+    )
+    model: str = field(
+        default="vit-small",
+        metadata={"help": "a preset (vit-tiny/small/base/large, densenet121/169/201) or a model directory"},
+    )
+    model_overrides: str = field(
+        default="{}", metadata={"help": "config fields on top of the preset, YAML/JSON mapping (e.g. image_size)"}
+    )
+    image_size: int = field(default=224, metadata={"help": "input resolution"})
+    num_train_epochs: float = field(default=1, metadata={"help": "epochs to train (fractions allowed)"})
+    max_train_steps: int | None = field(default=None, metadata={"help": "stop after this many optimiser steps"})
+    per_device_train_batch_size: int = field(default=32)
+    per_device_eval_batch_size: int = field(default=64)
+    gradient_accumulation_steps: int = field(default=1)
+    learning_rate: float | None = field(
+        default=None, metadata={"help": "absolute peak lr (default: base_learning_rate × global batch / 256)"}
+    )
+    base_learning_rate: float = field(default=1e-3, metadata={"help": "lr per 256 images of global batch"})
+    min_learning_rate: float = field(default=0.0, metadata={"help": "end of the half-cosine"})
+    weight_decay: float = field(default=0.05)
+    adam_beta1: float = field(default=0.9)
+    adam_beta2: float = field(default=0.999)
+    warmup_epochs: float = field(default=0.0, metadata={"help": "linear warmup length, in epochs"})
+    seed: int = field(default=0)
+    resume_from_checkpoint: str | None = field(
+        default=None, metadata={"help": "a checkpoints/step-N directory, or 'latest' for the newest in output_dir"}
+    )
+    checkpointing_steps: int | None = field(default=None, metadata={"help": "save a resumable checkpoint every N"})
+    report_to: str = field(default="none", metadata={"help": "none, tensorboard, trackio, wandb (comma-separated)"})
+    push_to_hub: bool = field(default=False, metadata={"help": "upload the final model (needs `cxr-vitmae push`)"})
+    hub_model_id: str | None = field(default=None)
+    mixed_precision: str = field(default="no", metadata={"help": "no, bf16 or fp16 (accelerate)"})
+    dataloader_num_workers: int = field(default=0)
+    max_train_samples: int | None = field(default=None, metadata={"help": "use the first N training images"})
+    logging_steps: int = field(default=10)
+
+    def options(self) -> dict:
+        return _mapping(self.dataset_options, "dataset_options")
+
+    def overrides(self) -> dict:
+        return _mapping(self.model_overrides, "model_overrides")
+
+
+@dataclass
+class PretrainArguments(RecipeArguments):
+    """MAE pre-training (paper §2.1 defaults: mask 0.9, crop scale 0.5-1, AdamW (0.9, 0.95), blr 1.5e-4)."""
+
+    model: str = field(default="vit-small")
+    base_learning_rate: float = field(default=1.5e-4)
+    adam_beta2: float = field(default=0.95)
+    mask_ratio: float = field(default=0.9)
+    norm_pix_loss: bool = field(default=False)
+    crop_scale_min: float = field(default=0.5, metadata={"help": "RandomResizedCrop lower scale"})
+    reconstruction_every_epochs: float = field(default=1, metadata={"help": "reconstruction figure period"})
+
+
+@dataclass
+class FinetuneArguments(RecipeArguments):
+    """Fine-tuning (paper §2.2 defaults for ViT-S on NIH: layer decay 0.55, drop path 0.2, RandAugment m6)."""
+
+    model: str = field(default="vit-small")
+    base_learning_rate: float = field(default=2.5e-4)
+    min_learning_rate: float = field(default=1e-5)
+    layer_decay: float | None = field(default=0.55, metadata={"help": "ViT layer-wise lr decay (ignored for CNNs)"})
+    drop_path: float = field(default=0.2)
+    auto_augment: str | None = field(default="rand-m6-mstd0.5-inc1")
+    crop_scale_min: float = field(default=0.08, metadata={"help": "RandomResizedCrop lower scale (timm's default)"})
+    eval_every_epochs: float = field(default=1, metadata={"help": "validation period; the best checkpoint is kept"})
+    n_bootstrap: int = field(default=1000, metadata={"help": "patient-level bootstrap resamples for the test CIs"})
+
+
+def _mapping(text: str | dict, name: str) -> dict:
+    value = yaml.safe_load(text) if isinstance(text, str) else text
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise ValueError(f"{name} must be a mapping, got {text!r}")
+    return value
+
+
+def parse_recipe_arguments(cls: type[RecipeArguments], argv: list[str] | None = None) -> RecipeArguments:
+    """`--config FILE.yaml` gives the defaults, the other flags override them."""
+    pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument("--config", type=Path, default=None)
+    known, rest = pre.parse_known_args(argv)
+    parser = HfArgumentParser(cls, description=cls.__doc__)
+    parser.add_argument("--config", type=Path, default=None, help="YAML file with defaults for the flags below")
+    if known.config is not None:
+        if not known.config.is_file():
+            parser.error(f"--config {known.config}: no such file")
+        config = yaml.safe_load(known.config.read_text()) or {}
+        names = {f.name for f in fields(cls)}
+        unknown = sorted(set(config) - names)
+        if unknown:
+            parser.error(f"{known.config}: unknown keys {unknown}; the recipe's fields are {sorted(names)}")
+        # Mappings stay mappings (argparse only type-converts string defaults).
+        parser.set_defaults(**config)
+        # A required field given by the YAML is no longer required on the command line.
+        for action in parser._actions:
+            if action.dest in config:
+                action.required = False
+    # `--config` was consumed above; what remains are the dataclass's own flags.
+    return parser.parse_args_into_dataclasses(args=rest)[0]

@@ -1,0 +1,103 @@
+"""Data loading for the recipes, with every random choice a function of (seed, epoch, example), so that a resumed
+run sees exactly the batches and augmentations an uninterrupted one would have seen, with any number of workers."""
+
+import random
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import datasets
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+from ..data.transforms import collate_radiographs
+
+# The entropy word that tells the shuffle's seed apart from every example's seed (example indices are >= 0).
+_SHUFFLE = 2**32 - 1
+
+
+def _example_seed(seed: int, epoch: int, index: int) -> int:
+    return int(np.random.SeedSequence([seed, epoch, index]).generate_state(1)[0])
+
+
+class TransformedCorpus(Dataset):
+    """Rows of a `datasets.Dataset` as {"pixel_values", "labels", "index"}; the transform's randomness (torch, Python
+    `random` as timm's RandAugment uses, numpy) is seeded per example and epoch, and the process's own generators
+    are left as they were (dropout, drop path and MAE masking keep their own stream)."""
+
+    def __init__(
+        self,
+        dataset: datasets.Dataset,
+        transform: Callable[[Any], torch.Tensor],
+        *,
+        seed: int,
+        label_key: str | None = "labels",
+    ):
+        self.dataset = dataset
+        self.transform = transform
+        self.seed = seed
+        self.label_key = label_key
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        row = self.dataset[int(index)]
+        seed = _example_seed(self.seed, self.epoch, int(index))
+        python_state, numpy_state = random.getstate(), np.random.get_state()
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            random.seed(seed)
+            np.random.seed(seed % 2**32)
+            try:
+                pixel_values = self.transform(row["image"])
+            finally:
+                random.setstate(python_state)
+                np.random.set_state(numpy_state)
+        example = {"pixel_values": pixel_values, "index": int(index)}
+        if self.label_key is not None:
+            example["labels"] = torch.as_tensor(row[self.label_key])
+        return example
+
+
+class EpochSampler(Sampler[int]):
+    """All indices once per epoch, shuffled by a generator seeded with (seed, epoch) — never the global one."""
+
+    def __init__(self, length: int, *, seed: int, shuffle: bool):
+        self.length = length
+        self.seed = seed
+        self.shuffle = shuffle
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return self.length
+
+    def __iter__(self) -> Iterator[int]:
+        if not self.shuffle:
+            return iter(range(self.length))
+        generator = torch.Generator().manual_seed(_example_seed(self.seed, self.epoch, _SHUFFLE))
+        return iter(torch.randperm(self.length, generator=generator).tolist())
+
+
+def make_loader(
+    corpus: TransformedCorpus, *, batch_size: int, shuffle: bool, num_workers: int, drop_last: bool = False
+) -> DataLoader:
+    """A DataLoader over `corpus` that draws nothing from the global random generators (its own generator seeds the
+    workers), so creating it mid-run cannot shift dropout or masking randomness. Workers are not persistent: each
+    epoch's workers start from the corpus with its current epoch."""
+    return DataLoader(
+        corpus,
+        batch_size=batch_size,
+        sampler=EpochSampler(len(corpus), seed=corpus.seed, shuffle=shuffle),
+        num_workers=num_workers,
+        collate_fn=collate_radiographs,
+        drop_last=drop_last,
+        generator=torch.Generator().manual_seed(corpus.seed),
+    )

@@ -1,0 +1,64 @@
+"""Set-up steps both recipes take in the same way: the Accelerator, the corpus, the optimiser and its schedule."""
+
+import torch
+from accelerate import Accelerator
+from accelerate.utils import set_seed
+
+from ..data import load_cxr_dataset
+from .arguments import RecipeArguments
+from .loop import Schedule
+from .optim import cosine_schedule_with_warmup, parameter_groups, scaled_learning_rate
+
+
+def make_accelerator(args: RecipeArguments) -> Accelerator:
+    """On a machine without CUDA, `cpu=True`: that is what makes `accelerate launch --multi_gpu --num_processes N`
+    start N gloo processes on CPU instead of N independent single-process runs."""
+    accelerator = Accelerator(
+        cpu=not torch.cuda.is_available(),
+        mixed_precision=args.mixed_precision,
+        gradient_accumulation_steps=args.gradient_accumulation_steps,
+        log_with=None if args.report_to == "none" else args.report_to.split(","),
+        project_dir=args.output_dir,
+    )
+    set_seed(args.seed)
+    return accelerator
+
+
+def load_corpus(args: RecipeArguments, accelerator: Accelerator):
+    """The corpus's DatasetDict, built (and cached) by the main process first, then read by the others."""
+    with accelerator.main_process_first():
+        splits = load_cxr_dataset(args.dataset, args.data_dir, **args.options())
+    if args.max_train_samples is not None:
+        splits["train"] = splits["train"].select(range(min(args.max_train_samples, len(splits["train"]))))
+    return splits
+
+
+def global_batch_size(args: RecipeArguments, accelerator: Accelerator) -> int:
+    return args.per_device_train_batch_size * accelerator.num_processes * args.gradient_accumulation_steps
+
+
+def make_optimizer(
+    model: torch.nn.Module,
+    args: RecipeArguments,
+    accelerator: Accelerator,
+    schedule: Schedule,
+    layer_decay: float | None = None,
+):
+    """AdamW over `parameter_groups` (no decay on biases, norms, position tables and tokens; layer-wise lr decay when
+    given) and the per-iteration warmup + half-cosine schedule. The schedule is not `prepare`d: it is stepped once per
+    optimiser update here, and registered so that checkpoints carry it."""
+    peak_lr = args.learning_rate or scaled_learning_rate(args.base_learning_rate, global_batch_size(args, accelerator))
+    optimizer = torch.optim.AdamW(
+        parameter_groups(model, weight_decay=args.weight_decay, layer_decay=layer_decay),
+        lr=peak_lr,
+        betas=(args.adam_beta1, args.adam_beta2),
+    )
+    scheduler = cosine_schedule_with_warmup(
+        optimizer,
+        warmup_steps=schedule.warmup_steps,
+        total_steps=schedule.total_steps,
+        base_lr=peak_lr,
+        min_lr=min(args.min_learning_rate, peak_lr),
+    )
+    accelerator.register_for_checkpointing(scheduler)
+    return optimizer, scheduler, peak_lr

@@ -1,0 +1,125 @@
+"""The Accelerate recipes, run as a user runs them: real processes, a real SIGKILL, real `accelerate launch`."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from cxr_vitmae.data import load_cxr_dataset
+from cxr_vitmae.data.phantoms import generate_phantoms
+from cxr_vitmae.training.arguments import FinetuneArguments, parse_recipe_arguments
+
+ROOT = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
+TINY = "{patch_size: 8, num_hidden_layers: 2}"
+
+
+@pytest.fixture(scope="module")
+def phantoms(tmp_path_factory):
+    corpus = generate_phantoms(tmp_path_factory.mktemp("phantoms"), 160, size=48, seed=1, difficulty="easy")
+    return corpus.output_dir
+
+
+def finetune_command(phantoms: Path, output_dir: Path, *flags: str) -> list[str]:
+    return [
+        sys.executable, "recipes/finetune.py", "--data_dir", str(phantoms), "--output_dir", str(output_dir),
+        "--model", "vit-tiny", "--model_overrides", TINY, "--image_size", "32", "--per_device_train_batch_size", "8",
+        "--per_device_eval_batch_size", "16", "--num_train_epochs", "3", "--n_bootstrap", "20", "--logging_steps", "1",
+        "--base_learning_rate", "1e-3", "--warmup_epochs", "0.5", "--seed", "3",
+        "--dataset_options", "{validation_fraction: 0.3}", *flags,
+    ]  # fmt: skip
+
+
+def run(command: list[str], **kwargs) -> subprocess.CompletedProcess:
+    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=600, **kwargs)
+    assert result.returncode == 0, result.stderr[-4000:]
+    return result
+
+
+def test_finetune_selects_on_validation_and_evaluates_test_once(phantoms, tmp_path):
+    run(finetune_command(phantoms, tmp_path / "run"))
+    history = json.loads((tmp_path / "run" / "trainer_history.json").read_text())
+    validations = [record for record in history if "val_mean_auroc" in record]
+    assert [record["epoch"] for record in validations] == [1, 2, 3]
+    tests = [record for record in history if record.get("event") == "test"]
+    selected = [record for record in validations if record.get("selected")][-1]
+    assert len(tests) == 1 and tests[0]["checkpoint"] == f"epoch-{selected['epoch']}"
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    test_split = load_cxr_dataset("nih-chestxray14", phantoms, validation_fraction=0.3)["test"]
+    assert metrics["split"] == "test" and metrics["n_images"] == len(test_split)
+    assert metrics["selected_by"] == "validation mean_auroc"
+    assert set(metrics["per_class"]) == set(json.loads((tmp_path / "run" / "config.json").read_text())["label2id"])
+    for name in ("roc_test.png", "training_curves.png"):
+        assert (tmp_path / "run" / "figures" / name).stat().st_size > 1000
+
+
+def test_sigkill_and_resume_gives_bit_identical_weights(phantoms, tmp_path):
+    flags = ("--checkpointing_steps", "3", "--max_train_steps", "14")
+    run(finetune_command(phantoms, tmp_path / "straight", *flags))
+
+    interrupted = tmp_path / "interrupted"
+    process = subprocess.Popen(
+        finetune_command(phantoms, interrupted, *flags), cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    checkpoint = interrupted / "checkpoints" / "step-00000006"
+    deadline = time.time() + 300
+    while not (checkpoint / "trainer_state.json").exists() and process.poll() is None and time.time() < deadline:
+        time.sleep(0.02)
+    process.send_signal(signal.SIGKILL)
+    assert process.wait() == -signal.SIGKILL, "the run ended before it could be killed after a checkpoint"
+    assert not (interrupted / "model.safetensors").exists()
+
+    run(finetune_command(phantoms, interrupted, *flags, "--resume_from_checkpoint", "latest"))
+    straight, resumed = (
+        load_file(tmp_path / "straight" / "model.safetensors"),
+        load_file(interrupted / "model.safetensors"),
+    )
+    assert straight.keys() == resumed.keys()
+    for key in straight:
+        assert torch.equal(straight[key], resumed[key]), key
+    assert json.loads((tmp_path / "straight" / "metrics.json").read_text()) == json.loads(
+        (interrupted / "metrics.json").read_text()
+    )
+
+
+def test_two_cpu_processes_count_every_image_once(phantoms, tmp_path):
+    command = [
+        str(BIN / "accelerate"), "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
+        "--mixed_precision", "no", "--dynamo_backend", "no", *finetune_command(phantoms, tmp_path / "ddp")[1:],
+        "--num_train_epochs", "1",
+    ]  # fmt: skip
+    result = run(command, env={**os.environ, "ACCELERATE_USE_CPU": "1", "OMP_NUM_THREADS": "1"})
+    assert "2 process(es) × 8 per device" in result.stdout
+    history = json.loads((tmp_path / "ddp" / "trainer_history.json").read_text())
+    splits = load_cxr_dataset("nih-chestxray14", phantoms, validation_fraction=0.3)
+    assert [record["val_n_images"] for record in history if "val_n_images" in record] == [len(splits["validation"])]
+    assert json.loads((tmp_path / "ddp" / "metrics.json").read_text())["n_images"] == len(splits["test"])
+
+
+def test_non_finite_loss_stops_the_run_and_keeps_the_last_checkpoint(phantoms, tmp_path):
+    command = finetune_command(phantoms, tmp_path / "diverge", "--learning_rate", "1e25", "--checkpointing_steps", "1")
+    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert result.returncode != 0
+    assert "non-finite loss" in result.stderr and "Last good checkpoint" in result.stderr
+    checkpoints = sorted((tmp_path / "diverge" / "checkpoints").glob("step-*"))
+    assert checkpoints and all((path / "trainer_state.json").is_file() for path in checkpoints)
+    weights = load_file(checkpoints[0] / "model.safetensors")
+    assert all(torch.isfinite(tensor).all() for tensor in weights.values())
+
+
+def test_yaml_gives_defaults_and_flags_override(tmp_path):
+    config = tmp_path / "c.yaml"
+    config.write_text("output_dir: out\nmodel: densenet121\ndataset_options: {views: [PA]}\nlayer_decay: null\n")
+    args = parse_recipe_arguments(FinetuneArguments, ["--config", str(config), "--learning_rate", "0.01"])
+    assert (args.output_dir, args.model, args.layer_decay, args.learning_rate) == ("out", "densenet121", None, 0.01)
+    assert args.options() == {"views": ["PA"]}
+    config.write_text("output_dir: out\nlearnig_rate: 1\n")
+    with pytest.raises(SystemExit):
+        parse_recipe_arguments(FinetuneArguments, ["--config", str(config)])

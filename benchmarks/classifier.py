@@ -11,31 +11,15 @@ import argparse
 import timm
 import torch
 from harness import autocast, machine_description, print_table, time_alternating, write_json
-from transformers import BeitConfig, BeitForImageClassification
+from transformers import BeitForImageClassification
 
 from cxr_vitmae import CXRDenseNetConfig, CXRViTMAEConfig, DenseNetForChestXray, ViTMAEForChestXray
+from cxr_vitmae.hub.export_native import beit_config
 
 
 def vit_pair(preset: str) -> tuple[torch.nn.Module, torch.nn.Module]:
     config = CXRViTMAEConfig.from_preset(preset, drop_path_rate=0.1)
-    beit = BeitConfig(
-        hidden_size=config.hidden_size,
-        num_hidden_layers=config.num_hidden_layers,
-        num_attention_heads=config.num_attention_heads,
-        intermediate_size=config.intermediate_size,
-        layer_norm_eps=config.layer_norm_eps,
-        drop_path_rate=config.drop_path_rate,
-        use_mean_pooling=True,
-        use_absolute_position_embeddings=True,
-        use_relative_position_bias=False,
-        use_shared_relative_position_bias=False,
-        layer_scale_init_value=0.0,
-        use_auxiliary_head=False,
-        num_labels=config.num_labels,
-        problem_type=config.problem_type,
-        attn_implementation="sdpa",
-    )
-    return ViTMAEForChestXray(config), BeitForImageClassification(beit)
+    return ViTMAEForChestXray(config), BeitForImageClassification(beit_config(config))
 
 
 def densenet_pair() -> tuple[torch.nn.Module, torch.nn.Module]:

@@ -1,5 +1,10 @@
 """Helpers shared by the model tests."""
 
+import os
+import subprocess
+import sys
+import textwrap
+
 import torch
 
 
@@ -19,3 +24,20 @@ def randomize_(model: torch.nn.Module, std: float = 0.05) -> torch.nn.Module:
             else:
                 tensor.copy_(noise)
     return model
+
+
+def run_without_package(script: str, tmp_path) -> str:
+    """Run `script` in a fresh interpreter where `import cxr_vitmae` fails, offline, with an empty HF cache."""
+    guard = "import sys\nsys.modules['cxr_vitmae'] = None  # makes any import of the package raise ImportError\n"
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf_home")}
+    env.pop("PYTHONPATH", None)
+    result = subprocess.run(
+        [sys.executable, "-c", guard + textwrap.dedent(script)],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result.stdout

@@ -1,15 +1,11 @@
 """`export_native`: a fine-tuned classifier as stock BEiT / timm_wrapper, loaded where cxr_vitmae is absent."""
 
 import json
-import os
-import subprocess
-import sys
-import textwrap
 
 import numpy as np
 import pytest
 import torch
-from model_helpers import randomize_
+from model_helpers import randomize_, run_without_package
 from PIL import Image
 from transformers import (
     AutoModelForImageClassification,
@@ -57,22 +53,6 @@ def _write_radiograph(path) -> None:
     Image.fromarray((image * 255).round().astype(np.uint8), mode="L").save(path)
 
 
-def _run_without_package(script: str, tmp_path) -> str:
-    guard = "import sys\nsys.modules['cxr_vitmae'] = None  # makes any import of the package raise ImportError\n"
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf_home")}
-    env.pop("PYTHONPATH", None)
-    result = subprocess.run(
-        [sys.executable, "-c", guard + textwrap.dedent(script)],
-        env=env,
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    return result.stdout
-
-
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory):
     """Every case saved, exported, and run through a stock pipeline in one subprocess without the package."""
@@ -86,7 +66,7 @@ def exported(tmp_path_factory):
         models[name] = model
         outputs[name] = export_native(root / name, root / f"{name}-native")
 
-    stdout = _run_without_package(
+    stdout = run_without_package(
         f"""
         import json, torch
         from transformers import pipeline

@@ -1,15 +1,11 @@
 """CXRViTMAE models against independent references: sizes, classifier logits, MAE masking and loss, loading paths."""
 
 import json
-import os
 import re
-import subprocess
-import sys
-import textwrap
 
 import pytest
 import torch
-from model_helpers import randomize_
+from model_helpers import randomize_, run_without_package
 from reference_vit import mae_forward, patchify, vit_classifier_logits
 from transformers import AutoImageProcessor, AutoModelForImageClassification, AutoModelForPreTraining, pipeline
 
@@ -280,23 +276,6 @@ def test_save_pretrained_writes_a_matching_image_processor_unless_one_is_there(t
     custom.save_pretrained(tmp_path / "custom")
     save_classifier(tmp_path / "custom")
     assert AutoImageProcessor.from_pretrained(tmp_path / "custom").size == {"shortest_edge": 64}
-
-
-def run_without_package(script: str, tmp_path) -> str:
-    """Run `script` in a fresh interpreter where `import cxr_vitmae` fails, offline, with an empty HF cache."""
-    guard = "import sys\nsys.modules['cxr_vitmae'] = None  # makes any import of the package raise ImportError\n"
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf_home")}
-    env.pop("PYTHONPATH", None)
-    result = subprocess.run(
-        [sys.executable, "-c", guard + textwrap.dedent(script)],
-        env=env,
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    return result.stdout
 
 
 def test_remote_code_and_pipeline_work_without_the_package(tmp_path):

@@ -348,16 +348,7 @@ class CheXpert(datasets.GeneratorBasedBuilder):
 
     def _generate_examples(self, records: list[ImageRecord]):
         for record in records:
-            yield (
-                record.image_id,
-                {
-                    "image": str(record.path),
-                    "labels": list(record.labels),
-                    "image_id": record.image_id,
-                    "patient_id": record.patient_id,
-                    "view": record.view,
-                },
-            )
+            yield record.image_id, record.example()
 
 
 __all__ = [

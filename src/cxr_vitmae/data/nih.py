@@ -506,14 +506,7 @@ class NIHChestXray14(datasets.GeneratorBasedBuilder):
         for record in records:
             yield (
                 record.image_id,
-                {
-                    "image": str(record.path),
-                    "labels": list(record.labels),
-                    "image_id": record.image_id,
-                    "patient_id": record.patient_id,
-                    "view": record.view,
-                    "boxes": [asdict(box) for box in boxes.get(record.image_id, ())],
-                },
+                {**record.example(), "boxes": [asdict(box) for box in boxes.get(record.image_id, ())]},
             )
 
 

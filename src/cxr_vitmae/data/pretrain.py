@@ -223,16 +223,9 @@ class _PretrainUnion(datasets.GeneratorBasedBuilder):
 
     def _generate_examples(self, records):
         for record in records:
-            yield (
-                record.image_id,
-                {
-                    "image": str(record.path),
-                    "image_id": record.image_id,
-                    "patient_id": record.patient_id,
-                    "view": record.view,
-                    "source": record.image_id.split("/", 1)[0],
-                },
-            )
+            example = record.example()
+            del example["labels"]  # the unions are unlabelled
+            yield record.image_id, {**example, "source": record.image_id.split("/", 1)[0]}
 
 
 class Pretrain03M(_PretrainUnion):

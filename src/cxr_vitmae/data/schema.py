@@ -21,6 +21,19 @@ class ImageRecord:
     labels: tuple[float, ...] = ()
     label: int | None = None
 
+    def example(self) -> dict:
+        """The record as a `classification_features` example (the image as its path; datasets reads it lazily)."""
+        example = {
+            "image": str(self.path),
+            "labels": list(self.labels),
+            "image_id": self.image_id,
+            "patient_id": self.patient_id,
+            "view": self.view,
+        }
+        if self.label is not None:
+            example["label"] = self.label
+        return example
+
 
 def classification_features(label_names: list[str] | tuple[str, ...], single_label: bool = False) -> datasets.Features:
     """`image`, `labels` (fixed-length float32 multi-hot, NaN = unknown), `image_id`, `patient_id`, `view`; single-label

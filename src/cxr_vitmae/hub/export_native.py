@@ -35,7 +35,7 @@ from ..models import CXRDenseNetConfig, CXRViTMAEConfig, DenseNetForChestXray, V
 from ..models.configuration_cxr_densenet import CXR_DENSENET_PRESETS
 from ..models.conversion_utils import ConversionError
 
-__all__ = ["EXPORT_LOGITS_TOLERANCE", "export_native"]
+__all__ = ["EXPORT_LOGITS_TOLERANCE", "beit_config", "export_native"]
 
 # Float32 reorderings (split qkv, SDPA vs. our attention call, timm's pooling) stay around 1e-6; a mapping mistake is
 # orders of magnitude larger.
@@ -125,9 +125,10 @@ def _label_kwargs(config) -> dict:
     }
 
 
-def _vit_to_beit(model: ViTMAEForChestXray) -> BeitForImageClassification:
-    config: CXRViTMAEConfig = model.config
-    beit_config = BeitConfig(
+def beit_config(config: CXRViTMAEConfig) -> BeitConfig:
+    """The stock BEiT configuration that computes exactly what a `ViTMAEForChestXray` of `config` computes: absolute
+    position embeddings, no relative position bias, no layer scale, mean pooling (or the CLS token)."""
+    return BeitConfig(
         hidden_size=config.hidden_size,
         num_hidden_layers=config.num_hidden_layers,
         num_attention_heads=config.num_attention_heads,
@@ -150,7 +151,11 @@ def _vit_to_beit(model: ViTMAEForChestXray) -> BeitForImageClassification:
         use_auxiliary_head=False,
         **_label_kwargs(config),
     )
-    native = BeitForImageClassification(beit_config)
+
+
+def _vit_to_beit(model: ViTMAEForChestXray) -> BeitForImageClassification:
+    config: CXRViTMAEConfig = model.config
+    native = BeitForImageClassification(beit_config(config))
 
     source = model.state_dict()
     hidden = config.hidden_size

@@ -40,6 +40,44 @@ def build_predict(parser: argparse.ArgumentParser):
     return run
 
 
+@subcommand("evaluate", "metrics.json of a saved classifier on a corpus split (AUROC/AUPRC, bootstrap CIs)")
+def build_evaluate(parser: argparse.ArgumentParser):
+    from .data import CORPORA
+
+    parser.add_argument("model_dir", metavar="MODEL_DIR", help="a saved classifier directory")
+    parser.add_argument("--dataset", required=True, choices=list(CORPORA), help="the corpus name")
+    parser.add_argument("--data-dir", required=True, help="the corpus as distributed, or a prepared copy")
+    parser.add_argument("--split", default="test", help="default: %(default)s")
+    parser.add_argument("--output", default="metrics.json", help="default: %(default)s")
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--num-workers", type=int, default=0)
+    parser.add_argument("--n-bootstrap", type=int, default=1000, help="patient-level bootstrap resamples")
+    parser.add_argument(
+        "--option", type=corpus_option, action="append", default=[], metavar="KEY=VALUE", help="a corpus option"
+    )
+
+    def run(args: argparse.Namespace) -> None:
+        from pathlib import Path
+
+        from .evaluation.evaluate_model import evaluate_model
+
+        metrics = evaluate_model(
+            args.model_dir,
+            args.dataset,
+            args.data_dir,
+            split=args.split,
+            batch_size=args.batch_size,
+            num_workers=args.num_workers,
+            n_bootstrap=args.n_bootstrap,
+            **dict(args.option),
+        )
+        Path(args.output).write_text(json.dumps(metrics, indent=2) + "\n")
+        summary = metrics["accuracy"] if metrics["accuracy"] is not None else metrics["mean_auroc"]
+        print(f"{args.dataset} {args.split}: {summary} ({metrics['n_images']} images) -> {args.output}")
+
+    return run
+
+
 @subcommand("convert", "turn a released or stock checkpoint into a model directory the Auto classes load")
 def build_convert(parser: argparse.ArgumentParser):
     from .hub.convert import SOURCES
@@ -175,6 +213,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    from transformers.utils import logging as transformers_logging
+
+    # Weight-loading progress bars would interleave with the command's own output and its one-line errors.
+    transformers_logging.disable_progress_bar()
     try:
         args.run(args)
     except (OSError, ValueError) as error:

@@ -14,7 +14,7 @@ from safetensors.torch import load_file
 
 from cxr_vitmae.data import load_cxr_dataset
 from cxr_vitmae.data.phantoms import generate_phantoms
-from cxr_vitmae.training.arguments import FinetuneArguments, parse_recipe_arguments
+from cxr_vitmae.training.arguments import FinetuneArguments, PretrainArguments, parse_recipe_arguments
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
@@ -123,3 +123,32 @@ def test_yaml_gives_defaults_and_flags_override(tmp_path):
     config.write_text("output_dir: out\nlearnig_rate: 1\n")
     with pytest.raises(SystemExit):
         parse_recipe_arguments(FinetuneArguments, ["--config", str(config)])
+
+
+@pytest.mark.parametrize("config", sorted((ROOT / "recipes" / "configs").glob("*.yaml")), ids=lambda p: p.stem)
+def test_every_recipe_config_parses(config):
+    recipe = (
+        PretrainArguments
+        if config.stem.endswith("pretrain") or config.stem.startswith("pretrain")
+        else (FinetuneArguments)
+    )
+    args = parse_recipe_arguments(recipe, ["--config", str(config)])
+    assert args.options() is not None and args.overrides() is not None
+
+
+def test_paper_recipe_values():
+    pretrain = parse_recipe_arguments(
+        PretrainArguments, ["--config", str(ROOT / "recipes/configs/pretrain_vits_0.3m.yaml")]
+    )
+    assert (pretrain.mask_ratio, pretrain.crop_scale_min, pretrain.num_train_epochs, pretrain.warmup_epochs) == (
+        0.9,
+        0.5,
+        800,
+        40,
+    )
+    assert (pretrain.base_learning_rate, pretrain.adam_beta2, pretrain.weight_decay) == (1.5e-4, 0.95, 0.05)
+    finetune = parse_recipe_arguments(
+        FinetuneArguments, ["--config", str(ROOT / "recipes/configs/finetune_vits_nih.yaml")]
+    )
+    assert (finetune.layer_decay, finetune.drop_path, finetune.auto_augment) == (0.55, 0.2, "rand-m6-mstd0.5-inc1")
+    assert (finetune.base_learning_rate, finetune.min_learning_rate, finetune.num_train_epochs) == (2.5e-4, 1e-5, 75)

@@ -45,6 +45,7 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image
+from tqdm.auto import tqdm
 
 from ..models.chest_xray_labels import NIH_CHESTXRAY14_LABELS
 
@@ -1031,14 +1032,7 @@ def generate_phantoms(
         )
     (output / "images").mkdir(parents=True, exist_ok=True)
 
-    iterator = specs
-    if progress:
-        try:
-            from tqdm.auto import tqdm
-        except ImportError:  # the bar is cosmetic; tqdm comes with the `train` extra
-            pass
-        else:
-            iterator = tqdm(specs, desc="phantoms", unit="img")
+    iterator = tqdm(specs, desc="phantoms", unit="img") if progress else specs
     images = []
     for spec in iterator:
         pixels, boxes = _render(spec, int(size), level, int(seed))

@@ -52,9 +52,7 @@ def build_evaluate(parser: argparse.ArgumentParser):
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--num-workers", type=int, default=0)
     parser.add_argument("--n-bootstrap", type=int, default=1000, help="patient-level bootstrap resamples")
-    parser.add_argument(
-        "--option", type=corpus_option, action="append", default=[], metavar="KEY=VALUE", help="a corpus option"
-    )
+    add_corpus_options(parser)
 
     def run(args: argparse.Namespace) -> None:
         from pathlib import Path
@@ -134,6 +132,13 @@ def build_export_native(parser: argparse.ArgumentParser):
     return run
 
 
+def add_corpus_options(parser: argparse.ArgumentParser) -> None:
+    """Repeatable `--option KEY=VALUE`: the keyword options of `load_cxr_dataset`."""
+    parser.add_argument(
+        "--option", type=corpus_option, action="append", default=[], metavar="KEY=VALUE", help="a corpus option"
+    )
+
+
 def corpus_option(text: str) -> tuple[str, object]:
     """`KEY=VALUE` with VALUE read as YAML, e.g. `views=[PA]`, `validation_fraction=0.2`, `tasks=all`."""
     import yaml
@@ -185,9 +190,7 @@ def build_prepare(parser: argparse.ArgumentParser):
     parser.add_argument("--output", required=True, help="the prepared directory to write (pass it as data_dir later)")
     parser.add_argument("--size", type=int, default=256, help="short side of the stored images (default: 256)")
     parser.add_argument("--num-proc", type=int, default=None, help="worker processes (default: 1)")
-    parser.add_argument(
-        "--option", type=corpus_option, action="append", default=[], metavar="KEY=VALUE", help="a corpus option"
-    )
+    add_corpus_options(parser)
 
     def run(args: argparse.Namespace) -> None:
         from .data.prepare import prepare_corpus

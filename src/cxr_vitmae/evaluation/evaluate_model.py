@@ -30,9 +30,12 @@ def evaluate_model(
 ) -> dict[str, Any]:
     """Per-class AUROC / AUPRC (accuracy for single-label corpora) with patient-level bootstrap CIs of the model in
     `model_dir` on `split` of `dataset`, preprocessed exactly as the model's image processor says."""
+    if not (Path(model_dir) / "config.json").is_file():
+        raise FileNotFoundError(f"{model_dir}: not a model directory (no config.json)")
+    # Checked from the config, before any weights or images are read.
     names = label_names(dataset, **options)
-    config = AutoConfig.from_pretrained(model_dir) if (Path(model_dir) / "config.json").is_file() else None
-    model_labels = [config.id2label[i] for i in range(config.num_labels)] if config is not None else names
+    config = AutoConfig.from_pretrained(model_dir)
+    model_labels = [config.id2label[i] for i in range(config.num_labels)]
     if model_labels != names:
         raise ValueError(
             f"{model_dir} predicts {model_labels}, but {dataset} is labelled {names} (order matters); evaluate it on "

@@ -5,16 +5,33 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from transformers import AutoImageProcessor, AutoModelForImageClassification
+from transformers import AutoConfig, AutoImageProcessor, AutoModelForImageClassification
+from transformers.models.auto.modeling_auto import MODEL_FOR_IMAGE_CLASSIFICATION_MAPPING
 
 from .models import load_radiograph
 
 
 def load_classifier(model_dir: str | Path, device: str | torch.device = "cpu"):
-    """The classifier and its image processor from `model_dir`, in eval mode on `device`."""
+    """The classifier and its image processor from `model_dir`, in eval mode on `device`.
+
+    The saved architecture is checked first: a pre-training checkpoint or a bare backbone would load into the
+    classifier class with a freshly initialised head, and its predictions and maps would mean nothing.
+
+    Raises:
+        FileNotFoundError: `model_dir` has no config.json.
+        ValueError: the directory holds another kind of model.
+    """
     model_dir = Path(model_dir)
     if not (model_dir / "config.json").is_file():
         raise FileNotFoundError(f"{model_dir}: not a model directory (no config.json)")
+    config = AutoConfig.from_pretrained(model_dir)
+    saved_as = config.architectures or []
+    classifier = MODEL_FOR_IMAGE_CLASSIFICATION_MAPPING.get(type(config), None)
+    if classifier is None or (saved_as and classifier.__name__ not in saved_as):
+        raise ValueError(
+            f"{model_dir} holds a {' / '.join(saved_as) or config.model_type} model, not an image classifier "
+            "(its classification head would be random): pass a fine-tuned classifier directory"
+        )
     model = AutoModelForImageClassification.from_pretrained(model_dir).to(device).eval()
     processor = AutoImageProcessor.from_pretrained(model_dir)
     return model, processor

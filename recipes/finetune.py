@@ -19,6 +19,8 @@ from cxr_vitmae.data.transforms import evaluation_transform, finetuning_transfor
 from cxr_vitmae.evaluation import classification_metrics, roc_curves
 from cxr_vitmae.evaluation.figures import plot_roc_curves, plot_training_curves
 from cxr_vitmae.evaluation.prediction import predict
+from cxr_vitmae.hub.provenance import write_training_args
+from cxr_vitmae.hub.push import check_repo_id, push_to_hub
 from cxr_vitmae.training import supports_layer_decay
 from cxr_vitmae.training.arguments import FinetuneArguments, parse_recipe_arguments
 from cxr_vitmae.training.checkpointing import resolve_checkpoint
@@ -32,7 +34,11 @@ def main(argv: list[str] | None = None) -> None:
     args = parse_recipe_arguments(FinetuneArguments, argv)
     output_dir = Path(args.output_dir)
     if args.push_to_hub:
-        raise SystemExit("--push_to_hub: publishing arrives with `cxr-vitmae push`; push the output_dir with it later")
+        # Checked before training rather than after it.
+        try:
+            check_repo_id(args.hub_model_id)
+        except ValueError as error:
+            raise SystemExit(f"--push_to_hub needs --hub_model_id: {error}") from None
     accelerator = make_accelerator(args)
 
     # Data: the corpus's splits, the paper's transforms, loaders whose randomness is a function of (seed, epoch).
@@ -89,6 +95,15 @@ def main(argv: list[str] | None = None) -> None:
     layer_decay = args.layer_decay if supports_layer_decay(accelerator.unwrap_model(model)) else None
     optimizer, scheduler, peak_lr = make_optimizer(model, args, accelerator, schedule, layer_decay)
     optimizer = accelerator.prepare(optimizer)
+    if accelerator.is_main_process:
+        write_training_args(
+            output_dir,
+            args,
+            recipe="finetune",
+            n_train_images=len(splits["train"]),
+            global_batch_size=global_batch_size(args, accelerator),
+            peak_learning_rate=peak_lr,
+        )
     accelerator.print(
         f"fine-tuning {type(accelerator.unwrap_model(model)).__name__} on {args.dataset}: {len(splits['train'])} "
         f"training images, {accelerator.num_processes} process(es) × {args.per_device_train_batch_size} per device × "
@@ -193,6 +208,9 @@ def main(argv: list[str] | None = None) -> None:
         shutil.rmtree(best_dir)
         accelerator.print(json.dumps({k: metrics[k] for k in ("mean_auroc", "mean_auroc_ci95", "accuracy")}))
     accelerator.end_training()
+    if args.push_to_hub and accelerator.is_main_process:
+        commit = push_to_hub(output_dir, args.hub_model_id, private=args.hub_private_repo)
+        print(f"pushed {output_dir} to {commit.commit_url}")
 
 
 def _problem(single_label: bool) -> str:

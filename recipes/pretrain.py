@@ -16,6 +16,8 @@ import torch
 from cxr_vitmae.data.transforms import evaluation_transform, pretraining_transform
 from cxr_vitmae.evaluation.figures import plot_reconstructions, plot_training_curves
 from cxr_vitmae.explain.reconstruction import reconstruct
+from cxr_vitmae.hub.provenance import restricted_sources, write_training_args
+from cxr_vitmae.hub.push import check_repo_id, push_to_hub
 from cxr_vitmae.training.arguments import PretrainArguments, parse_recipe_arguments
 from cxr_vitmae.training.checkpointing import resolve_checkpoint
 from cxr_vitmae.training.data import TransformedCorpus, make_loader
@@ -30,7 +32,18 @@ def main(argv: list[str] | None = None) -> None:
     args = parse_recipe_arguments(PretrainArguments, argv)
     output_dir = Path(args.output_dir)
     if args.push_to_hub:
-        raise SystemExit("--push_to_hub: publishing arrives with `cxr-vitmae push`; push the output_dir with it later")
+        # Checked before training rather than after it.
+        try:
+            check_repo_id(args.hub_model_id)
+        except ValueError as error:
+            raise SystemExit(f"--push_to_hub needs --hub_model_id: {error}") from None
+        restricted = restricted_sources([args.dataset])
+        if restricted:
+            raise SystemExit(
+                f"--push_to_hub: {args.dataset} holds images of {' and '.join(restricted)}, and the reconstruction "
+                "figures this recipe draws from them may not be published. Train without --push_to_hub, delete "
+                "figures/reconstruction_*.png from the output_dir, then run `cxr-vitmae push`."
+            )
     accelerator = make_accelerator(args)
 
     # Data: the training images only (labels, if the corpus has any, are not used).
@@ -71,6 +84,15 @@ def main(argv: list[str] | None = None) -> None:
     )
     optimizer, scheduler, peak_lr = make_optimizer(model, args, accelerator, schedule)
     optimizer = accelerator.prepare(optimizer)
+    if accelerator.is_main_process:
+        write_training_args(
+            output_dir,
+            args,
+            recipe="pretrain",
+            n_train_images=len(splits["train"]),
+            global_batch_size=global_batch_size(args, accelerator),
+            peak_learning_rate=peak_lr,
+        )
     accelerator.print(
         f"MAE pre-training on {args.dataset}: {len(splits['train'])} images, {accelerator.num_processes} process(es) "
         f"× {args.per_device_train_batch_size} per device × {args.gradient_accumulation_steps} accumulation = global "
@@ -119,6 +141,9 @@ def main(argv: list[str] | None = None) -> None:
     if accelerator.is_main_process:
         plot_training_curves(state.history, output_dir / "figures" / "training_curves.png")
     accelerator.end_training()
+    if args.push_to_hub and accelerator.is_main_process:
+        commit = push_to_hub(output_dir, args.hub_model_id, private=args.hub_private_repo)
+        print(f"pushed {output_dir} to {commit.commit_url}")
 
 
 if __name__ == "__main__":

@@ -50,8 +50,19 @@ class RecipeArguments:
     )
     checkpointing_steps: int | None = field(default=None, metadata={"help": "save a resumable checkpoint every N"})
     report_to: str = field(default="none", metadata={"help": "none, tensorboard, trackio, wandb (comma-separated)"})
-    push_to_hub: bool = field(default=False, metadata={"help": "upload the final model (needs `cxr-vitmae push`)"})
-    hub_model_id: str | None = field(default=None)
+    push_to_hub: bool = field(
+        default=False,
+        metadata={
+            "help": "after training, upload output_dir (weights, processor, code, model card, metrics, figures) to "
+            "the Hub repository --hub_model_id, as `cxr-vitmae push` does (HF_TOKEN / HF_ENDPOINT apply)"
+        },
+    )
+    hub_model_id: str | None = field(
+        default=None, metadata={"help": "the Hub repository ORG/NAME to push to (required by --push_to_hub)"}
+    )
+    hub_private_repo: bool = field(
+        default=False, metadata={"help": "create the Hub repository as private (an existing one keeps its setting)"}
+    )
     mixed_precision: str = field(default="no", metadata={"help": "no, bf16 or fp16 (accelerate)"})
     dataloader_num_workers: int = field(default=0)
     max_train_samples: int | None = field(default=None, metadata={"help": "use the first N training images"})

@@ -1,0 +1,430 @@
+"""Model cards for cxr-vitmae model directories, rendered with huggingface_hub's `ModelCard.from_template`.
+
+One Jinja template per kind of model, in `model_cards/` next to this module: the MAE-pre-trained ViT encoder, a
+fine-tuned ViT classifier and a DenseNet classifier. The YAML header is a `ModelCardData` whose `model-index` is
+built from the directory's `metrics.json` only (numbers measured on that checkpoint); the paper's numbers appear in
+the text, labelled as the paper's.
+"""
+
+import json
+import math
+import tempfile
+from collections.abc import Sequence
+from dataclasses import MISSING, dataclass, fields
+from pathlib import Path
+from typing import Any
+
+import datasets
+from huggingface_hub import EvalResult, ModelCard, ModelCardData, constants, hf_hub_url
+from safetensors import safe_open
+
+from ..data import builder_class
+from ..data.phantoms import generate_phantoms
+from ..models.configuration_cxr_densenet import CXR_DENSENET_PRESETS
+from ..models.configuration_cxr_vitmae import VIT_PRESETS
+from .provenance import CORPUS_SOURCES, NON_REDISTRIBUTABLE, TRAINING_ARGS_NAME, read_json
+
+TEMPLATES_DIR = Path(__file__).resolve().parent / "model_cards"
+# kind -> (template file, pipeline tag). The encoder's classification head would be untrained, so it is published as
+# a feature extractor; the classifiers are what the image-classification widget and pipeline are for.
+CARD_KINDS = {
+    "pretrained-encoder": ("pretrained_encoder.md", "image-feature-extraction"),
+    "vit-classifier": ("vit_classifier.md", "image-classification"),
+    "densenet-classifier": ("densenet_classifier.md", "image-classification"),
+}
+# Research-only, as the training corpora's terms are: non-commercial unless the publisher chooses otherwise.
+DEFAULT_LICENSE = "cc-by-nc-4.0"
+
+CITATION = """@inproceedings{xiao2023delving,
+  title     = {Delving into Masked Autoencoders for Multi-Label Thorax Disease Classification},
+  author    = {Xiao, Junfei and Bai, Yutong and Yuille, Alan and Zhou, Zongwei},
+  booktitle = {Proceedings of the IEEE/CVF Winter Conference on Applications of Computer Vision (WACV)},
+  year      = {2023}
+}"""
+
+# The numbers published with the paper's code (lambert-x/medical_mae README): NIH mean AUROC and CheXpert mean AUROC
+# (5 competition findings, valid.csv) in percent, COVIDx V9A accuracy in percent; None where none was published.
+PAPER_RESULTS = {
+    "vit": [
+        ("ViT-S/16", "ImageNet, supervised (DeiT-S)", 79.6, None, None),
+        ("ViT-S/16", "ImageNet, MAE", 78.6, None, None),
+        ("ViT-S/16", "266k chest X-rays (NIH + CheXpert), MAE", 82.3, 89.2, 95.2),
+        ("ViT-B/16", "~0.5M chest X-rays (NIH + CheXpert + MIMIC-CXR), MAE", 83.0, 89.3, 95.3),
+    ],
+    "densenet": [
+        ("DenseNet-121", "ImageNet, supervised (torchvision)", 82.2, None, None),
+        ("DenseNet-121", "266k chest X-rays, MoCo v2", 80.6, None, None),
+        ("DenseNet-121", "266k chest X-rays, MAE (U-Net)", 81.2, None, None),
+    ],
+}
+
+# What the card says about each corpus (facts of the corpus as distributed, not of this run).
+CORPUS_DESCRIPTIONS = {
+    "nih-chestxray14": (
+        "NIH ChestX-ray14",
+        "112,120 frontal radiographs of 30,805 patients from the NIH Clinical Center (Wang et al., CVPR 2017); 14 "
+        "findings text-mined from the radiology reports. Test split: the official `test_list.txt` (25,596 images); "
+        "validation: carved patient-disjoint from `train_val_list.txt` with a fixed seed, or given split files.",
+    ),
+    "chexpert": (
+        "CheXpert",
+        "CheXpert v1.0 (Irvin et al., AAAI 2019), Stanford Hospital: train.csv has 223,414 images of 64,540 "
+        "patients labelled by the rule-based CheXpert report labeler (positive / negative / uncertain / blank); "
+        "validation is `valid.csv` (234 images, radiologist consensus).",
+    ),
+    "mimic-cxr": (
+        "MIMIC-CXR-JPG",
+        "MIMIC-CXR-JPG (Johnson et al., 2019; PhysioNet, credentialed access), Beth Israel Deaconess Medical "
+        "Center: 377,110 images from 227,827 studies; labels are per study, from the CheXpert or NegBio report "
+        "labeler; splits from the official split file.",
+    ),
+    "covidx": (
+        "COVIDx CXR",
+        "COVIDx CXR (COVID-Net), a compilation of several public collections with different sources and "
+        "acquisition; one label per image (normal / pneumonia / COVID-19 for V9A, negative / positive otherwise), "
+        "splits from the distributed label files.",
+    ),
+    "pretrain-0.3m": (
+        "X-rays 0.3M (NIH ChestX-ray14 + CheXpert)",
+        "The paper's pre-training union: NIH ChestX-ray14 training images and CheXpert frontal training images "
+        "(266,340 images in the paper); labels unused.",
+    ),
+    "pretrain-0.5m": (
+        "X-rays 0.5M (NIH ChestX-ray14 + CheXpert + MIMIC-CXR)",
+        "The paper's larger pre-training union: X-rays 0.3M plus MIMIC-CXR-JPG AP/PA training images; labels unused.",
+    ),
+}
+# Recipe arguments that say how the model was trained (the others are paths, logging and publishing settings).
+_HYPERPARAMETERS = (
+    "image_size",
+    "num_train_epochs",
+    "max_train_steps",
+    "per_device_train_batch_size",
+    "gradient_accumulation_steps",
+    "global_batch_size",
+    "peak_learning_rate",
+    "learning_rate",
+    "base_learning_rate",
+    "min_learning_rate",
+    "warmup_epochs",
+    "weight_decay",
+    "adam_beta1",
+    "adam_beta2",
+    "layer_decay",
+    "drop_path",
+    "auto_augment",
+    "crop_scale_min",
+    "mask_ratio",
+    "norm_pix_loss",
+    "mixed_precision",
+    "seed",
+)
+# Corpus options that are locations on the training machine: their values mean nothing to a reader of the card.
+_PATH_OPTION_SUFFIXES = ("_dir", "_file", "_folder")
+_PHANTOM_EXAMPLES = 3
+_PHANTOM_SIZE = 256
+
+
+@dataclass(frozen=True)
+class WidgetExample:
+    """An example image published with the model and shown in the Hub widget."""
+
+    path_in_repo: str
+    title: str
+    png: bytes
+
+
+def phantom_examples(count: int = _PHANTOM_EXAMPLES, seed: int = 0) -> list[WidgetExample]:
+    """Widget examples drawn from the synthetic phantom corpus: no real patient's image is ever published.
+    The same arguments give byte-identical PNGs."""
+    with tempfile.TemporaryDirectory(prefix="cxr-vitmae-examples-") as scratch:
+        corpus = generate_phantoms(scratch, count, size=_PHANTOM_SIZE, seed=seed, difficulty="easy")
+        return [
+            WidgetExample(
+                path_in_repo=f"examples/phantom_{image.file_name}",
+                title=f"Synthetic phantom: {image.finding_labels.replace('|', ', ')}",
+                png=(corpus.output_dir / "images" / image.file_name).read_bytes(),
+            )
+            for image in corpus.images
+        ]
+
+
+def card_kind(config: dict) -> str:
+    """`pretrained-encoder`, `vit-classifier` or `densenet-classifier`, from a model directory's config.json."""
+    model_type, architectures = config.get("model_type"), config.get("architectures") or []
+    if model_type == "cxr_densenet":
+        return "densenet-classifier"
+    if model_type == "cxr_vitmae":
+        return "pretrained-encoder" if "CXRViTMAEForPreTraining" in architectures else "vit-classifier"
+    raise ValueError(
+        f"config.json has model_type {model_type!r}; model cards exist for cxr-vitmae models "
+        "(model_type cxr_vitmae or cxr_densenet)"
+    )
+
+
+def eval_results(metrics: dict) -> list[EvalResult]:
+    """The `model-index` entries of a `metrics.json`: mean and per-class AUROC and AUPRC, and accuracy when set.
+    Undefined values (a class without both label values in the split) are left out, never written as 0."""
+    dataset = metrics["dataset"]
+    common = {
+        "task_type": "image-classification",
+        "dataset_type": dataset,
+        "dataset_name": corpus_display_name(dataset),
+        "dataset_split": metrics.get("split"),
+    }
+    entries = [
+        ("roc_auc", "mean AUROC", None, metrics.get("mean_auroc")),
+        ("average_precision", "mean AUPRC", None, metrics.get("mean_auprc")),
+        ("accuracy", "accuracy", None, metrics.get("accuracy")),
+    ]
+    for name, values in metrics.get("per_class", {}).items():
+        entries.append(("roc_auc", f"AUROC ({name})", name, values.get("auroc")))
+        entries.append(("average_precision", f"AUPRC ({name})", name, values.get("auprc")))
+    return [
+        EvalResult(metric_type=kind, metric_name=label, metric_config=config, metric_value=value, **common)
+        for kind, label, config, value in entries
+        if value is not None
+    ]
+
+
+def corpus_display_name(name: str) -> str:
+    """How the card names corpus `name` (e.g. `NIH ChestX-ray14` for `nih-chestxray14`); unknown names as given."""
+    return CORPUS_DESCRIPTIONS.get(name, (name, ""))[0]
+
+
+def build_model_card(
+    model_dir: str | Path,
+    repo_id: str,
+    *,
+    examples: Sequence[WidgetExample] = (),
+    figures: Sequence[str] = (),
+    license: str = DEFAULT_LICENSE,
+    base_model: str | None = None,
+    endpoint: str | None = None,
+) -> ModelCard:
+    """The model card (README.md) of the model directory `model_dir` published as `repo_id`.
+
+    Reads `config.json`, `preprocessor_config.json`, the weights' shapes, and when present `metrics.json` (the
+    evaluation table and `model-index`) and `training_args.json` (training data and settings). `figures` are the
+    repository paths of the figures published with the model, shown in the card. `examples` become the YAML
+    `widget:` (classifiers only), linked at `endpoint` (default: the configured Hub).
+    `base_model` defaults to the Hub id the starting model was published under, when the recipe recorded one.
+
+    Raises:
+        ValueError: `model_dir` holds no cxr-vitmae model, or one of its JSON files is malformed.
+    """
+    model_dir = Path(model_dir)
+    config = read_json(model_dir / "config.json")
+    if config is None:
+        raise ValueError(f"{model_dir}: not a model directory (no config.json)")
+    kind = card_kind(config)
+    template, pipeline_tag = CARD_KINDS[kind]
+    training = read_json(model_dir / TRAINING_ARGS_NAME)
+    metrics = read_json(model_dir / "metrics.json")
+    if metrics is not None and "dataset" not in metrics:
+        raise ValueError(f"{model_dir / 'metrics.json'}: has no 'dataset' field (the metrics.json schema needs one)")
+    base_model = base_model or (training or {}).get("base_model")
+    # The Hub HfApi talks to (HF_ENDPOINT), so that widget links point where the files are uploaded.
+    endpoint = endpoint or constants.ENDPOINT
+    classifier = kind != "pretrained-encoder"
+    examples = list(examples) if classifier else []
+
+    corpora = [record["dataset"] for record in (training, metrics) if record and record.get("dataset")]
+    card_data = ModelCardData(
+        model_name=repo_id.split("/")[-1],
+        library_name="transformers",
+        pipeline_tag=pipeline_tag,
+        license=license,
+        datasets=sorted({source for name in corpora for source in CORPUS_SOURCES.get(name, (name,))}) or None,
+        base_model=base_model,
+        tags=_tags(kind, config),
+        metrics=sorted({result.metric_type for result in eval_results(metrics)}) if metrics else None,
+        eval_results=eval_results(metrics) if metrics else None,
+        widget=[
+            {"src": hf_hub_url(repo_id, example.path_in_repo, endpoint=endpoint), "example_title": example.title}
+            for example in examples
+        ]
+        or None,
+    )
+    return ModelCard.from_template(
+        card_data,
+        template_path=str(TEMPLATES_DIR / template),
+        model_id=repo_id,
+        architecture=_architecture(kind, config, model_dir),
+        labels=[config["id2label"][str(i)] for i in range(len(config.get("id2label", {})))] if classifier else [],
+        multi_label=config.get("problem_type") != "single_label_classification",
+        preprocessing=_preprocessing(model_dir),
+        training=_training(training),
+        evaluation=_evaluation(metrics),
+        figures=list(figures),
+        examples=examples,
+        restricted=[NON_REDISTRIBUTABLE[name] for name in NON_REDISTRIBUTABLE if name in (card_data.datasets or [])],
+        paper_results=PAPER_RESULTS["densenet" if kind == "densenet-classifier" else "vit"],
+        citation=CITATION,
+    )
+
+
+def _tags(kind: str, config: dict) -> list[str]:
+    tags = ["medical-imaging", "chest-x-ray", "radiology", "cxr-vitmae"]
+    if kind == "densenet-classifier":
+        tags += ["densenet", "cnn"]
+    else:
+        tags += ["vit", "masked-autoencoder"]
+    if kind != "pretrained-encoder":
+        single = config.get("problem_type") == "single_label_classification"
+        tags.append("single-label-classification" if single else "multi-label-classification")
+    return tags
+
+
+def _architecture(kind: str, config: dict, model_dir: Path) -> dict[str, Any]:
+    """What the card says about the network: its shape and its parameter count read from the weights' headers."""
+    if kind == "densenet-classifier":
+        shape = f"DenseNet, blocks {tuple(config['block_config'])}, growth rate {config['growth_rate']}"
+    else:
+        shape = (
+            f"ViT, {config['num_hidden_layers']} layers, width {config['hidden_size']}, "
+            f"{config['num_attention_heads']} heads, patch {config['patch_size']}"
+        )
+        if kind == "pretrained-encoder":
+            shape += (
+                f"; MAE decoder {config['decoder_num_hidden_layers']} layers, width {config['decoder_hidden_size']}, "
+                f"mask ratio {config['mask_ratio']}"
+            )
+    return {
+        "shape": shape,
+        "image_size": config["image_size"],
+        "mask_ratio": config.get("mask_ratio"),
+        "parameters": _parameter_count(model_dir),
+    }
+
+
+def _parameter_count(model_dir: Path) -> str:
+    total = 0
+    for path in sorted(model_dir.glob("*.safetensors")):
+        with safe_open(path, framework="numpy") as weights:
+            # Shapes come from the header: no tensor is read. (safe_open handles are not iterable.)
+            total += sum(math.prod(weights.get_slice(key).get_shape()) for key in weights.keys())  # noqa: SIM118
+    if not total:
+        raise ValueError(f"{model_dir}: no *.safetensors weights")
+    return f"{total / 1e6:.1f}M" if total >= 1e5 else f"{total / 1e3:.1f}k"
+
+
+def _preprocessing(model_dir: Path) -> dict | None:
+    processor = read_json(model_dir / "preprocessor_config.json")
+    if processor is None:
+        return None
+    return {
+        "resize": processor.get("size", {}).get("shortest_edge"),
+        "crop": processor.get("crop_size", {}).get("height"),
+        "mean": processor.get("image_mean", [None])[0],
+        "std": processor.get("image_std", [None])[0],
+    }
+
+
+def _training(record: dict | None) -> dict | None:
+    if record is None:
+        return None
+    dataset = record.get("dataset")
+    name, description = CORPUS_DESCRIPTIONS.get(dataset, (dataset, ""))
+    model = record.get("model")
+    if record.get("base_model"):
+        start = f"`{record['base_model']}`"
+    elif model in VIT_PRESETS or model in CXR_DENSENET_PRESETS:
+        start = f"the `{model}` preset, randomly initialised"
+    else:
+        # A directory on the training machine (a pre-training run or a converted checkpoint): its path means nothing
+        # to a reader of the card.
+        start = "a local model directory"
+    return {
+        "recipe": record.get("recipe"),
+        "dataset": dataset,
+        "dataset_name": name,
+        "description": description,
+        "options": _corpus_options(dataset, record.get("dataset_options") or {}),
+        "n_train_images": record.get("n_train_images"),
+        "start": start,
+        "hyperparameters": [(key, record[key]) for key in _HYPERPARAMETERS if record.get(key) is not None],
+    }
+
+
+def _corpus_options(dataset: str, given: dict) -> list[tuple[str, str]]:
+    """Every option of the corpus's builder with the value the run used (its default unless given), so the card
+    states the split and label policies in full; machine-local paths are only said to be set."""
+    try:
+        cls = builder_class(dataset)
+    except ValueError:
+        return [(key, json.dumps(value)) for key, value in sorted(given.items())]
+    aliases = getattr(cls, "OPTION_ALIASES", {})
+    given = {aliases.get(key, key): value for key, value in given.items()}
+    own_fields = {field.name for field in fields(datasets.BuilderConfig)}
+    options = []
+    for field in fields(cls.BUILDER_CONFIG_CLASS):
+        if field.name in own_fields:
+            continue
+        if field.name in given:
+            value = given[field.name]
+        elif field.default is not MISSING:
+            value = field.default
+        else:
+            value = field.default_factory()
+        if field.name.endswith(_PATH_OPTION_SUFFIXES):
+            if value is not None:
+                options.append((field.name, "(set to a local path)"))
+            continue
+        options.append((field.name, json.dumps(list(value) if isinstance(value, tuple) else value)))
+    return options
+
+
+def _evaluation(metrics: dict | None) -> dict | None:
+    if metrics is None:
+        return None
+    bootstrap = metrics.get("bootstrap") or {}
+    return {
+        "dataset": metrics["dataset"],
+        "dataset_name": corpus_display_name(metrics["dataset"]),
+        "split": metrics.get("split"),
+        "n_images": metrics.get("n_images"),
+        "mean_auroc": _number(metrics.get("mean_auroc")),
+        "mean_auroc_ci": _interval(metrics.get("mean_auroc_ci95")),
+        "mean_auprc": _number(metrics.get("mean_auprc")),
+        "mean_auprc_ci": _interval(metrics.get("mean_auprc_ci95")),
+        "accuracy": _number(metrics.get("accuracy")) if metrics.get("accuracy") is not None else None,
+        "accuracy_ci": _interval(metrics.get("accuracy_ci95")),
+        "selected_by": metrics.get("selected_by"),
+        "checkpoint": metrics.get("checkpoint"),
+        "bootstrap": bootstrap,
+        "rows": [
+            {
+                "name": name,
+                "auroc": _number(values.get("auroc")),
+                "auroc_ci": _interval(values.get("auroc_ci95")),
+                "auprc": _number(values.get("auprc")),
+                "auprc_ci": _interval(values.get("auprc_ci95")),
+                "n_pos": values.get("n_pos", "—"),
+                "n_neg": values.get("n_neg", "—"),
+            }
+            for name, values in metrics.get("per_class", {}).items()
+        ],
+    }
+
+
+def _number(value: float | None) -> str:
+    return "undefined" if value is None else f"{value:.3f}"
+
+
+def _interval(bounds: Sequence[float] | None) -> str:
+    return "—" if not bounds else f"[{bounds[0]:.3f}, {bounds[1]:.3f}]"
+
+
+__all__ = [
+    "CARD_KINDS",
+    "CITATION",
+    "DEFAULT_LICENSE",
+    "PAPER_RESULTS",
+    "TEMPLATES_DIR",
+    "WidgetExample",
+    "build_model_card",
+    "card_kind",
+    "eval_results",
+    "phantom_examples",
+]

@@ -1,0 +1,99 @@
+"""What a model directory was trained on: the `training_args.json` the recipes write, and the corpora whose
+data-use agreements forbid redistributing their images.
+
+The model card and the upload set both read this record (plus the `dataset` of `metrics.json`), so a directory
+pushed long after training still knows which corpus its figures come from.
+"""
+
+import json
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+TRAINING_ARGS_NAME = "training_args.json"
+
+# The image corpora each corpus name draws from.
+CORPUS_SOURCES = {
+    "nih-chestxray14": ("nih-chestxray14",),
+    "chexpert": ("chexpert",),
+    "mimic-cxr": ("mimic-cxr",),
+    "covidx": ("covidx",),
+    "pretrain-0.3m": ("nih-chestxray14", "chexpert"),
+    "pretrain-0.5m": ("nih-chestxray14", "chexpert", "mimic-cxr"),
+}
+# Stanford's CheXpert Research Use Agreement and PhysioNet's credentialed data use agreement (MIMIC-CXR) forbid
+# sharing the images, and an image derived from them (a reconstruction, an overlay, an example) is still theirs.
+NON_REDISTRIBUTABLE = {
+    "chexpert": "CheXpert (Stanford Research Use Agreement)",
+    "mimic-cxr": "MIMIC-CXR (PhysioNet credentialed data use agreement)",
+}
+
+
+def write_training_args(output_dir: str | Path, args: Any, *, recipe: str, **facts: Any) -> Path:
+    """Record a recipe run in `output_dir/training_args.json`: its arguments (a `RecipeArguments`) with the corpus
+    options and model overrides parsed, what the run derived from them (`facts`, e.g. `n_train_images`,
+    `global_batch_size`, `peak_learning_rate`), and the Hub id of the starting model when that was published (the
+    card's `base_model`)."""
+    record = {
+        "recipe": recipe,
+        **asdict(args),
+        "dataset_options": args.options(),
+        "model_overrides": args.overrides(),
+        **facts,
+        "base_model": published_id(args.model),
+    }
+    path = Path(output_dir) / TRAINING_ARGS_NAME
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(record, indent=2) + "\n")
+    return path
+
+
+def published_id(model: str) -> str | None:
+    """The Hub id a starting model directory was pushed to by its own recipe run, if any."""
+    record = read_json(Path(model) / TRAINING_ARGS_NAME)
+    if record and record.get("push_to_hub") and record.get("hub_model_id"):
+        return record["hub_model_id"]
+    return None
+
+
+def read_json(path: Path) -> dict | None:
+    """A JSON object file, `None` when absent; anything else is a `ValueError` naming the file."""
+    if not path.is_file():
+        return None
+    try:
+        value = json.loads(path.read_text())
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{path}: not valid JSON ({error})") from error
+    if not isinstance(value, dict):
+        raise ValueError(f"{path}: expected a JSON object, got {type(value).__name__}")
+    return value
+
+
+def training_corpora(model_dir: str | Path) -> list[str]:
+    """The corpus names a model directory records: the training corpus of `training_args.json` and the evaluation
+    corpus of `metrics.json`, in that order, without repeats. Empty when neither file records one."""
+    model_dir = Path(model_dir)
+    names = []
+    for file_name in (TRAINING_ARGS_NAME, "metrics.json"):
+        record = read_json(model_dir / file_name) or {}
+        if record.get("dataset") and record["dataset"] not in names:
+            names.append(record["dataset"])
+    return names
+
+
+def restricted_sources(corpora: list[str]) -> list[str]:
+    """The agreements (as readable names) that forbid redistributing images of any corpus in `corpora`."""
+    sources = {source for name in corpora for source in CORPUS_SOURCES.get(name, (name,))}
+    return [NON_REDISTRIBUTABLE[source] for source in NON_REDISTRIBUTABLE if source in sources]
+
+
+__all__ = [
+    "CORPUS_SOURCES",
+    "NON_REDISTRIBUTABLE",
+    "TRAINING_ARGS_NAME",
+    "published_id",
+    "read_json",
+    "restricted_sources",
+    "training_corpora",
+    "write_training_args",
+]

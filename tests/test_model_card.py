@@ -1,0 +1,259 @@
+"""Model cards: one template per kind of model, a model-index that is metrics.json, usage snippets that run."""
+
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+from huggingface_hub import ModelCard
+from model_helpers import run_without_package
+
+from cxr_vitmae import (
+    CXRDenseNetConfig,
+    CXRViTMAEConfig,
+    CXRViTMAEForPreTraining,
+    DenseNetForChestXray,
+    ViTMAEForChestXray,
+)
+from cxr_vitmae.data import label_names
+from cxr_vitmae.data.phantoms import generate_phantoms
+from cxr_vitmae.evaluation.metrics import classification_metrics
+from cxr_vitmae.hub.model_card import CARD_KINDS, PAPER_RESULTS, TEMPLATES_DIR, build_model_card, phantom_examples
+from cxr_vitmae.hub.provenance import write_training_args
+from cxr_vitmae.hub.push import upload_set, write_upload_set
+from cxr_vitmae.training.arguments import FinetuneArguments, PretrainArguments, parse_recipe_arguments
+
+SECTIONS = (
+    "## Model description",
+    "## How to use",
+    "## Intended use",
+    "## Out-of-scope use",
+    "## Training data",
+    "## Preprocessing",
+    "## Evaluation",
+    "## Limitations and biases",
+    "## Results reported in the paper (not measured with this checkpoint)",
+    "## Citation",
+)
+TINY_VIT = {"image_size": 32, "patch_size": 8, "num_hidden_layers": 2}
+
+
+def make_model_dir(path: Path, kind: str, dataset: str = "nih-chestxray14") -> Path:
+    """A saved tiny model of `kind` with what its recipe writes: training_args.json, and for classifiers a
+    metrics.json computed by the evaluation code on random scores (one class without positives)."""
+    if kind == "pretrained-encoder":
+        CXRViTMAEForPreTraining(CXRViTMAEConfig.from_preset("vit-tiny", **TINY_VIT)).save_pretrained(path)
+        args = parse_recipe_arguments(
+            PretrainArguments, ["--output_dir", str(path), "--dataset", dataset, "--model", "vit-tiny"]
+        )
+        write_training_args(path, args, recipe="pretrain", n_train_images=321, global_batch_size=8)
+        return path
+
+    names = label_names(dataset)
+    labels = {"id2label": dict(enumerate(names)), "problem_type": "multi_label_classification"}
+    if kind == "vit-classifier":
+        model = ViTMAEForChestXray(CXRViTMAEConfig.from_preset("vit-tiny", **TINY_VIT, **labels))
+        preset = "vit-tiny"
+    else:
+        model = DenseNetForChestXray(
+            CXRDenseNetConfig.from_preset("densenet121", image_size=32, block_config=(1, 1, 1, 1), **labels)
+        )
+        preset = "densenet121"
+    model.save_pretrained(path)
+    args = parse_recipe_arguments(
+        FinetuneArguments,
+        ["--output_dir", str(path), "--dataset", dataset, "--model", preset, "--dataset_options", "{}"],
+    )
+    write_training_args(path, args, recipe="finetune", n_train_images=123, global_batch_size=8)
+
+    rng = np.random.default_rng(len(names))
+    targets = (rng.random((80, len(names))) < 0.3).astype(np.float32)
+    targets[:, -1] = 0.0  # no positives: undefined AUROC / AUPRC
+    scores = np.clip(targets * 0.3 + rng.random(targets.shape) * 0.7, 0, 1)
+    metrics = classification_metrics(
+        scores, targets, label_names=names, patient_ids=np.arange(80) // 2, n_bootstrap=40, seed=1
+    )
+    record = {"dataset": dataset, "split": "test", **metrics, "selected_by": "validation mean_auroc"}
+    (path / "metrics.json").write_text(json.dumps({**record, "checkpoint": "epoch-2"}, indent=2))
+    return path
+
+
+def front_matter(text: str) -> dict:
+    assert text.startswith("---\n")
+    return yaml.safe_load(text.split("---\n", 2)[1])
+
+
+def model_index_values(card: ModelCard) -> dict[tuple[str, str | None], float]:
+    return {(result.metric_type, result.metric_config): result.metric_value for result in card.data.eval_results}
+
+
+@pytest.fixture(scope="module")
+def model_dirs(tmp_path_factory):
+    root = tmp_path_factory.mktemp("cards")
+    return {kind: make_model_dir(root / kind, kind) for kind in CARD_KINDS}
+
+
+@pytest.fixture(scope="module")
+def examples():
+    return phantom_examples()
+
+
+@pytest.mark.parametrize("kind", list(CARD_KINDS))
+def test_card_for_each_kind(model_dirs, examples, kind, tmp_path):
+    card = build_model_card(model_dirs[kind], "cxr-lab/tiny", examples=examples, figures=["figures/roc_test.png"])
+    card.save(tmp_path / "README.md")
+    text = (tmp_path / "README.md").read_text()
+    metadata = front_matter(text)
+
+    assert metadata["library_name"] == "transformers"
+    assert metadata["pipeline_tag"] == CARD_KINDS[kind][1]
+    assert metadata["license"] == "cc-by-nc-4.0"
+    assert metadata["datasets"] == ["nih-chestxray14"]
+    assert {"medical-imaging", "chest-x-ray", "cxr-vitmae"} <= set(metadata["tags"])
+    positions = [text.index(section) for section in SECTIONS]
+    assert positions == sorted(positions), "sections out of order"
+    assert "not a medical device" in text and "export-native" in text and "from_pretrained" in text
+    assert "Xiao, Junfei and Bai, Yutong and Yuille, Alan and Zhou, Zongwei" in text and "WACV" in text
+    paper = text[text.index(SECTIONS[-2]) : text.index(SECTIONS[-1])]
+    rows = PAPER_RESULTS["densenet" if kind == "densenet-classifier" else "vit"]
+    assert all(f"| {model} | {pretraining} | {nih} |" in paper for model, pretraining, nih, _, _ in rows)
+    assert "321 training images" in text or "123 training images" in text
+    assert "![figures/roc_test.png](figures/roc_test.png)" in text
+
+    if kind == "pretrained-encoder":
+        assert "widget" not in metadata and "model-index" not in metadata
+        assert "AutoModelForPreTraining" in text
+    else:
+        assert [entry["src"] for entry in metadata["widget"]] == [
+            f"https://huggingface.co/cxr-lab/tiny/resolve/main/{example.path_in_repo}" for example in examples
+        ]
+        assert all(entry["example_title"].startswith("Synthetic phantom") for entry in metadata["widget"])
+        assert metadata["model-index"][0]["name"] == "tiny"
+        assert ModelCard.load(tmp_path / "README.md").data.eval_results
+
+
+@pytest.mark.parametrize("kind", ["vit-classifier", "densenet-classifier"])
+def test_model_index_is_metrics_json(model_dirs, kind, tmp_path):
+    build_model_card(model_dirs[kind], "cxr-lab/tiny").save(tmp_path / "README.md")
+    card = ModelCard.load(tmp_path / "README.md")
+    metrics = json.loads((model_dirs[kind] / "metrics.json").read_text())
+
+    expected = {("roc_auc", None): metrics["mean_auroc"], ("average_precision", None): metrics["mean_auprc"]}
+    for name, values in metrics["per_class"].items():
+        if values["auroc"] is not None:
+            expected[("roc_auc", name)] = values["auroc"]
+            expected[("average_precision", name)] = values["auprc"]
+    assert metrics["undefined"], "the fixture should hold a class without AUROC"
+    assert model_index_values(card) == expected
+    result = card.data.eval_results[0]
+    assert (result.dataset_type, result.dataset_split, result.task_type) == (
+        "nih-chestxray14",
+        "test",
+        "image-classification",
+    )
+
+
+def test_evaluation_table_has_every_class_with_its_intervals(model_dirs):
+    text = build_model_card(model_dirs["vit-classifier"], "cxr-lab/tiny").content
+    metrics = json.loads((model_dirs["vit-classifier"] / "metrics.json").read_text())
+    for name, values in metrics["per_class"].items():
+        if values["auroc"] is None:
+            expected = f"| {name} | undefined | — | undefined | — | {values['n_pos']} | {values['n_neg']} |"
+        else:
+            low, high = values["auroc_ci95"]
+            expected = f"| {name} | {values['auroc']:.3f} | [{low:.3f}, {high:.3f}] | {values['auprc']:.3f} |"
+        assert expected in text, expected
+    low, high = metrics["mean_auroc_ci95"]
+    assert f"**Mean AUROC:** {metrics['mean_auroc']:.3f} [{low:.3f}, {high:.3f}]" in text
+    assert f"{metrics['n_images']} images" in text and "percentile bootstrap over\npatients" in text
+
+
+def test_training_data_states_split_and_label_policies(tmp_path):
+    model_dir = make_model_dir(tmp_path / "chexpert", "vit-classifier", dataset="chexpert")
+    text = build_model_card(model_dir, "cxr-lab/chexpert").content
+    # The CheXpert builder's defaults, filled in: the paper's per-class uncertainty policy and blank handling.
+    assert '- `uncertainty`: `{"Cardiomegaly": "zeros", "Edema": "ones"' in text
+    assert '- `blank`: `"zeros"`' in text and '- `views`: `"frontal"`' in text
+    assert "CheXpert (Stanford Research Use Agreement) may not be redistributed" in text
+
+
+def test_local_paths_stay_off_the_card(tmp_path):
+    model_dir = make_model_dir(tmp_path / "pre", "pretrained-encoder", dataset="pretrain-0.3m")
+    record = json.loads((model_dir / "training_args.json").read_text())
+    record["dataset_options"] = {"nih_dir": "/secret/nih", "chexpert_dir": "/secret/chexpert"}
+    (model_dir / "training_args.json").write_text(json.dumps(record))
+    card = build_model_card(model_dir, "cxr-lab/pre")
+    assert "/secret" not in card.content and "- `nih_dir`: `(set to a local path)`" in card.content
+    assert card.data.datasets == ["chexpert", "nih-chestxray14"]
+
+
+def test_base_model_comes_from_the_published_starting_model(tmp_path):
+    encoder = make_model_dir(tmp_path / "encoder", "pretrained-encoder")
+    record = json.loads((encoder / "training_args.json").read_text())
+    (encoder / "training_args.json").write_text(
+        json.dumps({**record, "push_to_hub": True, "hub_model_id": "cxr-lab/encoder"})
+    )
+    classifier = tmp_path / "classifier"
+    ViTMAEForChestXray(CXRViTMAEConfig.from_preset("vit-tiny", **TINY_VIT)).save_pretrained(classifier)
+    args = parse_recipe_arguments(FinetuneArguments, ["--output_dir", str(classifier), "--model", str(encoder)])
+    write_training_args(classifier, args, recipe="finetune", n_train_images=10)
+    card = build_model_card(classifier, "cxr-lab/classifier")
+    assert card.data.base_model == "cxr-lab/encoder"
+    assert "started from `cxr-lab/encoder`" in card.content
+
+
+def test_not_a_cxr_vitmae_model_is_refused(tmp_path):
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "vit"}))
+    with pytest.raises(ValueError, match="model_type 'vit'"):
+        build_model_card(tmp_path, "cxr-lab/x")
+
+
+def test_templates_are_package_data():
+    from importlib.resources import files
+
+    for template, _ in CARD_KINDS.values():
+        assert (files("cxr_vitmae.hub") / "model_cards" / template).is_file()
+        assert (TEMPLATES_DIR / template).read_text().startswith("---\n{{ card_data }}\n---\n")
+
+
+def python_blocks(text: str) -> list[str]:
+    return re.findall(r"```python\n(.*?)```", text, flags=re.S)
+
+
+@pytest.mark.parametrize("kind", ["vit-classifier", "densenet-classifier"])
+def test_classifier_snippets_run_from_the_published_files_without_the_package(model_dirs, kind, tmp_path):
+    """The card's transformers-only snippets, pointed at a copy of exactly what would be uploaded."""
+    published = write_upload_set(upload_set(model_dirs[kind], "cxr-lab/tiny"), tmp_path / "repo")
+    corpus = generate_phantoms(tmp_path / "phantoms", 1, size=64, seed=2)
+    (tmp_path / "chest_xray.png").write_bytes((corpus.output_dir / "images" / corpus.images[0].file_name).read_bytes())
+    snippets = python_blocks((published / "README.md").read_text())[:2]
+    script = "\n".join(snippets).replace('"cxr-lab/tiny"', repr(str(published)))
+
+    output = run_without_package(script, tmp_path)
+    names = label_names("nih-chestxray14")
+    # The pipeline lists every finding, and so does the from_pretrained snippet's dict.
+    assert all(output.count(f"'{name}'") == 2 for name in names), output
+
+
+def test_encoder_snippets_run(model_dirs, tmp_path, monkeypatch):
+    published = write_upload_set(upload_set(model_dirs["pretrained-encoder"], "cxr-lab/enc"), tmp_path / "repo")
+    corpus = generate_phantoms(tmp_path / "phantoms", 1, size=64, seed=2)
+    (tmp_path / "chest_xray.png").write_bytes((corpus.output_dir / "images" / corpus.images[0].file_name).read_bytes())
+    monkeypatch.chdir(tmp_path)
+    fine_tune, features, reconstruction = [
+        snippet.replace('"cxr-lab/enc"', repr(str(published)))
+        for snippet in python_blocks((published / "README.md").read_text())
+    ]
+    patches = (32 // 8) ** 2
+
+    namespace = {}
+    exec(fine_tune, namespace)
+    assert type(namespace["model"]).__name__ == "ViTMAEForChestXray"
+    assert namespace["model"].config.id2label == dict(enumerate(label_names("nih-chestxray14")))
+    exec(features, namespace)
+    assert np.array(namespace["tokens"]).shape == (1, 1 + patches, 192)
+    exec(reconstruction, namespace)
+    assert type(namespace["model"]).__name__ == "CXRViTMAEForPreTraining"
+    assert namespace["outputs"].mask.shape == (1, patches)

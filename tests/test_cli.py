@@ -11,7 +11,7 @@ import torch
 from model_helpers import randomize_
 from PIL import Image
 
-from cxr_vitmae import CXRImageProcessor, CXRViTMAEConfig, ViTMAEForChestXray
+from cxr_vitmae import CXRImageProcessor, CXRViTMAEConfig, CXRViTMAEForPreTraining, ViTMAEForChestXray
 
 CONSOLE_SCRIPT = Path(sys.executable).parent / "cxr-vitmae"
 
@@ -74,7 +74,24 @@ def test_predict_missing_model_dir(tmp_path):
     assert len(result.stderr.strip().splitlines()) == 1 and "no_such_model" in result.stderr
 
 
-@pytest.mark.parametrize("args", [["--help"], ["predict", "--help"]])
+def test_predict_refuses_a_pretraining_directory(tmp_path):
+    # It would load into the classifier class with a random head and print meaningless probabilities.
+    pretraining = tmp_path / "mae"
+    CXRViTMAEForPreTraining(
+        CXRViTMAEConfig.from_preset("vit-tiny", image_size=32, num_hidden_layers=1)
+    ).save_pretrained(pretraining)
+    image = tmp_path / "x.png"
+    Image.fromarray(np.zeros((64, 64), dtype=np.uint8)).save(image)
+    result = cxr_vitmae("predict", str(pretraining), str(image))
+    assert result.returncode == 1 and result.stdout == ""
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "CXRViTMAEForPreTraining model, not an image classifier" in lines[0], result.stderr
+
+
+@pytest.mark.parametrize(
+    "args",
+    [["--help"], *([command, "--help"] for command in ("predict", "gradcam", "reconstruct", "push", "localize"))],
+)
 def test_help(args):
     result = cxr_vitmae(*args)
-    assert result.returncode == 0 and "predict" in result.stdout
+    assert result.returncode == 0 and "usage: cxr-vitmae" in result.stdout

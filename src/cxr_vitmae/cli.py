@@ -203,6 +203,186 @@ def build_prepare(parser: argparse.ArgumentParser):
     return run
 
 
+@subcommand("gradcam", "Grad-CAM overlay PNG of one image (DenseNet: last dense block; ViT: last LayerNorm)")
+def build_gradcam(parser: argparse.ArgumentParser):
+    parser.add_argument("model_dir", metavar="MODEL_DIR", help="a saved classifier directory")
+    parser.add_argument("image", metavar="IMAGE", help="PNG (8/16-bit), JPEG or DICOM file")
+    parser.add_argument("--output", required=True, help="the overlay to write (PNG), at the model's input resolution")
+    parser.add_argument("--label", help="the class to explain (default: the most probable one)")
+    parser.add_argument(
+        "--device", default="cuda" if torch.cuda.is_available() else "cpu", help="torch device (default: %(default)s)"
+    )
+
+    def run(args: argparse.Namespace) -> None:
+        from .explain.gradcam import explain_image
+        from .models import load_radiograph
+        from .predict import load_classifier
+
+        image = load_radiograph(args.image)
+        model, processor = load_classifier(args.model_dir, args.device)
+        result = explain_image(model, processor, image, label=args.label)
+        result.overlay.save(args.output)
+        width, height = result.overlay.size
+        print(f"{result.label} (p={result.probability:.3f}): {width}x{height} Grad-CAM overlay -> {args.output}")
+
+    return run
+
+
+@subcommand("localize", "Grad-CAM localisation of NIH's boxes: pointing game, IoU, AP25/AP50 (JSON)")
+def build_localize(parser: argparse.ArgumentParser):
+    from .data import CORPORA
+
+    parser.add_argument("model_dir", metavar="MODEL_DIR", help="a saved classifier directory")
+    parser.add_argument("--dataset", required=True, choices=list(CORPORA), help="a corpus with boxes (nih-chestxray14)")
+    parser.add_argument("--data-dir", required=True, help="the corpus as distributed, or a prepared copy")
+    parser.add_argument("--split", default="test", help="default: %(default)s")
+    parser.add_argument("--output", default="localization.json", help="default: %(default)s")
+    parser.add_argument(
+        "--tune-fraction", type=float, default=0.5, help="share of patients whose boxes choose the threshold"
+    )
+    parser.add_argument("--seed", type=int, default=0, help="seed of the patient split (default: 0)")
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument(
+        "--device", default="cuda" if torch.cuda.is_available() else "cpu", help="torch device (default: %(default)s)"
+    )
+    add_corpus_options(parser)
+
+    def run(args: argparse.Namespace) -> None:
+        from pathlib import Path
+
+        from .explain.localization import localize
+
+        result = localize(
+            args.model_dir,
+            args.dataset,
+            args.data_dir,
+            split=args.split,
+            tune_fraction=args.tune_fraction,
+            seed=args.seed,
+            batch_size=args.batch_size,
+            device=args.device,
+            **dict(args.option),
+        )
+        Path(args.output).write_text(json.dumps(result, indent=2) + "\n")
+        print(
+            f"{args.dataset} {args.split}: pointing game {result['pointing_game']:.3f}, mean IoU "
+            f"{result['mean_iou']:.3f} at {result['threshold']['fraction_of_max']} x max ({result['n_boxes']} boxes; "
+            f"{result['tuning']['n_boxes']} chose the threshold) -> {args.output}"
+        )
+
+    return run
+
+
+@subcommand("reconstruct", "MAE reconstruction strip PNG: original / masked / reconstruction / error map")
+def build_reconstruct(parser: argparse.ArgumentParser):
+    parser.add_argument("model_dir", metavar="MODEL_DIR", help="an MAE pre-training directory (with the decoder)")
+    parser.add_argument("image", metavar="IMAGE", help="PNG (8/16-bit), JPEG or DICOM file")
+    parser.add_argument("--output", required=True, help="the strip to write (PNG), panels at the model's resolution")
+    parser.add_argument("--mask-ratio", type=float, default=0.9, help="fraction of patches hidden (default: 0.9)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the masking (default: 0)")
+    parser.add_argument(
+        "--anomaly-maskings", type=int, default=0, help="K > 0 adds a fifth panel: the anomaly map over K maskings"
+    )
+    parser.add_argument(
+        "--device", default="cuda" if torch.cuda.is_available() else "cpu", help="torch device (default: %(default)s)"
+    )
+
+    def run(args: argparse.Namespace) -> None:
+        from .explain.reconstruction import load_pretraining_model, reconstruction_panel
+        from .models import load_radiograph
+
+        image = load_radiograph(args.image)
+        model, processor = load_pretraining_model(args.model_dir, args.device)
+        panel = reconstruction_panel(
+            model, processor, image, args.mask_ratio, args.seed, anomaly_maskings=args.anomaly_maskings
+        )
+        panel.save(args.output, format="PNG")
+        width, height = panel.size
+        print(f"{width}x{height} reconstruction strip (mask ratio {args.mask_ratio}) -> {args.output}")
+
+    return run
+
+
+@subcommand("anomaly-eval", "plant nodules into healthy phantoms and score MAE anomaly maps (pointing game, JSON)")
+def build_anomaly_eval(parser: argparse.ArgumentParser):
+    parser.add_argument("model_dir", metavar="MODEL_DIR", help="an MAE pre-training directory (with the decoder)")
+    parser.add_argument("--data-dir", required=True, help="a phantom corpus (cxr-vitmae phantoms)")
+    parser.add_argument("--num-images", type=int, default=32, help="healthy images to plant into (default: 32)")
+    parser.add_argument("--num-maskings", type=int, default=8, help="random maskings per anomaly map (default: 8)")
+    parser.add_argument("--seed", type=int, default=0, help="seeds images, nodules and maskings (default: 0)")
+    parser.add_argument("--split", default="test", help="default: %(default)s")
+    parser.add_argument("--mask-ratio", type=float, help="fraction hidden per masking (default: the model's)")
+    parser.add_argument(
+        "--nodule-scale", type=float, default=1.0, help="multiplies the phantoms' nodule radii (default: 1)"
+    )
+    parser.add_argument("--output", help="the JSON file to write (default: print it)")
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument(
+        "--device", default="cuda" if torch.cuda.is_available() else "cpu", help="torch device (default: %(default)s)"
+    )
+
+    def run(args: argparse.Namespace) -> None:
+        from pathlib import Path
+
+        from .explain.anomaly import evaluate_planted_nodules
+        from .explain.reconstruction import load_pretraining_model
+
+        model, processor = load_pretraining_model(args.model_dir, args.device)
+        result = evaluate_planted_nodules(
+            model,
+            processor,
+            args.data_dir,
+            num_images=args.num_images,
+            num_maskings=args.num_maskings,
+            seed=args.seed,
+            split=args.split,
+            mask_ratio=args.mask_ratio,
+            nodule_scale=args.nodule_scale,
+            batch_size=args.batch_size,
+        )
+        text = json.dumps(result, indent=2) + "\n"
+        if args.output is None:
+            sys.stdout.write(text)
+            return
+        Path(args.output).write_text(text)
+        print(
+            f"{result['n_images']} planted nodules: hit rate {result['hit_rate']:.3f} (control "
+            f"{result['control_hit_rate']:.3f}, chance {result['chance_hit_rate']:.3f}) -> {args.output}"
+        )
+
+    return run
+
+
+@subcommand("push", "upload a model directory with its model card, metrics and figures to the Hugging Face Hub")
+def build_push(parser: argparse.ArgumentParser):
+    from .hub.model_card import DEFAULT_LICENSE
+
+    parser.add_argument("model_dir", metavar="MODEL_DIR", help="a saved model directory (recipe output_dir)")
+    parser.add_argument("--repo-id", required=True, metavar="ORG/NAME", help="the Hub model repository")
+    parser.add_argument(
+        "--private", action="store_true", help="create the repository as private (an existing one keeps its setting)"
+    )
+    parser.add_argument(
+        "--dry-run", metavar="OUT_DIR", help="write exactly what would be uploaded to OUT_DIR (new or empty) instead"
+    )
+    parser.add_argument("--license", default=DEFAULT_LICENSE, help="the card's license id (default: %(default)s)")
+    parser.add_argument("--base-model", metavar="REPO_ID", help="the card's base_model (default: from the recipe)")
+
+    def run(args: argparse.Namespace) -> None:
+        from .hub.push import push_to_hub, upload_set, write_upload_set
+
+        options = {"license": args.license, "base_model": args.base_model}
+        if args.dry_run:
+            files = upload_set(args.model_dir, args.repo_id, **options)
+            write_upload_set(files, args.dry_run)
+            print(f"dry run: the {len(files)} files {args.repo_id} would receive are in {args.dry_run}")
+            return
+        commit = push_to_hub(args.model_dir, args.repo_id, private=args.private, **options)
+        print(f"pushed {args.model_dir} to {commit.commit_url}")
+
+    return run
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="cxr-vitmae", description="Masked-autoencoder ViTs and DenseNets for chest X-ray classification."
@@ -216,14 +396,18 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    import datasets
     from transformers.utils import logging as transformers_logging
 
-    # Weight-loading progress bars would interleave with the command's own output and its one-line errors.
+    # Weight-loading and split-building progress bars would interleave with the command's own output and its
+    # one-line errors.
     transformers_logging.disable_progress_bar()
+    datasets.disable_progress_bars()
     try:
         args.run(args)
-    except (OSError, ValueError) as error:
-        # Bad input (missing/unreadable file, wrong format) is the user's to fix: one line, no traceback.
+    except (OSError, ValueError, ImportError) as error:
+        # Bad input (missing/unreadable file, wrong format) or a missing optional extra is the user's to fix: one
+        # line, no traceback.
         print(f"cxr-vitmae {args.command}: error: {error}", file=sys.stderr)
         return 1
     return 0

@@ -41,3 +41,14 @@ def run_without_package(script: str, tmp_path) -> str:
     )
     assert result.returncode == 0, result.stderr[-3000:]
     return result.stdout
+
+
+def one_error_line(capsys, argv: list[str]) -> str:
+    """Run `cxr-vitmae ARGV` in-process, expect exit status 1, and return its single stderr line."""
+    from cxr_vitmae.cli import main
+
+    capsys.readouterr()  # what came before the command (e.g. save_pretrained's progress bar) is not its output
+    assert main(argv) == 1
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1, lines
+    return lines[0]

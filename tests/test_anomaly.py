@@ -9,11 +9,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from model_helpers import randomize_
+from model_helpers import one_error_line, randomize_
 from PIL import Image
 
 from cxr_vitmae import CXRImageProcessor, CXRViTMAEConfig, CXRViTMAEForPreTraining, ViTMAEForChestXray
-from cxr_vitmae.cli import main
 from cxr_vitmae.data.nih import BoundingBox
 from cxr_vitmae.data.phantoms import generate_phantoms, plant_nodule
 from cxr_vitmae.explain.anomaly import evaluate_planted_nodules, plant_nodules
@@ -169,14 +168,6 @@ def test_anomaly_eval_cli_scores_planted_nodules(tmp_path, corpus, mae_dir):
         model, processor, corpus.output_dir, num_images=4, num_maskings=3, seed=2, nodule_scale=3.0
     )
     assert again["images"] == report["images"]
-
-
-def one_error_line(capsys, argv: list[str]) -> str:
-    capsys.readouterr()  # what came before the command (e.g. save_pretrained's progress bar) is not its output
-    assert main(argv) == 1
-    lines = capsys.readouterr().err.strip().splitlines()
-    assert len(lines) == 1, lines
-    return lines[0]
 
 
 def test_anomaly_eval_bad_input_gives_one_line(tmp_path, capsys, corpus, mae_dir):

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from model_helpers import randomize_
+from model_helpers import one_error_line, randomize_
 from PIL import Image
 
 from cxr_vitmae import (
@@ -17,7 +17,6 @@ from cxr_vitmae import (
     CXRViTMAEForPreTraining,
     ViTMAEForChestXray,
 )
-from cxr_vitmae.cli import main
 from cxr_vitmae.explain.reconstruction import (
     anomaly_map,
     load_pretraining_model,
@@ -194,14 +193,6 @@ def test_reconstruct_cli_writes_the_strip(tmp_path, mae_dir, film):
     model, processor = load_pretraining_model(mae_dir)
     expected = reconstruction_panel(model, processor, str(film), mask_ratio=0.5, seed=3, anomaly_maskings=2)
     assert np.array_equal(np.asarray(written.convert("RGB")), np.asarray(expected))
-
-
-def one_error_line(capsys, argv: list[str]) -> str:
-    capsys.readouterr()  # what came before the command (e.g. save_pretrained's progress bar) is not its output
-    assert main(argv) == 1
-    lines = capsys.readouterr().err.strip().splitlines()
-    assert len(lines) == 1, lines
-    return lines[0]
 
 
 def test_reconstruct_cli_bad_input_gives_one_line(tmp_path, capsys, mae_dir, film):

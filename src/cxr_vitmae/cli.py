@@ -24,9 +24,7 @@ def build_predict(parser: argparse.ArgumentParser):
     parser.add_argument("model_dir", metavar="MODEL_DIR", help="a saved model directory (save_pretrained output)")
     parser.add_argument("images", metavar="IMAGE", nargs="+", help="PNG (8/16-bit), JPEG or DICOM files")
     parser.add_argument("--batch-size", type=int, default=8, help="images per forward pass (default: 8)")
-    parser.add_argument(
-        "--device", default="cuda" if torch.cuda.is_available() else "cpu", help="torch device (default: %(default)s)"
-    )
+    add_device_option(parser)
 
     def run(args: argparse.Namespace) -> None:
         from .predict import decode_images, load_classifier, predict_images
@@ -132,6 +130,13 @@ def build_export_native(parser: argparse.ArgumentParser):
     return run
 
 
+def add_device_option(parser: argparse.ArgumentParser) -> None:
+    """`--device`: the torch device the model runs on, CUDA when there is one."""
+    parser.add_argument(
+        "--device", default="cuda" if torch.cuda.is_available() else "cpu", help="torch device (default: %(default)s)"
+    )
+
+
 def add_corpus_options(parser: argparse.ArgumentParser) -> None:
     """Repeatable `--option KEY=VALUE`: the keyword options of `load_cxr_dataset`."""
     parser.add_argument(
@@ -209,9 +214,7 @@ def build_gradcam(parser: argparse.ArgumentParser):
     parser.add_argument("image", metavar="IMAGE", help="PNG (8/16-bit), JPEG or DICOM file")
     parser.add_argument("--output", required=True, help="the overlay to write (PNG), at the model's input resolution")
     parser.add_argument("--label", help="the class to explain (default: the most probable one)")
-    parser.add_argument(
-        "--device", default="cuda" if torch.cuda.is_available() else "cpu", help="torch device (default: %(default)s)"
-    )
+    add_device_option(parser)
 
     def run(args: argparse.Namespace) -> None:
         from .explain.gradcam import explain_image
@@ -242,9 +245,7 @@ def build_localize(parser: argparse.ArgumentParser):
     )
     parser.add_argument("--seed", type=int, default=0, help="seed of the patient split (default: 0)")
     parser.add_argument("--batch-size", type=int, default=16)
-    parser.add_argument(
-        "--device", default="cuda" if torch.cuda.is_available() else "cpu", help="torch device (default: %(default)s)"
-    )
+    add_device_option(parser)
     add_corpus_options(parser)
 
     def run(args: argparse.Namespace) -> None:
@@ -283,9 +284,7 @@ def build_reconstruct(parser: argparse.ArgumentParser):
     parser.add_argument(
         "--anomaly-maskings", type=int, default=0, help="K > 0 adds a fifth panel: the anomaly map over K maskings"
     )
-    parser.add_argument(
-        "--device", default="cuda" if torch.cuda.is_available() else "cpu", help="torch device (default: %(default)s)"
-    )
+    add_device_option(parser)
 
     def run(args: argparse.Namespace) -> None:
         from .explain.reconstruction import load_pretraining_model, reconstruction_panel
@@ -317,9 +316,7 @@ def build_anomaly_eval(parser: argparse.ArgumentParser):
     )
     parser.add_argument("--output", help="the JSON file to write (default: print it)")
     parser.add_argument("--batch-size", type=int, default=16)
-    parser.add_argument(
-        "--device", default="cuda" if torch.cuda.is_available() else "cpu", help="torch device (default: %(default)s)"
-    )
+    add_device_option(parser)
 
     def run(args: argparse.Namespace) -> None:
         from pathlib import Path

@@ -20,7 +20,7 @@ from cxr_vitmae.evaluation import classification_metrics, roc_curves
 from cxr_vitmae.evaluation.figures import plot_roc_curves, plot_training_curves
 from cxr_vitmae.evaluation.prediction import predict
 from cxr_vitmae.hub.provenance import write_training_args
-from cxr_vitmae.hub.push import check_repo_id, push_to_hub
+from cxr_vitmae.hub.push import push_to_hub
 from cxr_vitmae.training import supports_layer_decay
 from cxr_vitmae.training.arguments import FinetuneArguments, parse_recipe_arguments
 from cxr_vitmae.training.checkpointing import resolve_checkpoint
@@ -33,12 +33,6 @@ from cxr_vitmae.training.setup import global_batch_size, load_corpus, make_accel
 def main(argv: list[str] | None = None) -> None:
     args = parse_recipe_arguments(FinetuneArguments, argv)
     output_dir = Path(args.output_dir)
-    if args.push_to_hub:
-        # Checked before training rather than after it.
-        try:
-            check_repo_id(args.hub_model_id)
-        except ValueError as error:
-            raise SystemExit(f"--push_to_hub needs --hub_model_id: {error}") from None
     accelerator = make_accelerator(args)
 
     # Data: the corpus's splits, the paper's transforms, loaders whose randomness is a function of (seed, epoch).

@@ -17,7 +17,7 @@ from cxr_vitmae.data.transforms import evaluation_transform, pretraining_transfo
 from cxr_vitmae.evaluation.figures import plot_reconstructions, plot_training_curves
 from cxr_vitmae.explain.reconstruction import reconstruct
 from cxr_vitmae.hub.provenance import restricted_sources, write_training_args
-from cxr_vitmae.hub.push import check_repo_id, push_to_hub
+from cxr_vitmae.hub.push import push_to_hub
 from cxr_vitmae.training.arguments import PretrainArguments, parse_recipe_arguments
 from cxr_vitmae.training.checkpointing import resolve_checkpoint
 from cxr_vitmae.training.data import TransformedCorpus, make_loader
@@ -31,19 +31,14 @@ FIGURE_IMAGES = 4
 def main(argv: list[str] | None = None) -> None:
     args = parse_recipe_arguments(PretrainArguments, argv)
     output_dir = Path(args.output_dir)
-    if args.push_to_hub:
-        # Checked before training rather than after it.
-        try:
-            check_repo_id(args.hub_model_id)
-        except ValueError as error:
-            raise SystemExit(f"--push_to_hub needs --hub_model_id: {error}") from None
-        restricted = restricted_sources([args.dataset])
-        if restricted:
-            raise SystemExit(
-                f"--push_to_hub: {args.dataset} holds images of {' and '.join(restricted)}, and the reconstruction "
-                "figures this recipe draws from them may not be published. Train without --push_to_hub, delete "
-                "figures/reconstruction_*.png from the output_dir, then run `cxr-vitmae push`."
-            )
+    # Checked before training rather than after it.
+    restricted = restricted_sources([args.dataset])
+    if args.push_to_hub and restricted:
+        raise SystemExit(
+            f"--push_to_hub: {args.dataset} holds images of {' and '.join(restricted)}, and the reconstruction "
+            "figures this recipe draws from them may not be published. Train without --push_to_hub, delete "
+            "figures/reconstruction_*.png from the output_dir, then run `cxr-vitmae push`."
+        )
     accelerator = make_accelerator(args)
 
     # Data: the training images only (labels, if the corpus has any, are not used).

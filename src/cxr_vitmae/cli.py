@@ -2,6 +2,7 @@
 
 import argparse
 import json
+import os
 import sys
 
 import torch
@@ -393,13 +394,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    import datasets
     from transformers.utils import logging as transformers_logging
 
     # Weight-loading and split-building progress bars would interleave with the command's own output and its
-    # one-line errors.
+    # one-line errors. datasets reads its switch at import, which commands without a corpus never pay for (a second).
     transformers_logging.disable_progress_bar()
-    datasets.disable_progress_bars()
+    if "datasets" in sys.modules:
+        sys.modules["datasets"].disable_progress_bars()
+    else:
+        os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
     try:
         args.run(args)
     except (OSError, ValueError, ImportError) as error:

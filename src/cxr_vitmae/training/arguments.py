@@ -134,4 +134,13 @@ def parse_recipe_arguments(cls: type[RecipeArguments], argv: list[str] | None = 
             if action.dest in config:
                 action.required = False
     # `--config` was consumed above; what remains are the dataclass's own flags.
-    return parser.parse_args_into_dataclasses(args=rest)[0]
+    args = parser.parse_args_into_dataclasses(args=rest)[0]
+    if args.push_to_hub:
+        from ..hub.push import check_repo_id
+
+        # Checked before training rather than after it.
+        try:
+            check_repo_id(args.hub_model_id)
+        except ValueError as error:
+            raise SystemExit(f"--push_to_hub needs --hub_model_id: {error}") from None
+    return args

@@ -79,6 +79,8 @@ def main(argv: list[str] | None = None) -> None:
     )
     model, train_loader, *prepared_eval = accelerator.prepare(model, train_loader, *eval_loaders.values())
     eval_loaders = dict(zip(eval_loaders, prepared_eval, strict=True))
+    # The model itself, under the DDP and torch.compile (`--dynamo_backend`) wrappers: for saving and reloading.
+    bare_model = accelerator.unwrap_model(model, keep_torch_compile=False)
     schedule = Schedule.plan(
         len(train_loader),
         args.gradient_accumulation_steps,
@@ -86,7 +88,7 @@ def main(argv: list[str] | None = None) -> None:
         args.max_train_steps,
         args.warmup_epochs,
     )
-    layer_decay = args.layer_decay if supports_layer_decay(accelerator.unwrap_model(model)) else None
+    layer_decay = args.layer_decay if supports_layer_decay(bare_model) else None
     optimizer, scheduler, peak_lr = make_optimizer(model, args, accelerator, schedule, layer_decay)
     optimizer = accelerator.prepare(optimizer)
     if accelerator.is_main_process:
@@ -99,11 +101,11 @@ def main(argv: list[str] | None = None) -> None:
             peak_learning_rate=peak_lr,
         )
     accelerator.print(
-        f"fine-tuning {type(accelerator.unwrap_model(model)).__name__} on {args.dataset}: {len(splits['train'])} "
+        f"fine-tuning {type(bare_model).__name__} on {args.dataset}: {len(splits['train'])} "
         f"training images, {accelerator.num_processes} process(es) × {args.per_device_train_batch_size} per device × "
         f"{args.gradient_accumulation_steps} accumulation = global batch {global_batch_size(args, accelerator)}; "
         f"{schedule.total_steps} steps, warmup {schedule.warmup_steps}, peak lr {peak_lr:.3g}, "
-        f"layer decay {layer_decay}"
+        f"layer decay {layer_decay}; mixed precision {accelerator.mixed_precision}"
     )
     if args.report_to != "none":
         accelerator.init_trackers("cxr-vitmae-finetune", config=vars(args))
@@ -135,7 +137,7 @@ def main(argv: list[str] | None = None) -> None:
         if value is not None and (state.best is None or value > state.best[f"val_{selection_metric}"]):
             record["selected"] = True
             state.best = record
-            accelerator.unwrap_model(model).save_pretrained(
+            bare_model.save_pretrained(
                 best_dir, is_main_process=accelerator.is_main_process, save_function=accelerator.save
             )
         state.history.append(record)
@@ -165,8 +167,7 @@ def main(argv: list[str] | None = None) -> None:
     # The test split, once, with the checkpoint selected on validation.
     if state.best is None:
         raise SystemExit(f"no validation {selection_metric} could be computed; no checkpoint was selected")
-    unwrapped = accelerator.unwrap_model(model)
-    unwrapped.load_state_dict(type(unwrapped).from_pretrained(best_dir).state_dict())
+    bare_model.load_state_dict(type(bare_model).from_pretrained(best_dir).state_dict())
     prediction = predict(accelerator, model, eval_loaders["test"])
     state.history.append({"step": state.step, "event": "test", "checkpoint": f"epoch-{state.best['epoch']}"})
     if accelerator.is_main_process:
@@ -198,7 +199,7 @@ def main(argv: list[str] | None = None) -> None:
         )
         plot_training_curves(state.history, output_dir / "figures" / "training_curves.png")
         # The final model is the selected one.
-        unwrapped.save_pretrained(output_dir)
+        bare_model.save_pretrained(output_dir)
         shutil.rmtree(best_dir)
         accelerator.print(json.dumps({k: metrics[k] for k in ("mean_auroc", "mean_auroc_ci95", "accuracy")}))
     accelerator.end_training()

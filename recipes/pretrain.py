@@ -70,6 +70,8 @@ def main(argv: list[str] | None = None) -> None:
         overrides=args.overrides(),
     )
     model, train_loader = accelerator.prepare(model, train_loader)
+    # The model itself, under the DDP and torch.compile (`--dynamo_backend`) wrappers: for figures and saving.
+    bare_model = accelerator.unwrap_model(model, keep_torch_compile=False)
     schedule = Schedule.plan(
         len(train_loader),
         args.gradient_accumulation_steps,
@@ -92,7 +94,7 @@ def main(argv: list[str] | None = None) -> None:
         f"MAE pre-training on {args.dataset}: {len(splits['train'])} images, {accelerator.num_processes} process(es) "
         f"× {args.per_device_train_batch_size} per device × {args.gradient_accumulation_steps} accumulation = global "
         f"batch {global_batch_size(args, accelerator)}; mask ratio {args.mask_ratio}; {schedule.total_steps} steps, "
-        f"warmup {schedule.warmup_steps}, peak lr {peak_lr:.3g}"
+        f"warmup {schedule.warmup_steps}, peak lr {peak_lr:.3g}; mixed precision {accelerator.mixed_precision}"
     )
     if args.report_to != "none":
         accelerator.init_trackers("cxr-vitmae-pretrain", config=vars(args))
@@ -101,19 +103,18 @@ def main(argv: list[str] | None = None) -> None:
         period = max(1, round(args.reconstruction_every_epochs))
         if not accelerator.is_main_process or not (is_last or state.epoch % period == 0):
             return
-        unwrapped = accelerator.unwrap_model(model)
-        device = next(unwrapped.parameters()).device
-        patches = unwrapped.config.num_patches
+        device = next(bare_model.parameters()).device
+        patches = bare_model.config.num_patches
         # The same masks at every epoch, from a generator of their own (the training stream is left alone).
         noise = torch.rand(len(figure_pixels), patches, generator=torch.Generator().manual_seed(args.seed))
-        views = reconstruct(unwrapped, figure_pixels.to(device), noise.to(device))
+        views = reconstruct(bare_model, figure_pixels.to(device), noise.to(device))
         plot_reconstructions(
             views["original"].cpu(),
             views["masked"].cpu(),
             views["reconstruction"].cpu(),
             output_dir / "figures" / f"reconstruction_epoch{state.epoch:03d}.png",
         )
-        unwrapped.train()
+        bare_model.train()
 
     state = resume_state(accelerator, resolve_checkpoint(args.resume_from_checkpoint, output_dir))
     state = train(
@@ -130,7 +131,7 @@ def main(argv: list[str] | None = None) -> None:
         on_epoch_end=figures,
     )
 
-    accelerator.unwrap_model(model).save_pretrained(
+    bare_model.save_pretrained(
         output_dir, is_main_process=accelerator.is_main_process, save_function=accelerator.save
     )
     if accelerator.is_main_process:

@@ -15,6 +15,7 @@ from safetensors.torch import load_file
 from cxr_vitmae.data import load_cxr_dataset
 from cxr_vitmae.data.phantoms import generate_phantoms
 from cxr_vitmae.training.arguments import FinetuneArguments, PretrainArguments, parse_recipe_arguments
+from cxr_vitmae.training.setup import native_bf16_supported, resolve_mixed_precision
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
@@ -43,8 +44,19 @@ def run(command: list[str], **kwargs) -> subprocess.CompletedProcess:
     return result
 
 
+def cpu_has_native_bf16() -> bool:
+    """From the kernel's CPU flags, independently of torch: AVX512-BF16 or AMX-BF16."""
+    flags = Path("/proc/cpuinfo").read_text().split() if Path("/proc/cpuinfo").is_file() else []
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
 def test_finetune_selects_on_validation_and_evaluates_test_once(phantoms, tmp_path):
-    run(finetune_command(phantoms, tmp_path / "run"))
+    result = run(finetune_command(phantoms, tmp_path / "run"))
+    # The default precision is the fastest native one, and training_args.json records what ran, not "auto".
+    if not torch.cuda.is_available() and Path("/proc/cpuinfo").is_file():
+        expected = "bf16" if cpu_has_native_bf16() else "no"
+        assert f"mixed precision {expected}" in result.stdout
+        assert json.loads((tmp_path / "run" / "training_args.json").read_text())["mixed_precision"] == expected
     history = json.loads((tmp_path / "run" / "trainer_history.json").read_text())
     validations = [record for record in history if "val_mean_auroc" in record]
     assert [record["epoch"] for record in validations] == [1, 2, 3]
@@ -92,15 +104,32 @@ def test_sigkill_and_resume_gives_bit_identical_weights(phantoms, tmp_path):
 def test_two_cpu_processes_count_every_image_once(phantoms, tmp_path):
     command = [
         str(BIN / "accelerate"), "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
-        "--mixed_precision", "no", "--dynamo_backend", "no", *finetune_command(phantoms, tmp_path / "ddp")[1:],
+        "--mixed_precision", "bf16", "--dynamo_backend", "no", *finetune_command(phantoms, tmp_path / "ddp")[1:],
         "--num_train_epochs", "1",
     ]  # fmt: skip
     result = run(command, env={**os.environ, "ACCELERATE_USE_CPU": "1", "OMP_NUM_THREADS": "1"})
     assert "2 process(es) × 8 per device" in result.stdout
+    # The launcher's precision reaches the recipe (the recipe's own --mixed_precision defaults to auto).
+    assert "mixed precision bf16" in result.stdout
     history = json.loads((tmp_path / "ddp" / "trainer_history.json").read_text())
     splits = load_cxr_dataset("nih-chestxray14", phantoms, validation_fraction=0.3)
     assert [record["val_n_images"] for record in history if "val_n_images" in record] == [len(splits["validation"])]
     assert json.loads((tmp_path / "ddp" / "metrics.json").read_text())["n_images"] == len(splits["test"])
+
+
+def test_torch_compile_through_the_launcher(phantoms, tmp_path):
+    """`accelerate launch --dynamo_backend inductor`: the recipe trains the compiled model and saves, reloads and
+    evaluates the model under it (Accelerate's unwrap_model keeps the compile wrapper unless told otherwise)."""
+    command = [
+        str(BIN / "accelerate"), "launch", "--num_processes", "1", "--num_machines", "1", "--mixed_precision", "no",
+        "--dynamo_backend", "inductor", *finetune_command(phantoms, tmp_path / "compiled")[1:],
+        "--num_train_epochs", "1", "--checkpointing_steps", "5",
+    ]  # fmt: skip
+    run(command)
+    saved = load_file(tmp_path / "compiled" / "model.safetensors")
+    checkpoint = load_file(next((tmp_path / "compiled" / "checkpoints").glob("step-*")) / "model.safetensors")
+    assert saved.keys() == checkpoint.keys() and not any("_orig_mod" in key for key in saved)
+    assert json.loads((tmp_path / "compiled" / "metrics.json").read_text())["n_images"] > 0
 
 
 def test_non_finite_loss_stops_the_run_and_keeps_the_last_checkpoint(phantoms, tmp_path):
@@ -112,6 +141,19 @@ def test_non_finite_loss_stops_the_run_and_keeps_the_last_checkpoint(phantoms, t
     assert checkpoints and all((path / "trainer_state.json").is_file() for path in checkpoints)
     weights = load_file(checkpoints[0] / "model.safetensors")
     assert all(torch.isfinite(tensor).all() for tensor in weights.values())
+
+
+def test_mixed_precision_auto_resolution(monkeypatch):
+    monkeypatch.delenv("ACCELERATE_MIXED_PRECISION", raising=False)
+    assert resolve_mixed_precision("no") == "no" and resolve_mixed_precision("fp16") == "fp16"
+    native = resolve_mixed_precision("auto")
+    assert native == ("bf16" if native_bf16_supported() else "no")
+    if not torch.cuda.is_available() and Path("/proc/cpuinfo").is_file():
+        assert native_bf16_supported() == cpu_has_native_bf16()
+    monkeypatch.setenv("ACCELERATE_MIXED_PRECISION", "fp16")  # what `accelerate launch --mixed_precision fp16` sets
+    assert resolve_mixed_precision("auto") == "fp16" and resolve_mixed_precision("no") == "no"
+    monkeypatch.setenv("ACCELERATE_MIXED_PRECISION", "no")
+    assert resolve_mixed_precision("auto") == native
 
 
 def test_yaml_gives_defaults_and_flags_override(tmp_path):

@@ -63,7 +63,14 @@ class RecipeArguments:
     hub_private_repo: bool = field(
         default=False, metadata={"help": "create the Hub repository as private (an existing one keeps its setting)"}
     )
-    mixed_precision: str = field(default="no", metadata={"help": "no, bf16 or fp16 (accelerate)"})
+    mixed_precision: str = field(
+        default="auto",
+        metadata={
+            "help": "auto, no, bf16 or fp16. auto: what `accelerate launch --mixed_precision` asked for if not 'no', "
+            "else bf16 where the device computes it natively (CUDA with bf16, a CPU with AVX512-BF16 or AMX), else "
+            "fp32; pass no to force fp32"
+        },
+    )
     dataloader_num_workers: int = field(default=0)
     max_train_samples: int | None = field(default=None, metadata={"help": "use the first N training images"})
     logging_steps: int = field(default=10)

@@ -1,5 +1,7 @@
 """Set-up steps both recipes take in the same way: the Accelerator, the corpus, the optimiser and its schedule."""
 
+import os
+
 import torch
 from accelerate import Accelerator
 from accelerate.utils import set_seed
@@ -10,9 +12,33 @@ from .loop import Schedule
 from .optim import cosine_schedule_with_warmup, parameter_groups, scaled_learning_rate
 
 
+def native_bf16_supported() -> bool:
+    """Whether this process's device multiplies bf16 natively: an Ampere-or-newer GPU, or a CPU with AVX512-BF16 or
+    AMX (oneDNN's bf16 kernels). Elsewhere bf16 autocast is emulated and slower than fp32."""
+    if torch.cuda.is_available():
+        return torch.cuda.is_bf16_supported(including_emulation=False)
+    return torch.ops.mkldnn._is_mkldnn_bf16_supported()
+
+
+def resolve_mixed_precision(requested: str) -> str:
+    """`auto` → the launcher's `--mixed_precision` when it asked for one (ACCELERATE_MIXED_PRECISION other than
+    "no"), else bf16 where it is native, else "no". Any other value is used as given."""
+    if requested != "auto":
+        return requested
+    launcher = os.environ.get("ACCELERATE_MIXED_PRECISION", "no").lower()
+    if launcher != "no":
+        return launcher
+    return "bf16" if native_bf16_supported() else "no"
+
+
 def make_accelerator(args: RecipeArguments) -> Accelerator:
     """On a machine without CUDA, `cpu=True`: that is what makes `accelerate launch --multi_gpu --num_processes N`
-    start N gloo processes on CPU instead of N independent single-process runs."""
+    start N gloo processes on CPU instead of N independent single-process runs.
+
+    The recipe's `--mixed_precision` is passed explicitly, so it, not the launcher's flag, decides (an explicit
+    argument wins over ACCELERATE_MIXED_PRECISION in Accelerate); `auto` resolves as `resolve_mixed_precision`
+    says, and `args.mixed_precision` then records what ran, for `training_args.json`."""
+    args.mixed_precision = resolve_mixed_precision(args.mixed_precision)
     accelerator = Accelerator(
         cpu=not torch.cuda.is_available(),
         mixed_precision=args.mixed_precision,

@@ -131,9 +131,7 @@ def main(argv: list[str] | None = None) -> None:
         on_epoch_end=figures,
     )
 
-    bare_model.save_pretrained(
-        output_dir, is_main_process=accelerator.is_main_process, save_function=accelerator.save
-    )
+    bare_model.save_pretrained(output_dir, is_main_process=accelerator.is_main_process, save_function=accelerator.save)
     if accelerator.is_main_process:
         plot_training_curves(state.history, output_dir / "figures" / "training_curves.png")
     accelerator.end_training()

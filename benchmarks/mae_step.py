@@ -7,13 +7,22 @@ model FLOPs per image and MFU against a matrix-product peak measured in the same
 
     python benchmarks/mae_step.py                                  # CPU, ViT-S/16, 224 px, mask 0.9, batch 32
     python benchmarks/mae_step.py --device cuda --batch-size 256 --compile
+    python benchmarks/mae_step.py --profile            # + where a step's time goes, ours and stock (torch.profiler)
 """
 
 import argparse
 import time
 
 import torch
-from harness import autocast, machine_description, matmul_peak_flops, print_table, time_alternating, write_json
+from harness import (
+    autocast,
+    machine_description,
+    matmul_peak_flops,
+    print_table,
+    synchronize,
+    time_alternating,
+    write_json,
+)
 from torch.utils.flop_counter import FlopCounterMode
 from transformers import ViTMAEConfig, ViTMAEForPreTraining
 
@@ -69,10 +78,14 @@ def counted_forward_flops(model: torch.nn.Module, pixels: torch.Tensor) -> float
     return counter.get_total_flops() / pixels.shape[0]
 
 
-def make_step(model: torch.nn.Module, pixels: torch.Tensor, precision: str, device: torch.device):
-    optimizer = torch.optim.AdamW(
+def make_optimizer(model: torch.nn.Module, device: torch.device) -> torch.optim.Optimizer:
+    return torch.optim.AdamW(
         model.parameters(), lr=1e-4, betas=(0.9, 0.95), weight_decay=0.05, fused=device.type == "cuda"
     )
+
+
+def make_step(model: torch.nn.Module, pixels: torch.Tensor, precision: str, device: torch.device):
+    optimizer = make_optimizer(model, device)
 
     def step() -> None:
         with autocast(device, precision):
@@ -82,6 +95,45 @@ def make_step(model: torch.nn.Module, pixels: torch.Tensor, precision: str, devi
         optimizer.zero_grad(set_to_none=True)
 
     return step
+
+
+# torch.profiler op names (substrings) → what they are; the first match wins, unmatched ops are "other".
+OP_CATEGORIES = (
+    ("matrix products", ("aten::mm", "aten::addmm", "aten::bmm", "convolution")),
+    ("attention (SDPA kernels)", ("attention",)),
+    ("LayerNorm", ("layer_norm",)),
+    ("GELU", ("gelu",)),
+    ("copies, casts, gathers", ("copy", "_to_copy", "clone", "cat", "gather", "index", "scatter", "sort", "stack")),
+    ("other elementwise and reductions", ("add", "mul", "sub", "div", "pow", "mean", "sum", "fill", "zero", "where")),
+)
+
+
+def profile_breakdown(
+    model, pixels, precision: str, device: torch.device, steps: int = 3
+) -> tuple[dict[str, float], float]:
+    """Milliseconds per training step by op category (self time of each op, so nothing is counted twice), and the
+    AdamW step's inclusive CPU milliseconds, from torch.profiler over `steps` steps after one warm-up step. The
+    profiler adds a cost per op, so the model with more, smaller ops looks slower here than it is: read the shares,
+    and the timed table for speed."""
+    step = make_step(model, pixels, precision, device)
+    step()
+    activities = [torch.profiler.ProfilerActivity.CPU]
+    if device.type == "cuda":
+        activities.append(torch.profiler.ProfilerActivity.CUDA)
+    with torch.profiler.profile(activities=activities) as profiler:
+        for _ in range(steps):
+            step()
+        synchronize(device)
+    breakdown = dict.fromkeys([name for name, _ in OP_CATEGORIES] + ["other"], 0.0)
+    events = profiler.key_averages()
+    # AdamW's update is elementwise ops (single-tensor on CPU, foreach or fused on CUDA); its inclusive time is
+    # reported beside the categories, not as one of them.
+    optimizer_ms = sum(e.cpu_time_total for e in events if e.key.startswith("Optimizer.step#")) / 1e3 / steps
+    for event in events:
+        self_us = event.self_device_time_total if device.type == "cuda" else event.self_cpu_time_total
+        category = next((name for name, keys in OP_CATEGORIES if any(key in event.key for key in keys)), "other")
+        breakdown[category] += self_us / 1e3 / steps
+    return breakdown, optimizer_ms
 
 
 def main() -> None:
@@ -95,6 +147,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--steps-per-repeat", type=int, default=None, help="default: 2 on CPU, 20 on GPU")
     parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--profile", action="store_true", help="also break a step down by op category (eager)")
     parser.add_argument("--output", default=None, help="JSON path (default: benchmarks/mae_step_<device>.json)")
     args = parser.parse_args()
 
@@ -152,6 +205,14 @@ def main() -> None:
             }
         )
 
+    profiles = {}
+    if args.profile:
+        for precision in args.precisions.split(","):
+            profiles[precision] = {}
+            for name, model in (("ours", ours), ("stock", stock)):
+                breakdown, optimizer_ms = profile_breakdown(model, pixels, precision, device)
+                profiles[precision][name] = {"ops_ms": breakdown, "adamw_step_ms": optimizer_ms}
+
     machine = machine_description(device)
     setting = f"{args.preset}/16 {config.image_size}px, mask {args.mask_ratio}, batch {args.batch_size}"
     print_table(
@@ -164,6 +225,33 @@ def main() -> None:
         f"torch.utils.flop_counter (ratio {counted / analytic:.3f}); training step = 3 × forward; "
         f"matmul peak fp32 {peaks['fp32'] / 1e12:.2f} TFLOP/s, bf16 {peaks['bf16'] / 1e12:.2f} TFLOP/s"
     )
+    for precision, by_model in profiles.items():
+        ops = {name: by_model[name]["ops_ms"] for name in ("ours", "stock")}
+        totals = {name: sum(breakdown.values()) for name, breakdown in ops.items()}
+        rows = [
+            [category]
+            + [
+                cell
+                for name in ops
+                for cell in (f"{ops[name][category]:.1f}", f"{ops[name][category] / totals[name]:.1%}")
+            ]
+            for category in ops["ours"]
+        ]
+        rows.append(["total", f"{totals['ours']:.1f}", "", f"{totals['stock']:.1f}", ""])
+        rows.append(
+            [
+                "(AdamW step, inclusive)",
+                f"{by_model['ours']['adamw_step_ms']:.1f}",
+                "",
+                f"{by_model['stock']['adamw_step_ms']:.1f}",
+                "",
+            ]
+        )
+        print_table(
+            f"where a {precision} eager step goes (torch.profiler self time, ms per step)",
+            ["op category", "ours ms", "ours %", "stock ms", "stock %"],
+            rows,
+        )
     write_json(
         args.output or f"benchmarks/mae_step_{device.type}.json",
         {
@@ -176,6 +264,7 @@ def main() -> None:
             "forward_flops_per_image": {"analytic": analytic, "flop_counter": counted},
             "matmul_peak_flops": peaks,
             "results": results,
+            "profile_ms_per_step": profiles,
         },
     )
 

@@ -69,7 +69,7 @@ def main() -> None:
     seconds["fine-tuning (scratch)"] = run(
         "fine-tuning from scratch, same budget",
         accelerate("finetune", "demo_finetune", *common, "--model", "vit-tiny",
-                   "--model_overrides", "{patch_size: 8, num_hidden_layers: 6}",
+                   "--model_overrides", "{patch_size: 8, num_hidden_layers: 6, classifier_init_std: 0.02}",
                    "--output_dir", str(out / "finetune-scratch")),
     )  # fmt: skip
     seconds["fine-tuning (DenseNet-121)"] = run(

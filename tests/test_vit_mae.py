@@ -2,6 +2,7 @@
 
 import json
 import re
+from pathlib import Path
 
 import pytest
 import torch
@@ -18,6 +19,7 @@ from cxr_vitmae import (
     CXRViTMAEModel,
     ViTMAEForChestXray,
 )
+from cxr_vitmae.models import modeling_cxr_vitmae
 
 TINY = {"image_size": 64, "patch_size": 16, "num_hidden_layers": 3}
 
@@ -370,3 +372,37 @@ def test_package_exports_and_registration():
     assert type(AutoModelForPreTraining.from_config(tiny_config())) is CXRViTMAEForPreTraining
     for name in ("CXRViTMAEConfig", "CXRViTMAEModel", "CXRViTMAEForPreTraining", "ViTMAEForChestXray"):
         assert hasattr(cxr_vitmae, name)
+
+
+def attention_by_hand(attention, hidden: torch.Tensor, *, in_fp32: bool) -> torch.Tensor:
+    batch, tokens, width = hidden.shape
+    qkv = attention.qkv(hidden).view(batch, tokens, 3, attention.num_heads, attention.head_dim)
+    query, key, value = qkv.permute(2, 0, 3, 1, 4).unbind(0)
+    if in_fp32:
+        with torch.autocast("cpu", enabled=False):
+            output = torch.nn.functional.scaled_dot_product_attention(query.float(), key.float(), value.float())
+        output = output.to(query.dtype)
+    else:
+        output = torch.nn.functional.scaled_dot_product_attention(query, key, value)
+    return attention.o_proj(output.transpose(1, 2).reshape(batch, tokens, width))
+
+
+@pytest.mark.parametrize("bf16_attention_is_slow", [True, False])
+def test_cpu_bf16_attention_runs_in_fp32_where_bf16_is_slow(monkeypatch, bf16_attention_is_slow):
+    monkeypatch.setattr(modeling_cxr_vitmae, "cpu_bf16_attention_is_slow", lambda: bf16_attention_is_slow)
+    attention = randomize_(ViTMAEForChestXray(tiny_config())).vit.layers[0].attention.eval()
+    hidden = torch.randn(2, 17, attention.qkv.in_features)
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        ours = attention(hidden)[0]
+        fp32_attention = attention_by_hand(attention, hidden, in_fp32=True)
+        bf16_attention = attention_by_hand(attention, hidden, in_fp32=False)
+    assert not torch.equal(fp32_attention, bf16_attention)  # else this test could not tell them apart
+    assert torch.equal(ours, fp32_attention if bf16_attention_is_slow else bf16_attention)
+
+
+def test_cpu_bf16_attention_is_slow_exactly_without_amx():
+    cpuinfo = Path("/proc/cpuinfo")
+    if not cpuinfo.is_file():
+        pytest.skip("needs /proc/cpuinfo")
+    has_amx = "amx_tile" in cpuinfo.read_text().split()
+    assert modeling_cxr_vitmae.cpu_bf16_attention_is_slow() is (not has_amx)

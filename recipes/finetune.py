@@ -15,6 +15,7 @@ import shutil
 from pathlib import Path
 
 from cxr_vitmae.data import label_names
+from cxr_vitmae.data.phantoms import phantom_record
 from cxr_vitmae.data.transforms import evaluation_transform, finetuning_transform
 from cxr_vitmae.evaluation import classification_metrics, roc_curves
 from cxr_vitmae.evaluation.figures import plot_roc_curves, plot_training_curves
@@ -188,6 +189,7 @@ def main(argv: list[str] | None = None) -> None:
             **metrics,
             "selected_by": f"validation {selection_metric}",
             "checkpoint": f"epoch-{state.best['epoch']}",
+            "synthetic_corpus": phantom_record(args.data_dir),
         }
         (output_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
         (output_dir / "trainer_history.json").write_text(json.dumps(state.history, indent=2) + "\n")

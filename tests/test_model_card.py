@@ -18,7 +18,7 @@ from cxr_vitmae import (
     ViTMAEForChestXray,
 )
 from cxr_vitmae.data import label_names
-from cxr_vitmae.data.phantoms import generate_phantoms
+from cxr_vitmae.data.phantoms import generate_phantoms, phantom_record
 from cxr_vitmae.evaluation.metrics import classification_metrics
 from cxr_vitmae.hub.model_card import CARD_KINDS, PAPER_RESULTS, TEMPLATES_DIR, build_model_card, phantom_examples
 from cxr_vitmae.hub.provenance import write_training_args
@@ -257,3 +257,23 @@ def test_encoder_snippets_run(model_dirs, tmp_path, monkeypatch):
     exec(reconstruction, namespace)
     assert type(namespace["model"]).__name__ == "CXRViTMAEForPreTraining"
     assert namespace["outputs"].mask.shape == (1, patches)
+
+
+def test_results_on_phantoms_are_labelled_as_phantoms(tmp_path):
+    phantoms = generate_phantoms(tmp_path / "phantoms", 12, size=32, seed=4).output_dir
+    model_dir = make_model_dir(tmp_path / "model", "vit-classifier")
+    record = phantom_record(phantoms)
+    for name in ("training_args.json", "metrics.json"):
+        path = model_dir / name
+        path.write_text(json.dumps({**json.loads(path.read_text()), "synthetic_corpus": record}))
+    build_model_card(model_dir, "cxr-lab/tiny").save(tmp_path / "README.md")
+    text = (tmp_path / "README.md").read_text()
+    card = ModelCard.load(tmp_path / "README.md")
+
+    assert "datasets" not in front_matter(text)  # phantoms borrow NIH's format, not its images
+    assert {(result.dataset_type, result.dataset_name) for result in card.data.eval_results} == {
+        ("cxr-vitmae-phantoms", "synthetic phantoms in NIH ChestX-ray14's format")
+    }
+    assert "Measured on **synthetic phantoms in NIH ChestX-ray14's format**" in text
+    assert "12 synthetic chest radiographs drawn by `cxr-vitmae phantoms` (32 px, seed 4" in text
+    assert "112,120 frontal radiographs" not in text and "Measured on **NIH ChestX-ray14**" not in text

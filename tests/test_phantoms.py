@@ -16,7 +16,9 @@ from cxr_vitmae.data.phantoms import (
     DATA_ENTRY_HEADER,
     DIFFICULTY,
     DIFFICULTY_CHOICES,
+    PHANTOM_RECORD,
     generate_phantoms,
+    phantom_record,
     resolve_difficulty,
 )
 from cxr_vitmae.models.chest_xray_labels import NIH_CHESTXRAY14_LABELS
@@ -233,7 +235,7 @@ def test_same_seed_gives_identical_files_and_another_seed_differs(tmp_path):
     second = files(generate_phantoms(tmp_path / "b", 40, size=64, seed=11).output_dir)
     other = files(generate_phantoms(tmp_path / "c", 40, size=64, seed=12).output_dir)
     assert first == second
-    assert len(first) == 44
+    assert len(first) == 40 + 4 + 1  # images, NIH's four files, the generator's record
     assert first[Path("Data_Entry_2017.csv")] != other[Path("Data_Entry_2017.csv")]
     assert first[Path("images/00000001_000.png")] != other[Path("images/00000001_000.png")]
 
@@ -269,3 +271,17 @@ def test_arguments(tmp_path):
     generate_phantoms(tmp_path / "few", 3, size=32)
     with pytest.raises(ValueError, match="not part of this corpus"):
         generate_phantoms(tmp_path / "few", 2, size=32)
+
+
+def test_the_corpus_records_that_it_is_synthetic(corpus, tmp_path):
+    assert phantom_record(corpus.output_dir) == {
+        "generator": "cxr-vitmae phantoms",
+        "num_images": NUM_IMAGES,
+        "size": SIZE,
+        "seed": corpus.seed,
+        "difficulty": corpus.difficulty,
+    }
+    assert phantom_record(tmp_path) is None and phantom_record(None) is None
+    (tmp_path / PHANTOM_RECORD).write_text('{"generator": "something else"}')
+    with pytest.raises(ValueError, match=PHANTOM_RECORD):
+        phantom_record(tmp_path)

@@ -14,6 +14,7 @@ from torchvision.transforms.v2 import functional as tvF
 
 from cxr_vitmae.data import CorpusError, load_cxr_dataset
 from cxr_vitmae.data import prepare as prepare_module
+from cxr_vitmae.data.phantoms import generate_phantoms, phantom_record
 from cxr_vitmae.data.prepare import MANIFEST_NAME, prepare_corpus
 from cxr_vitmae.models.image_processing_cxr import load_radiograph
 
@@ -212,3 +213,10 @@ def test_an_interrupted_run_resumes_and_equals_an_uninterrupted_one(corpus, prep
     calls.clear()
     prepare_corpus("nih-chestxray14", corpus, output, size=SIZE, chunk_size=5)
     assert calls == []  # complete: nothing to do
+
+
+def test_a_prepared_copy_of_phantoms_is_still_labelled_synthetic(prepared, tmp_path):
+    phantoms = generate_phantoms(tmp_path / "phantoms", 10, size=32, seed=2).output_dir
+    copy = prepare_corpus("nih-chestxray14", phantoms, tmp_path / "prepared", size=24, num_proc=1)
+    assert phantom_record(copy) == phantom_record(phantoms) is not None
+    assert phantom_record(prepared) is None  # prepared from NIH's own layout

@@ -13,7 +13,7 @@ import torch
 from safetensors.torch import load_file
 
 from cxr_vitmae.data import load_cxr_dataset
-from cxr_vitmae.data.phantoms import generate_phantoms
+from cxr_vitmae.data.phantoms import generate_phantoms, phantom_record
 from cxr_vitmae.training.arguments import FinetuneArguments, PretrainArguments, parse_recipe_arguments
 from cxr_vitmae.training.setup import native_bf16_supported, resolve_mixed_precision
 
@@ -67,6 +67,8 @@ def test_finetune_selects_on_validation_and_evaluates_test_once(phantoms, tmp_pa
     test_split = load_cxr_dataset("nih-chestxray14", phantoms, validation_fraction=0.3)["test"]
     assert metrics["split"] == "test" and metrics["n_images"] == len(test_split)
     assert metrics["selected_by"] == "validation mean_auroc"
+    training_args = json.loads((tmp_path / "run" / "training_args.json").read_text())
+    assert metrics["synthetic_corpus"] == training_args["synthetic_corpus"] == phantom_record(phantoms) is not None
     assert set(metrics["per_class"]) == set(json.loads((tmp_path / "run" / "config.json").read_text())["label2id"])
     for name in ("roc_test.png", "training_curves.png"):
         assert (tmp_path / "run" / "figures" / name).stat().st_size > 1000

@@ -29,6 +29,9 @@ Measured here: a 4-block CNN trained from scratch on 2,300 phantoms at 64 px for
 of about 0.87 at "easy", 0.77 at "medium" (large findings such as emphysema and edema near 1.0, nodules and fibrosis
 about 0.55) and 0.65 at "hard".
 
+Next to NIH's files the generator writes `cxr_vitmae_phantoms.json` (its arguments), which `phantom_record` reads:
+results on phantoms are then labelled as such in `training_args.json`, `metrics.json` and model cards.
+
 Speed (one core, PNG writing included): about 100 images/s at 256 px and 8 images/s at 1024 px.
 Labels, patients and splits depend only on `seed` and `num_images`, never on `size` or `difficulty`.
 
@@ -39,6 +42,7 @@ images render independently and in any order, and an image re-rendered without o
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -49,6 +53,9 @@ from tqdm.auto import tqdm
 
 from ..models.chest_xray_labels import NIH_CHESTXRAY14_LABELS
 
+# The file that marks a directory as written by `generate_phantoms` (NIH's own files stay exactly NIH's).
+PHANTOM_RECORD = "cxr_vitmae_phantoms.json"
+PHANTOM_GENERATOR = "cxr-vitmae phantoms"
 DIFFICULTY_LEVELS = {"easy": 0.2, "medium": 0.5, "hard": 0.8}
 DIFFICULTY_CHOICES = tuple(DIFFICULTY_LEVELS)
 DIFFICULTY = "medium"
@@ -1061,6 +1068,9 @@ def generate_phantoms(
     with open(output / "BBox_List_2017.csv", "w", newline="", encoding="utf-8") as handle:
         handle.write(BBOX_HEADER + "\n")
         handle.writelines(_box_row(image.file_name, box) for image in images for box in image.boxes)
+    record = {"generator": PHANTOM_GENERATOR, "num_images": len(images), "size": int(size), "seed": int(seed),
+              "difficulty": level}  # fmt: skip
+    (output / PHANTOM_RECORD).write_text(json.dumps(record, indent=2) + "\n")
     return PhantomCorpus(output_dir=output, size=int(size), seed=int(seed), difficulty=level, images=tuple(images))
 
 
@@ -1153,6 +1163,23 @@ def plant_nodule(
     return planted, box
 
 
+def phantom_record(data_dir: str | Path | None) -> dict | None:
+    """What `generate_phantoms` recorded about the corpus in `data_dir` (generator, image count, size, seed,
+    difficulty), also found in a `cxr-vitmae prepare` copy of it; `None` for any other directory (or none). Recipes and
+    `cxr-vitmae evaluate` copy it into `training_args.json` and `metrics.json`, so that a model card never presents
+    results on phantoms as results on the corpus whose format they borrow."""
+    path = Path(data_dir or "") / PHANTOM_RECORD
+    if data_dir is None or not path.is_file():
+        return None
+    try:
+        record = json.loads(path.read_text())
+    except ValueError as error:
+        raise ValueError(f"{path}: not valid JSON ({error})") from error
+    if not isinstance(record, dict) or record.get("generator") != PHANTOM_GENERATOR:
+        raise ValueError(f"{path}: expected the record `cxr-vitmae phantoms` writes, got {record!r}")
+    return record
+
+
 __all__ = [
     "BBOX_HEADER",
     "BOX_LABELS",
@@ -1161,10 +1188,12 @@ __all__ = [
     "DIFFICULTY_CHOICES",
     "DIFFICULTY_LEVELS",
     "NODULE_RADII",
+    "PHANTOM_RECORD",
     "PhantomBox",
     "PhantomCorpus",
     "PhantomImage",
     "generate_phantoms",
+    "phantom_record",
     "plant_nodule",
     "resolve_difficulty",
 ]

@@ -47,6 +47,7 @@ from torchvision.transforms.v2 import functional as tvF
 from ..models.image_processing_cxr import RadiographReadError, load_radiograph
 from . import _corpus_options, builder_class, load_cxr_dataset, metadata_fingerprint
 from .errors import CorpusError
+from .phantoms import PHANTOM_RECORD
 
 __all__ = ["MANIFEST_NAME", "load_prepared", "prepare_corpus", "resolved_options"]
 
@@ -340,6 +341,8 @@ def prepare_corpus(
         elif not path.is_dir():
             path.unlink()
     prepared.save_to_disk(str(output_dir))
+    if (data_dir / PHANTOM_RECORD).is_file():  # a prepared copy of phantoms is still phantoms
+        shutil.copyfile(data_dir / PHANTOM_RECORD, output_dir / PHANTOM_RECORD)
     manifest = {
         "format": "cxr-vitmae prepared corpus",
         "format_version": FORMAT_VERSION,

@@ -9,6 +9,7 @@ from transformers import AutoConfig
 
 from ..data import label_names, load_cxr_dataset
 from ..data.errors import CorpusError
+from ..data.phantoms import phantom_record
 from ..data.transforms import evaluation_transform
 from ..predict import load_classifier
 from ..training.data import TransformedCorpus, make_loader
@@ -67,4 +68,11 @@ def evaluate_model(
         n_bootstrap=n_bootstrap,
         seed=seed,
     )
-    return {"dataset": dataset, "split": split, **metrics, "selected_by": None, "checkpoint": str(model_dir)}
+    return {
+        "dataset": dataset,
+        "split": split,
+        **metrics,
+        "selected_by": None,
+        "checkpoint": str(model_dir),
+        "synthetic_corpus": phantom_record(data_dir),
+    }

@@ -121,6 +121,8 @@ _HYPERPARAMETERS = (
 )
 # Corpus options that are locations on the training machine: their values mean nothing to a reader of the card.
 _PATH_OPTION_SUFFIXES = ("_dir", "_file", "_folder")
+# The model-index dataset type of results on `cxr-vitmae phantoms`, whatever corpus format they were written in.
+PHANTOM_DATASET_TYPE = "cxr-vitmae-phantoms"
 _PHANTOM_EXAMPLES = 3
 _PHANTOM_SIZE = 256
 
@@ -165,11 +167,11 @@ def card_kind(config: dict) -> str:
 def eval_results(metrics: dict) -> list[EvalResult]:
     """The `model-index` entries of a `metrics.json`: mean and per-class AUROC and AUPRC, and accuracy when set.
     Undefined values (a class without both label values in the split) are left out, never written as 0."""
-    dataset = metrics["dataset"]
+    synthetic = metrics.get("synthetic_corpus")
     common = {
         "task_type": "image-classification",
-        "dataset_type": dataset,
-        "dataset_name": corpus_display_name(dataset),
+        "dataset_type": PHANTOM_DATASET_TYPE if synthetic else metrics["dataset"],
+        "dataset_name": describe_corpus(metrics["dataset"], synthetic)[0],
         "dataset_split": metrics.get("split"),
     }
     entries = [
@@ -187,9 +189,19 @@ def eval_results(metrics: dict) -> list[EvalResult]:
     ]
 
 
-def corpus_display_name(name: str) -> str:
-    """How the card names corpus `name` (e.g. `NIH ChestX-ray14` for `nih-chestxray14`); unknown names as given."""
-    return CORPUS_DESCRIPTIONS.get(name, (name, ""))[0]
+def describe_corpus(name: str, synthetic: dict | None = None) -> tuple[str, str]:
+    """(display name, description) of corpus `name` (e.g. `NIH ChestX-ray14` for `nih-chestxray14`; unknown names as
+    given). `synthetic`, the `phantom_record` a run recorded, means the data were phantoms in that corpus's format,
+    and the card says so instead of naming the real corpus."""
+    display_name, description = CORPUS_DESCRIPTIONS.get(name, (name, ""))
+    if synthetic is None:
+        return display_name, description
+    return (
+        f"synthetic phantoms in {display_name}'s format",
+        f"{synthetic['num_images']:,} synthetic chest radiographs drawn by `cxr-vitmae phantoms` ({synthetic['size']} "
+        f"px, seed {synthetic['seed']}, difficulty {synthetic['difficulty']}) and read with the `{name}` loader; no "
+        "patient's image. Results on them show that the pipeline runs, not how the model does on real radiographs.",
+    )
 
 
 def build_model_card(
@@ -229,7 +241,12 @@ def build_model_card(
     classifier = kind != "pretrained-encoder"
     examples = list(examples) if classifier else []
 
-    corpora = [record["dataset"] for record in (training, metrics) if record and record.get("dataset")]
+    # Phantoms borrow a corpus's format, not its images: they add no corpus to the card's `datasets`.
+    corpora = [
+        record["dataset"]
+        for record in (training, metrics)
+        if record and record.get("dataset") and not record.get("synthetic_corpus")
+    ]
     card_data = ModelCardData(
         model_name=repo_id.split("/")[-1],
         library_name="transformers",
@@ -325,7 +342,7 @@ def _training(record: dict | None) -> dict | None:
     if record is None:
         return None
     dataset = record.get("dataset")
-    name, description = CORPUS_DESCRIPTIONS.get(dataset, (dataset, ""))
+    name, description = describe_corpus(dataset, record.get("synthetic_corpus"))
     model = record.get("model")
     if record.get("base_model"):
         start = f"`{record['base_model']}`"
@@ -381,7 +398,7 @@ def _evaluation(metrics: dict | None) -> dict | None:
     bootstrap = metrics.get("bootstrap") or {}
     return {
         "dataset": metrics["dataset"],
-        "dataset_name": corpus_display_name(metrics["dataset"]),
+        "dataset_name": describe_corpus(metrics["dataset"], metrics.get("synthetic_corpus"))[0],
         "split": metrics.get("split"),
         "n_images": metrics.get("n_images"),
         "mean_auroc": _number(metrics.get("mean_auroc")),

@@ -10,6 +10,8 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+from ..data.phantoms import phantom_record
+
 TRAINING_ARGS_NAME = "training_args.json"
 
 # The image corpora each corpus name draws from.
@@ -32,8 +34,8 @@ NON_REDISTRIBUTABLE = {
 def write_training_args(output_dir: str | Path, args: Any, *, recipe: str, **facts: Any) -> Path:
     """Record a recipe run in `output_dir/training_args.json`: its arguments (a `RecipeArguments`) with the corpus
     options and model overrides parsed, what the run derived from them (`facts`, e.g. `n_train_images`,
-    `global_batch_size`, `peak_learning_rate`), and the Hub id of the starting model when that was published (the
-    card's `base_model`)."""
+    `global_batch_size`, `peak_learning_rate`), the Hub id of the starting model when that was published (the
+    card's `base_model`), and the generator's record when the corpus is synthetic phantoms (`synthetic_corpus`)."""
     record = {
         "recipe": recipe,
         **asdict(args),
@@ -41,6 +43,7 @@ def write_training_args(output_dir: str | Path, args: Any, *, recipe: str, **fac
         "model_overrides": args.overrides(),
         **facts,
         "base_model": published_id(args.model),
+        "synthetic_corpus": phantom_record(args.data_dir),
     }
     path = Path(output_dir) / TRAINING_ARGS_NAME
     path.parent.mkdir(parents=True, exist_ok=True)

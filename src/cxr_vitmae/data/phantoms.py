@@ -1168,9 +1168,9 @@ def phantom_record(data_dir: str | Path | None) -> dict | None:
     difficulty), also found in a `cxr-vitmae prepare` copy of it; `None` for any other directory (or none). Recipes and
     `cxr-vitmae evaluate` copy it into `training_args.json` and `metrics.json`, so that a model card never presents
     results on phantoms as results on the corpus whose format they borrow."""
-    path = Path(data_dir or "") / PHANTOM_RECORD
-    if data_dir is None or not path.is_file():
+    if data_dir is None or not (Path(data_dir) / PHANTOM_RECORD).is_file():
         return None
+    path = Path(data_dir) / PHANTOM_RECORD
     try:
         record = json.loads(path.read_text())
     except ValueError as error:

@@ -2,6 +2,7 @@
 as it was."""
 
 import random
+import weakref
 
 import datasets
 import numpy as np
@@ -54,3 +55,41 @@ def test_accelerator_generators_are_never_seeded(corpus, monkeypatch):
     for backend in ("cuda", "xpu", "mtia"):
         monkeypatch.setattr(getattr(torch, backend), "manual_seed_all", refuse)
     corpus[0]
+
+
+def test_a_batch_read_gives_each_example_as_read_alone(corpus):
+    # What a DataLoader calls: the rows come from one query, but every example keeps its own seed, whatever its
+    # neighbours and position in the batch.
+    alone = {index: corpus[index] for index in (4, 1, 3)}
+    batch = corpus.__getitems__([4, 1, 3])
+    assert [example["index"] for example in batch] == [4, 1, 3]
+    for example in batch:
+        expected = alone[example["index"]]
+        assert torch.equal(example["pixel_values"], expected["pixel_values"])
+        assert torch.equal(example["labels"], expected["labels"])
+    assert not torch.equal(batch[0]["pixel_values"], batch[2]["pixel_values"])
+
+
+def test_a_batch_read_leaves_process_generators_as_they_were(corpus):
+    torch.manual_seed(5), random.seed(5), np.random.seed(5)
+    expected = (torch.rand(3), random.random(), np.random.rand())
+    torch.manual_seed(5), random.seed(5), np.random.seed(5)
+    corpus.__getitems__([0, 5, 2])
+    assert torch.equal(torch.rand(3), expected[0])
+    assert (random.random(), np.random.rand()) == expected[1:]
+
+
+def test_a_batch_read_decodes_one_image_at_a_time(corpus):
+    # A batch of full-size radiographs decoded at once would be about a gigabyte per worker (128 MIMIC-CXR JPEGs):
+    # each image must be garbage by the time the next one is transformed.
+    received = []
+
+    def transform(image):
+        assert all(reference() is None for reference in received), "an earlier decoded image is still held"
+        received.append(weakref.ref(image))
+        return corpus.transform(image)
+
+    batch_reader = TransformedCorpus(corpus.dataset, transform, seed=corpus.seed)
+    batch = batch_reader.__getitems__([0, 1, 2, 3])
+    assert len(received) == 4
+    assert torch.equal(batch[3]["pixel_values"], corpus[3]["pixel_values"])

@@ -20,6 +20,10 @@ def _example_seed(seed: int, epoch: int, index: int) -> int:
     return int(np.random.SeedSequence([seed, epoch, index]).generate_state(1)[0])
 
 
+def _decodes_images(feature: Any) -> bool:
+    return isinstance(feature, datasets.Image) and feature.decode
+
+
 class TransformedCorpus(Dataset):
     """Rows of a `datasets.Dataset` as {"pixel_values", "labels", "index"}; the transform's randomness (torch, Python
     `random` as timm's RandAugment uses, numpy) is seeded per example and epoch, and the process's own generators
@@ -34,6 +38,12 @@ class TransformedCorpus(Dataset):
         label_key: str | None = "labels",
     ):
         self.dataset = dataset
+        # Rows are read a batch at a time (one `datasets` query) but each image is decoded just before its own
+        # transform, so a worker holds one decoded image rather than a batch of them: 128 full-size MIMIC-CXR JPEGs
+        # are about a gigabyte decoded.
+        image_feature = dataset.features.get("image")
+        self._decode_image = image_feature.decode_example if _decodes_images(image_feature) else None
+        self._rows = dataset.cast_column("image", datasets.Image(decode=False)) if self._decode_image else dataset
         self.transform = transform
         self.seed = seed
         self.label_key = label_key
@@ -46,25 +56,38 @@ class TransformedCorpus(Dataset):
         return len(self.dataset)
 
     def __getitem__(self, index: int) -> dict[str, Any]:
-        row = self.dataset[int(index)]
-        seed = _example_seed(self.seed, self.epoch, int(index))
+        return self.__getitems__([index])[0]
+
+    def __getitems__(self, indices: list[int]) -> list[dict[str, Any]]:
+        """The examples at `indices`, as a DataLoader fetches a batch: the rows are read in one `datasets` query and
+        the process's generators saved and restored once per batch: a prepared fine-tuning image at batch 64 cost
+        1.39 ms on one core read row by row and 1.12 ms read in one query, of which the transform is 0.98."""
+        indices = [int(index) for index in indices]
+        rows = self._rows[indices]
+        examples = []
         python_state, numpy_state = random.getstate(), np.random.get_state()
         with torch.random.fork_rng(devices=[]):
-            # The CPU generator only, which is what transforms draw from: `torch.manual_seed` would also reseed every
-            # accelerator's generator (outside what fork_rng restores) and, before CUDA is initialised, record the
-            # call with a formatted stack trace three times over, which cost more than half a millisecond per image.
-            torch.random.default_generator.manual_seed(seed)
-            random.seed(seed)
-            np.random.seed(seed % 2**32)
             try:
-                pixel_values = self.transform(row["image"])
+                for position, index in enumerate(indices):
+                    seed = _example_seed(self.seed, self.epoch, index)
+                    # The CPU generator only, which is what transforms draw from: `torch.manual_seed` would also
+                    # reseed every accelerator's generator (outside what fork_rng restores) and, before CUDA is
+                    # initialised, record the call with a formatted stack trace three times over, which cost more
+                    # than half a millisecond per image.
+                    torch.random.default_generator.manual_seed(seed)
+                    random.seed(seed)
+                    np.random.seed(seed % 2**32)
+                    image = rows["image"][position]
+                    if self._decode_image is not None:
+                        image = self._decode_image(image)
+                    example = {"pixel_values": self.transform(image), "index": index}
+                    if self.label_key is not None:
+                        example["labels"] = torch.as_tensor(rows[self.label_key][position])
+                    examples.append(example)
             finally:
                 random.setstate(python_state)
                 np.random.set_state(numpy_state)
-        example = {"pixel_values": pixel_values, "index": int(index)}
-        if self.label_key is not None:
-            example["labels"] = torch.as_tensor(row[self.label_key])
-        return example
+        return examples
 
 
 class EpochSampler(Sampler[int]):

@@ -11,7 +11,7 @@ radiograph-like PNGs written here in NIH's layout (the output says which). Raw a
 that a slow phase of a shared machine hits both; medians are reported. Also measured: mean ms per image of each
 transform on one core in this process, from a 256x256 uint8 array and from a 1024x1024 PNG file.
 
-Writes benchmarks/data_pipeline.json and the "Data pipeline" section of benchmarks/RESULTS.md.
+Writes benchmarks/results/data_pipeline_cpu.json and the "Data pipeline" section of benchmarks/RESULTS.md.
 """
 
 import argparse
@@ -291,7 +291,7 @@ def main() -> None:
     parser.add_argument("--one-core-calls", type=int, default=200)
     parser.add_argument("--work-dir", type=Path, default=None, help="keep the corpus and cache here (default: temp)")
     parser.add_argument("--note", default="", help="recorded in RESULTS.md, e.g. that the machine was shared")
-    parser.add_argument("--output", type=Path, default=HERE / "data_pipeline.json")
+    parser.add_argument("--output", type=Path, default=HERE / "results" / "data_pipeline_cpu.json")
     parser.add_argument("--results", type=Path, default=HERE / "RESULTS.md")
     args = parser.parse_args()
 

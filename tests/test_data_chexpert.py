@@ -62,7 +62,8 @@ def write_jpeg(path: Path) -> None:
 
 
 def make_chexpert(data_dir: Path, *, prefix: str = PREFIX, test: str | None = "inside") -> Path:
-    """`test`: "inside" puts test_labels.csv and test/ in the prefix folder, "outside" next to it (CheXlocalize)."""
+    """`test`: "inside" puts test_labels.csv and test/ in the prefix folder, "outside" next to it (CheXlocalize),
+    "prefixed-outside" the CSV next to it with `<prefix>/test/...` paths and test/ inside it."""
     root = data_dir / prefix
     root.mkdir(parents=True)
     for name, rows, blank in (("train.csv", TRAIN, None), ("valid.csv", VALID, 0)):
@@ -76,8 +77,9 @@ def make_chexpert(data_dir: Path, *, prefix: str = PREFIX, test: str | None = "i
         base = root if test == "inside" else data_dir
         lines = [",".join(["Path", *CHEXPERT_LABELS])]
         for path, values in TEST:
-            lines.append(",".join([path, *(cell(values.get(label, 0)) for label in CHEXPERT_LABELS)]))
-            write_jpeg(base / path)
+            listed = f"{prefix}/{path}" if test == "prefixed-outside" else path
+            lines.append(",".join([listed, *(cell(values.get(label, 0)) for label in CHEXPERT_LABELS)]))
+            write_jpeg((root if test == "prefixed-outside" else base) / path)
         (base / "test_labels.csv").write_text("\n".join(lines) + "\n")
     return data_dir
 
@@ -136,6 +138,12 @@ def test_prefix_folder_itself_and_full_layout(chexpert_dir, tmp_path):
     splits = read_splits(full)
     assert splits["test"][0].path == full / "test/patient64741/study1/view1_frontal.jpg"
     assert [r.image_id for r in splits["train"]] == [r.image_id for r in direct["train"]]
+
+    # A test CSV beside the corpus folder whose paths carry the prefix: the prefix names the folder the images are in.
+    prefixed = make_chexpert(tmp_path / "prefixed", prefix="CheXpert-v1.0", test="prefixed-outside")
+    splits = read_splits(prefixed)
+    assert splits["test"][0].path == prefixed / "CheXpert-v1.0/test/patient64741/study1/view1_frontal.jpg"
+    assert [r.image_id for r in splits["test"]] == [r.image_id for r in direct["test"]]
 
 
 def test_uncertainty_and_blank_policies(chexpert_dir):

@@ -210,17 +210,20 @@ def _keep(views: str | tuple[str, ...], orientation: str, view: str) -> bool:
     return view in views or orientation.upper() in views
 
 
-def _relative(value: str, path: Path, line: int) -> list[str]:
-    """The parts of a `Path` value below the `CheXpert-v1.0[-small]` prefix."""
+def _relative(value: str, path: Path, line: int) -> tuple[list[str], bool]:
+    """The parts of a `Path` value below the `CheXpert-v1.0[-small]` prefix, and whether it had that prefix."""
     parts = value.replace("\\", "/").split("/")
-    if parts[0] in CHEXPERT_PREFIXES:
+    prefixed = parts[0] in CHEXPERT_PREFIXES
+    if prefixed:
         parts = parts[1:]
     if not value or value.startswith("/") or any(part in ("", ".", "..") for part in parts):
         raise CorpusError(f"{path}, line {line}, column 'Path': {value!r} is not a path inside the corpus")
-    return parts
+    return parts, prefixed
 
 
-def _read_split_csv(path: Path, base: Path, split: str, config: CheXpertConfig) -> list[ImageRecord]:
+def _read_split_csv(path: Path, root: Path, split: str, config: CheXpertConfig) -> list[ImageRecord]:
+    """The records of one split CSV. A `Path` under the `CheXpert-v1.0[-small]/` prefix lies in the corpus folder
+    `root` wherever the CSV is; one without it lies next to the CSV (a test CSV may sit beside the corpus folder)."""
     is_test = split == "test"
     expected = list(TEST_CSV_COLUMNS if is_test else CSV_COLUMNS)
     # Columns are selected by name, so their order may differ from the distributed one.
@@ -259,7 +262,7 @@ def _read_split_csv(path: Path, base: Path, split: str, config: CheXpertConfig) 
     rows = zip(frame.index, frame["Path"], orientation, view, labels.tolist(), strict=True)
     for row, value, kind, view_name, vector in rows:
         line = row + 2
-        parts = _relative(value, path, line)
+        parts, prefixed = _relative(value, path, line)
         image_id = "/".join(parts)
         if image_id in seen:
             raise CorpusError(f"{path}, line {line}: {value} is listed twice (first on line {seen[image_id]})")
@@ -270,7 +273,7 @@ def _read_split_csv(path: Path, base: Path, split: str, config: CheXpertConfig) 
                 raise CorpusError(f"{path}, line {line}, column 'Path': no patientNNNNN folder in {value!r}")
             records.append(
                 ImageRecord(
-                    path=base.joinpath(*parts),
+                    path=(root if prefixed else path.parent).joinpath(*parts),
                     image_id=image_id,
                     patient_id=patient,
                     view=view_name,
@@ -309,7 +312,7 @@ def read_splits(data_dir: str | Path, config: CheXpertConfig | None = None) -> d
         splits[split] = _read_split_csv(root / name, root, split, config)
     test = _test_csv(root, data_dir)
     if test is not None:
-        splits["test"] = _read_split_csv(test, test.parent, "test", config)
+        splits["test"] = _read_split_csv(test, root, "test", config)
 
     # Compared on the kept images, the ones that could leak into training.
     check_patients_disjoint(

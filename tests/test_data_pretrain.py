@@ -155,6 +155,29 @@ def test_nih_test_image_listed_in_train_val_is_refused(tmp_path):
         load_cxr_dataset("pretrain-0.3m", root, cache_dir=tmp_path / "cache")
 
 
+def test_nih_split_files_cannot_bring_an_official_test_image_in(tmp_path):
+    # medical_mae-style split files define their own test set; NIH's official test list still holds.
+    root = tmp_path / "corpora"
+    make_nih(root / "nih")
+    make_chexpert(root / "chexpert")
+    no_findings = " ".join(["0"] * 14)
+
+    def write_splits(folder: Path, train: list[str]) -> str:
+        folder.mkdir(parents=True)
+        for name, images in (("train", train), ("val", ["00000002_000.png"]), ("test", ["00000007_000.png"])):
+            (folder / f"{name}_official.txt").write_text("".join(f"{image} {no_findings}\n" for image in images))
+        return str(folder)
+
+    clean = write_splits(tmp_path / "clean", ["00000001_000.png", "00000003_000.png"])
+    union = load_cxr_dataset(
+        "pretrain-0.3m", root, cache_dir=tmp_path / "cache", nih_options={"split_files_dir": clean}
+    )
+    assert "nih-chestxray14/00000003_000.png" in union["train"]["image_id"]
+    leaking = write_splits(tmp_path / "leaking", ["00000001_000.png", "00000006_000.png"])
+    with pytest.raises(CorpusError, match=r"share their image id .*00000006_000\.png"):
+        load_cxr_dataset("pretrain-0.3m", root, cache_dir=tmp_path / "cache2", nih_options={"split_files_dir": leaking})
+
+
 def test_chexpert_train_row_pointing_at_a_valid_image_is_refused(tmp_path):
     root = tmp_path / "leak"
     make_nih(root / "nih")

@@ -443,6 +443,18 @@ def _read_corpus(
     return splits, boxes
 
 
+def official_test_patients(data_dir: str | Path, config: NIHChestXray14Config | None = None) -> dict[str, str]:
+    """{image name: patient id} of NIH's official test split (`test_list.txt`), whatever split `config` uses: what
+    must stay out of anything trained on, even when split files define another test set."""
+    config = config if config is not None else NIHChestXray14Config()
+    data_dir = Path(data_dir).absolute()
+    metadata = _metadata_path(data_dir, config)
+    entries = read_data_entry(metadata)
+    test = _read_name_list(data_dir / TEST_LIST)
+    _check_known(test, entries, data_dir / TEST_LIST, metadata)
+    return {name: entries[name].patient_id for name in test}
+
+
 def read_splits(data_dir: str | Path, config: NIHChestXray14Config | None = None) -> dict[str, list[ImageRecord]]:
     """The validated splits (`train`, `validation`, `test`) of the corpus in `data_dir` under `config`.
 

@@ -99,8 +99,15 @@ def _part(source: str, splits: dict[str, list[ImageRecord]]) -> _Part:
 
 
 def _nih_part(config: PretrainConfig) -> _Part:
+    data_dir = config.corpus_dir(NIH)
     options = nih.NIHChestXray14Config(**config.nih_options)
-    return _part(NIH, nih.read_splits(config.corpus_dir(NIH), options))
+    part = _part(NIH, nih.read_splits(data_dir, options))
+    # The official test list is held out too: split files (medical_mae's) define their own test set, and one that
+    # lists an official test image in train would otherwise bring it in.
+    official_test = nih.official_test_patients(data_dir, options)
+    part.evaluation_ids |= set(official_test)
+    part.evaluation_patients |= set(official_test.values())
+    return part
 
 
 def _chexpert_part(config: PretrainConfig) -> _Part:

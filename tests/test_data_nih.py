@@ -294,3 +294,15 @@ def test_empty_split_and_missing_metadata(tmp_path):
     (data_dir / "Data_Entry_2017.csv").unlink()
     with pytest.raises(CorpusError, match=r"neither Data_Entry_2017_v2020\.csv nor Data_Entry_2017\.csv"):
         read_splits(data_dir)
+
+
+def test_a_cached_build_still_refuses_images_deleted_since(tmp_path):
+    # datasets reuses the cache (keyed on options and metadata files) without running the builder's checks again.
+    data_dir = make_nih(tmp_path / "nih")
+    first = load_cxr_dataset("nih-chestxray14", data_dir, cache_dir=tmp_path / "cache")
+    again = load_cxr_dataset("nih-chestxray14", data_dir, cache_dir=tmp_path / "cache")
+    assert again["train"].cache_files == first["train"].cache_files  # the cache was reused
+    gone = data_dir / "images" / first["test"][0]["image_id"]
+    gone.unlink()
+    with pytest.raises(CorpusError, match=rf"1 of \d+ image\(s\) of the cached test split .* missing .*{gone.name}"):
+        load_cxr_dataset("nih-chestxray14", data_dir, cache_dir=tmp_path / "cache")

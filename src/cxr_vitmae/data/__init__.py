@@ -13,6 +13,7 @@ from pathlib import Path
 import datasets
 
 from .errors import CorpusError
+from .validation import check_cached_images
 
 # name -> (module, builder class); imported on first use so `import cxr_vitmae.data` stays cheap.
 CORPORA = {
@@ -90,8 +91,12 @@ def load_cxr_dataset(
         hash=metadata_fingerprint(data_dir),
         **options,
     )
+    cached = (Path(builder.cache_dir) / datasets.config.DATASET_INFO_FILENAME).is_file()
     builder.download_and_prepare(num_proc=num_proc)
-    return builder.as_dataset()
+    splits = builder.as_dataset()
+    if cached:  # a fresh build has just checked every image
+        check_cached_images(splits, f"{name} in {data_dir}")
+    return splits
 
 
 def label_names(name: str, **options) -> list[str]:

@@ -1,8 +1,10 @@
 """Checks every corpus builder runs before it yields anything, so bad data fails at load time, never mid-epoch."""
 
+import os
 from collections.abc import Iterable
 from pathlib import Path
 
+import datasets
 from PIL import Image
 
 from .errors import CorpusError
@@ -49,3 +51,21 @@ def check_patients_disjoint(patients: dict[str, set[str]], where: str) -> None:
                     f"{where}: {len(shared)} patient(s) have images in both the {first} and the {second} split "
                     f"(patient leakage): {first_few(shared)}"
                 )
+
+
+def check_cached_images(splits: datasets.DatasetDict, where: str) -> None:
+    """Every image file a cached build refers to still exists. `datasets` stores an image given by path as that path
+    and reuses a cache without running the builder again (its key covers the options and the metadata files, not
+    the images), so images moved or deleted since the build must be caught here, not mid-epoch."""
+    for split, dataset in splits.items():
+        if not isinstance(dataset.features.get("image"), datasets.Image):
+            continue
+        column = dataset.data.column("image")
+        paths = [path for chunk in column.chunks for path in chunk.field("path").to_pylist()]
+        stored = [path for chunk in column.chunks for path in chunk.field("bytes").is_null().to_pylist()]
+        missing = [path for path, by_path in zip(paths, stored, strict=True) if by_path and not os.path.isfile(path)]
+        if missing:
+            raise CorpusError(
+                f"{len(missing)} of {len(paths)} image(s) of the cached {split} split of {where} are missing (moved "
+                f"or deleted since the cache was built): {first_few(missing)}"
+            )

@@ -215,6 +215,13 @@ def test_config_hashes_and_options_key_the_cache(chexpert_dir, tmp_path):
     assert math.isnan(first["train"][0]["labels"][0]) and second["train"][0]["labels"][0] == 1.0
 
 
+def _truncate(path: Path) -> None:
+    data = path.read_bytes()
+    path.write_bytes(data[:-4])  # the fixture's 32x32 JPEG has only a few bytes of scan data
+    with Image.open(path) as image:  # still identifiable: only a decode would fail
+        assert image.size
+
+
 def _rewrite(path: Path, old: str, new: str, count: int = 1) -> None:
     text = path.read_text()
     assert text.count(old) >= count
@@ -248,8 +255,13 @@ ROOT = PREFIX
             r"1 of 8 image\(s\) listed in .* are missing: .*train/patient00004/study1/view1_frontal\.jpg",
         ),
         (
+            # Cut short as by an interrupted download: the header opens, the pixels would fail mid-epoch.
+            lambda d: _truncate(d / ROOT / "valid/patient64541/study1/view1_frontal.jpg"),
+            r"1 image\(s\) listed in .* or are truncated: .*valid/patient64541/study1/view1_frontal\.jpg",
+        ),
+        (
             lambda d: (d / ROOT / "valid/patient64541/study1/view1_frontal.jpg").write_bytes(b"\xff\xd8 truncated"),
-            r"1 image\(s\) listed in .* cannot be read as images: .*valid/patient64541/study1/view1_frontal\.jpg",
+            r"1 image\(s\) listed in .* or are truncated: .*valid/patient64541/study1/view1_frontal\.jpg",
         ),
         (
             lambda d: _rewrite(d / ROOT / "valid.csv", "valid/patient64541/", "train/patient00003/"),
@@ -282,6 +294,7 @@ ROOT = PREFIX
         "header",
         "test-header",
         "missing-image",
+        "truncated",
         "unreadable",
         "patient-leak",
         "orientation",

@@ -128,7 +128,7 @@ def test_missing_unreadable_images_and_files(tmp_path):
         read_splits(data_dir, COVIDxConfig())
     data_dir = make_covidx(tmp_path / "again", V9A)
     (data_dir / "train" / "16745_2_1.PNG").write_bytes(b"\x89PNG broken")
-    with pytest.raises(CorpusError, match=r"1 image\(s\) listed in .* cannot be read as images: .*16745_2_1\.PNG"):
+    with pytest.raises(CorpusError, match=r"1 image\(s\) listed in .* or are truncated: .*16745_2_1\.PNG"):
         read_splits(data_dir, COVIDxConfig())
     with pytest.raises(CorpusError, match=r"train_COVIDx9B\.txt: no such file"):
         read_splits(data_dir, COVIDxConfig(covidx_version="9B"))

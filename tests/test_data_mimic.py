@@ -234,7 +234,7 @@ def test_missing_and_unreadable_images(mimic_dir):
     make_mimic(mimic_dir)
     broken = next(mimic_dir.rglob(f"{dicom(6)}.jpg"))
     broken.write_bytes(b"not a jpeg")
-    with pytest.raises(CorpusError, match=rf"1 image\(s\) listed in .* cannot be read as images: .*{dicom(6)}\.jpg"):
+    with pytest.raises(CorpusError, match=rf"1 image\(s\) listed in .* or are truncated: .*{dicom(6)}\.jpg"):
         splits_of(mimic_dir)
 
 

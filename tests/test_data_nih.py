@@ -213,6 +213,13 @@ def test_split_files(tmp_path):
         read_splits(data_dir, NIHChestXray14Config(split_files_dir="data_splits"))
 
 
+def _truncate(path: Path) -> None:
+    data = path.read_bytes()
+    path.write_bytes(data[:-20])
+    with Image.open(path) as image:  # still identifiable: only a decode would fail
+        assert image.size
+
+
 def _rewrite(path: Path, old: str, new: str) -> None:
     text = path.read_text()
     assert old in text
@@ -240,8 +247,13 @@ def _rewrite(path: Path, old: str, new: str) -> None:
             r"line 6, column 'Finding Labels': 'No Finding' must stand alone",
         ),
         (
+            # Cut short as by an interrupted download: the header opens, the pixels would fail mid-epoch.
+            lambda d: _truncate(d / "images" / "00000006_000.png"),
+            r"1 image\(s\) listed in .* or are truncated: .*00000006_000\.png",
+        ),
+        (
             lambda d: (d / "images" / "00000006_000.png").write_bytes(b"not a png"),
-            r"1 image\(s\) listed in .* cannot be read as images: .*00000006_000\.png",
+            r"1 image\(s\) listed in .* or are truncated: .*00000006_000\.png",
         ),
         (
             lambda d: _rewrite(d / "Data_Entry_2017.csv", "0.143,0.143,\n", "0.143,0.143,7\n"),
@@ -271,6 +283,7 @@ def _rewrite(path: Path, old: str, new: str) -> None:
         "header",
         "unknown-label",
         "no-finding-not-alone",
+        "truncated",
         "unreadable",
         "shifted-row",
         "list-overlap",

@@ -18,25 +18,41 @@ def first_few(names: Iterable) -> str:
     return ", ".join(str(name) for name in names[:SHOWN]) + (", …" if len(names) > SHOWN else "")
 
 
+# What a complete file ends with, searched for in its last bytes (decoders ignore a little trailing padding): the
+# PNG IEND chunk, and the JPEG end-of-image marker (0xFF is never followed by 0xD9 inside JPEG scan data).
+_END_MARKERS = {"PNG": b"IEND\xaeB`\x82", "JPEG": b"\xff\xd9"}
+_TAIL_BYTES = 1024
+
+
+def _readable(path: Path) -> bool:
+    """PIL identifies the file from its header, and a PNG or JPEG also ends as a complete one does: a truncated copy
+    (an interrupted download or extraction) opens fine and fails only when its pixels are decoded."""
+    try:
+        with open(path, "rb") as file, Image.open(file) as image:
+            marker = _END_MARKERS.get(image.format)
+            if marker is None:
+                return True
+            size = file.seek(0, os.SEEK_END)
+            file.seek(max(size - _TAIL_BYTES, 0))
+            return marker in file.read()
+    except (OSError, SyntaxError, ValueError):
+        return False
+
+
 def check_images(paths: Iterable[Path], listed_in: str) -> None:
-    """Every path exists and PIL can identify it (a header read, no pixel decoding); otherwise one CorpusError
-    with the count and the first few offending files."""
+    """Every path exists, PIL can identify it (a header read, no pixel decoding) and a PNG or JPEG is complete (its
+    end marker is there); otherwise one CorpusError with the count and the first few offending files."""
     paths = list(paths)
     missing = [path for path in paths if not path.is_file()]
     if missing:
         raise CorpusError(
             f"{len(missing)} of {len(paths)} image(s) listed in {listed_in} are missing: {first_few(missing)}"
         )
-    unreadable = []
-    for path in paths:
-        try:
-            with Image.open(path):
-                pass
-        except (OSError, SyntaxError, ValueError):
-            unreadable.append(path)
+    unreadable = [path for path in paths if not _readable(path)]
     if unreadable:
         raise CorpusError(
-            f"{len(unreadable)} image(s) listed in {listed_in} cannot be read as images: {first_few(unreadable)}"
+            f"{len(unreadable)} image(s) listed in {listed_in} cannot be read as images or are truncated: "
+            f"{first_few(unreadable)}"
         )
 
 

@@ -10,6 +10,7 @@ import pytest
 import torch
 from PIL import Image
 
+from cxr_vitmae.data import CorpusError
 from cxr_vitmae.data.transforms import finetuning_transform
 from cxr_vitmae.training.data import TransformedCorpus
 
@@ -93,3 +94,17 @@ def test_a_batch_read_decodes_one_image_at_a_time(corpus):
     batch = batch_reader.__getitems__([0, 1, 2, 3])
     assert len(received) == 4
     assert torch.equal(batch[3]["pixel_values"], corpus[3]["pixel_values"])
+
+
+def test_an_image_damaged_inside_is_named_when_decoded(tmp_path):
+    path = tmp_path / "00000001_000.png"
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (64, 64), dtype=np.uint8), "L").save(path)
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2 : len(data) // 2 + 64] = bytes(64)  # compressed pixels zeroed; the file still ends with IEND
+    path.write_bytes(bytes(data))
+    rows = datasets.Dataset.from_dict(
+        {"image": [str(path)], "labels": [[1.0, 0.0]]},
+        features=datasets.Features({"image": datasets.Image(), "labels": datasets.Sequence(datasets.Value("float32"))}),
+    )
+    with pytest.raises(CorpusError, match=r"example 0: the image .*00000001_000\.png cannot be decoded"):
+        TransformedCorpus(rows, finetuning_transform(32), seed=7)[0]

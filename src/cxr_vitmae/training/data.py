@@ -10,6 +10,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from ..data.errors import CorpusError
 from ..data.transforms import collate_radiographs
 
 # The entropy word that tells the shuffle's seed apart from every example's seed (example indices are >= 0).
@@ -79,7 +80,7 @@ class TransformedCorpus(Dataset):
                     np.random.seed(seed % 2**32)
                     image = rows["image"][position]
                     if self._decode_image is not None:
-                        image = self._decode_image(image)
+                        image = self._decoded(image, index)
                     example = {"pixel_values": self.transform(image), "index": index}
                     if self.label_key is not None:
                         example["labels"] = torch.as_tensor(rows[self.label_key][position])
@@ -88,6 +89,15 @@ class TransformedCorpus(Dataset):
                 random.setstate(python_state)
                 np.random.set_state(numpy_state)
         return examples
+
+    def _decoded(self, cell: dict, index: int) -> Any:
+        # The builders check every file at load time (header, and that a PNG or JPEG is complete), but a file
+        # damaged inside would only fail here: say which one.
+        try:
+            return self._decode_image(cell)
+        except (OSError, SyntaxError, ValueError) as error:
+            source = cell.get("path") or "its stored bytes"
+            raise CorpusError(f"example {index}: the image {source} cannot be decoded ({error})") from error
 
 
 class EpochSampler(Sampler[int]):

@@ -83,6 +83,18 @@ def test_v9b_binary(tmp_path):
     assert label_names("covidx", covidx_version="9B") == ["negative", "positive"]
 
 
+def test_v9b_with_kaggle_version_5_file_names(tmp_path):
+    kaggle = {"train.txt": V9B["train_COVIDx9B.txt"], "test.txt": V9B["test_COVIDx9B.txt"]}
+    records = read_splits(make_covidx(tmp_path / "kaggle", kaggle), COVIDxConfig(covidx_version="9B"))
+    official = read_splits(make_covidx(tmp_path / "b", V9B), COVIDxConfig(covidx_version="9B"))
+    assert {split: [(r.image_id, r.label) for r in rows] for split, rows in records.items()} == {
+        split: [(r.image_id, r.label) for r in rows] for split, rows in official.items()
+    }
+    # Kaggle's version 9 uses the same names plus val.txt: it is CXR-4, and a 9B request says so.
+    with pytest.raises(CorpusError, match=r"that is CXR-4 \(Kaggle version 9\), not 9B"):
+        read_splits(make_covidx(tmp_path / "4", CXR4), COVIDxConfig(covidx_version="9B"))
+
+
 def test_cxr4_has_validation_from_val_txt(tmp_path):
     data_dir = make_covidx(tmp_path / "4", CXR4)
     dataset = load_cxr_dataset("covidx", data_dir, cache_dir=tmp_path / "cache", covidx_version="CXR-4")

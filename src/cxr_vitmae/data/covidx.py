@@ -6,7 +6,11 @@ Every version ships header-less, space-separated label files with 4 fields per l
     version  label files                                   classes
     9A       train_COVIDx9A.txt, test_COVIDx9A.txt         normal / pneumonia / COVID-19   (the paper's task)
     9B       train_COVIDx9B.txt, test_COVIDx9B.txt         negative / positive
-    CXR-4    train.txt, val.txt, test.txt                  negative / positive
+             (Kaggle's "COVIDx CXR-2", version 5: train.txt, test.txt)
+    CXR-4    train.txt, val.txt, test.txt                  negative / positive   (Kaggle version 9)
+
+Kaggle's version 5 and version 9 both name their files train.txt and test.txt; only version 9 (CXR-4) has val.txt,
+which is how a 9B request tells them apart.
 
 Only CXR-4 distributes a validation list, so only CXR-4 has a `validation` split; none is carved from the others.
 """
@@ -32,6 +36,8 @@ VERSIONS: dict[str, tuple[dict[str, str], tuple[str, ...]]] = {
     "9B": ({"train": "train_COVIDx9B.txt", "test": "test_COVIDx9B.txt"}, BINARY_LABELS),
     "CXR-4": ({"train": "train.txt", "validation": "val.txt", "test": "test.txt"}, BINARY_LABELS),
 }
+# 9B as Kaggle's "COVIDx CXR-2" (dataset version 5) names its label files.
+KAGGLE_9B_FILES = {"train": "train.txt", "test": "test.txt"}
 # How users and papers write the versions -> our key.
 _VERSION_ALIASES = {"9A": "9A", "V9A": "9A", "9B": "9B", "V9B": "9B", "CXR-4": "CXR-4", "CXR4": "CXR-4"}
 IMAGE_FOLDERS = {"train": "train", "validation": "val", "test": "test"}
@@ -59,9 +65,20 @@ class COVIDxConfig(datasets.BuilderConfig):
             )
         self.covidx_version = _VERSION_ALIASES[key]
 
-    @property
-    def label_files(self) -> dict[str, str]:
-        return VERSIONS[self.covidx_version][0]
+    def label_files(self, data_dir: Path) -> dict[str, str]:
+        """Split -> label file name in `data_dir`: the COVID-Net names, or for 9B Kaggle's version 5 names when only
+        those are there."""
+        files = VERSIONS[self.covidx_version][0]
+        if self.covidx_version != "9B" or (data_dir / files["train"]).is_file():
+            return files
+        if (data_dir / "val.txt").is_file():
+            raise CorpusError(
+                f"{data_dir}: no train_COVIDx9B.txt, but train.txt, val.txt and test.txt: that is CXR-4 (Kaggle "
+                "version 9), not 9B; use covidx_version='CXR-4'"
+            )
+        if (data_dir / KAGGLE_9B_FILES["train"]).is_file():
+            return KAGGLE_9B_FILES
+        return files
 
     @property
     def class_names(self) -> tuple[str, ...]:
@@ -103,7 +120,7 @@ def read_splits(data_dir: str | Path, config: COVIDxConfig) -> dict[str, list[Im
     class_names = config.class_names
     records: dict[str, list[ImageRecord]] = {}
     patients: dict[tuple[str, str], tuple[str, Path, int]] = {}
-    for split, file_name in config.label_files.items():
+    for split, file_name in config.label_files(data_dir).items():
         path = data_dir / file_name
         seen: dict[str, int] = {}
         split_records = []

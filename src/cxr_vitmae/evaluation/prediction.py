@@ -9,7 +9,8 @@ from accelerate import Accelerator
 def predict(accelerator: Accelerator, model: torch.nn.Module, loader) -> dict[str, np.ndarray]:
     """`scores` (N, C) probabilities (sigmoid for multi-label, softmax otherwise), `labels` and the dataset `index` of
     each row, in the order of the dataset. `gather_for_metrics` drops the samples that distributed loading repeats
-    to even out the last batch, so every image is counted once."""
+    to even out the last batch, so every image is counted once. The model is left in the mode it came in."""
+    was_training = model.training
     model.eval()
     problem_type = accelerator.unwrap_model(model).config.problem_type
     scores, labels, indices = [], [], []
@@ -19,6 +20,7 @@ def predict(accelerator: Accelerator, model: torch.nn.Module, loader) -> dict[st
         gathered = accelerator.gather_for_metrics((probabilities, batch["labels"], batch["index"]))
         for store, value in zip((scores, labels, indices), gathered, strict=True):
             store.append(value.cpu())
+    model.train(was_training)
     order = torch.cat(indices).argsort()
     return {
         "scores": torch.cat(scores)[order].numpy(),

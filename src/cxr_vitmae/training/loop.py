@@ -47,7 +47,8 @@ class Schedule:
     def plan(
         cls, batches_per_epoch: int, accumulation: int, epochs: float, max_steps: int | None, warmup_epochs: float
     ):
-        steps_per_epoch = max(1, batches_per_epoch // accumulation)
+        # Accelerate also steps at the end of every pass over the loader, on a shorter accumulation window.
+        steps_per_epoch = max(1, math.ceil(batches_per_epoch / accumulation))
         total = max_steps if max_steps is not None else max(1, math.ceil(epochs * steps_per_epoch))
         return cls(steps_per_epoch, total, min(total, round(warmup_epochs * steps_per_epoch)))
 
@@ -74,6 +75,9 @@ def train(
     )
     window_start, window_images, window_loss, window_batches = time.perf_counter(), 0, 0.0, 0
     while state.step < schedule.total_steps:
+        # Training mode for every pass: `from_pretrained` returns a model in eval mode, and the epoch-end hook's
+        # validation leaves it there; without this, drop path and BatchNorm's batch statistics would be off.
+        model.train()
         # accelerate's loader passes the epoch to our sampler and dataset (new shuffle, new augmentations); the
         # skipping copy of a resumed run inherits it.
         train_loader.set_epoch(state.epoch)

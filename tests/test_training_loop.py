@@ -1,0 +1,113 @@
+"""The recipes' optimisation loop with a real Accelerator on CPU: it trains in training mode whatever mode the model
+arrives in or validation leaves it in, and its epochs match Accelerate's steps under gradient accumulation."""
+
+from types import SimpleNamespace
+
+import pytest
+import torch
+from accelerate import Accelerator
+from accelerate.state import AcceleratorState, GradientState
+
+from cxr_vitmae.evaluation.prediction import predict
+from cxr_vitmae.training.loop import Schedule, TrainerState, train
+
+
+class ModeRecorder(torch.nn.Module):
+    """A regression whose forward records whether it ran in training mode."""
+
+    def __init__(self):
+        super().__init__()
+        self.linear = torch.nn.Linear(4, 2)
+        self.config = SimpleNamespace(problem_type="multi_label_classification")
+        self.training_modes = []
+
+    def forward(self, pixel_values, labels=None):
+        self.training_modes.append(self.training)
+        logits = self.linear(pixel_values)
+        loss = None if labels is None else torch.nn.functional.mse_loss(logits, labels)
+        return SimpleNamespace(loss=loss, logits=logits)
+
+
+@pytest.fixture
+def accelerator_factory():
+    def make(accumulation: int) -> Accelerator:
+        AcceleratorState._reset_state(True)
+        GradientState._reset_state()
+        return Accelerator(cpu=True, gradient_accumulation_steps=accumulation)
+
+    yield make
+    AcceleratorState._reset_state(True)
+    GradientState._reset_state()
+
+
+def run_loop(accelerator: Accelerator, *, batches: int, epochs: int, model: torch.nn.Module, on_epoch_end, tmp_path):
+    examples = [
+        {"pixel_values": torch.randn(4), "labels": torch.rand(2), "index": torch.tensor(index)}
+        for index in range(batches)
+    ]
+    loader = torch.utils.data.DataLoader(examples, batch_size=1)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
+    model, optimizer, loader = accelerator.prepare(model, optimizer, loader)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
+    schedule = Schedule.plan(len(loader), accelerator.gradient_accumulation_steps, epochs, None, 0)
+    state = train(
+        accelerator,
+        model=model,
+        optimizer=optimizer,
+        scheduler=scheduler,
+        train_loader=loader,
+        schedule=schedule,
+        state=TrainerState(),
+        output_dir=tmp_path,
+        checkpointing_steps=None,
+        logging_steps=100,
+        on_epoch_end=lambda state, is_last: on_epoch_end(model, loader, state, is_last),
+    )
+    return schedule, state
+
+
+def test_training_runs_in_training_mode_after_from_pretrained_and_validation(accelerator_factory, tmp_path):
+    accelerator = accelerator_factory(1)
+    model = ModeRecorder().eval()  # as from_pretrained returns it
+    evaluated = []
+
+    def validate(model, loader, state, is_last):
+        evaluated.append(model.training)
+        predict(accelerator, model, loader)  # eval mode inside, as validation runs
+        model.eval()  # and a hook that leaves the model in eval mode must not matter either
+
+    run_loop(accelerator, batches=6, epochs=3, model=model, on_epoch_end=validate, tmp_path=tmp_path)
+    training_forwards = [mode for mode in model.training_modes if mode]
+    assert len(training_forwards) == 18
+    # Every forward either trained (18 batches) or was one of the validations' (6 images × 3 epochs, in eval mode).
+    assert model.training_modes.count(False) == 18
+    assert evaluated == [True, True, True]
+
+
+def test_predict_leaves_the_model_in_the_mode_it_came_in(accelerator_factory):
+    accelerator = accelerator_factory(1)
+    model = ModeRecorder().train()
+    loader = torch.utils.data.DataLoader(
+        [{"pixel_values": torch.randn(4), "labels": torch.rand(2), "index": torch.tensor(i)} for i in range(3)]
+    )
+    predict(accelerator, model, loader)
+    assert model.training and model.training_modes == [False, False, False]
+
+
+def test_epochs_under_gradient_accumulation_match_accelerates_steps(accelerator_factory, tmp_path):
+    # 25 batches with accumulation 2: Accelerate updates after batches 2, 4, ..., 24 and at the end of the pass.
+    accelerator = accelerator_factory(2)
+    model = ModeRecorder()
+    epoch_ends = []
+    schedule, state = run_loop(
+        accelerator,
+        batches=25,
+        epochs=2,
+        model=model,
+        on_epoch_end=lambda model, loader, state, is_last: epoch_ends.append((state.epoch, is_last)),
+        tmp_path=tmp_path,
+    )
+    assert (schedule.steps_per_epoch, schedule.total_steps) == (13, 26)
+    assert (state.step, state.epoch, state.batches_in_epoch) == (26, 2, 0)
+    assert len(model.training_modes) == 50  # both epochs complete
+    assert epoch_ends == [(1, False), (2, True)]

@@ -119,6 +119,26 @@ def test_two_cpu_processes_count_every_image_once(phantoms, tmp_path):
     assert json.loads((tmp_path / "ddp" / "metrics.json").read_text())["n_images"] == len(splits["test"])
 
 
+def test_every_process_draws_its_own_random_stream(tmp_path):
+    # MAE masking and drop path draw from the process's generator: two processes must not repeat each other.
+    script = tmp_path / "draw.py"
+    script.write_text(
+        "import sys, torch\n"
+        "from cxr_vitmae.training.arguments import FinetuneArguments\n"
+        "from cxr_vitmae.training.setup import make_accelerator\n"
+        f"accelerator = make_accelerator(FinetuneArguments(output_dir={str(tmp_path)!r}, seed=3))\n"
+        "draw = torch.rand(4).tolist()\n"
+        "open(f'{sys.argv[1]}/rank{accelerator.process_index}.txt', 'w').write(repr(draw))\n"
+    )
+    command = [
+        str(BIN / "accelerate"), "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
+        "--mixed_precision", "no", "--dynamo_backend", "no", str(script), str(tmp_path),
+    ]  # fmt: skip
+    run(command, env={**os.environ, "ACCELERATE_USE_CPU": "1", "OMP_NUM_THREADS": "1"})
+    first, second = ((tmp_path / f"rank{rank}.txt").read_text() for rank in (0, 1))
+    assert first != second
+
+
 def test_torch_compile_through_the_launcher(phantoms, tmp_path):
     """`accelerate launch --dynamo_backend inductor`: the recipe trains the compiled model and saves, reloads and
     evaluates the model under it (Accelerate's unwrap_model keeps the compile wrapper unless told otherwise)."""

@@ -46,7 +46,9 @@ def make_accelerator(args: RecipeArguments) -> Accelerator:
         log_with=None if args.report_to == "none" else args.report_to.split(","),
         project_dir=args.output_dir,
     )
-    set_seed(args.seed)
+    # One stream per process, as the original MAE scripts seed (seed + rank): otherwise every GPU would draw the same
+    # masks and drop-path patterns at the same batch position. DDP still starts every process from rank 0's weights.
+    set_seed(args.seed, device_specific=True)
     return accelerator
 
 

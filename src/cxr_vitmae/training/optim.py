@@ -1,6 +1,6 @@
 """Optimizer pieces shared by the recipes: the MAE learning-rate scaling rule, AdamW parameter groups (no weight
-decay on biases, norms and tokens; optional layer-wise lr decay for ViT classifiers) and the per-iteration warmup +
-half-cosine learning-rate schedule.
+decay on biases and norms, and in fine-tuning on the position table and CLS token; optional layer-wise lr decay for
+ViT classifiers) and the per-iteration warmup + half-cosine learning-rate schedule.
 
 Typical use (fine-tuning a ViT)::
 
@@ -25,6 +25,8 @@ from accelerate.utils import extract_model_from_parallel
 from torch import nn
 from torch.optim.lr_scheduler import LambdaLR
 
+from ..models import CXRViTMAEForPreTraining
+
 __all__ = [
     "NO_WEIGHT_DECAY_NAMES",
     "cosine_schedule_with_warmup",
@@ -35,9 +37,11 @@ __all__ = [
     "warmup_cosine_learning_rate",
 ]
 
-#: Parameters (by their last name component) that never get weight decay, whatever their shape: the position tables
-#: and the CLS / mask tokens (MAE/timm `no_weight_decay()` = {pos_embed, cls_token}, plus the MAE decoder's tokens).
-NO_WEIGHT_DECAY_NAMES = frozenset({"position_embeddings", "decoder_pos_embed", "cls_token", "mask_token"})
+#: Parameters (by their last name component) that get no weight decay in fine-tuning, whatever their shape: the
+#: position table and the CLS token (the original fine-tuning's `no_weight_decay()` = {pos_embed, cls_token}). MAE
+#: pre-training exempts none by name (timm's `add_weight_decay` without a skip list), so its CLS and mask tokens are
+#: decayed there.
+NO_WEIGHT_DECAY_NAMES = frozenset({"position_embeddings", "cls_token"})
 
 _VIT_LAYER = re.compile(r"^vit\.layers\.(\d+)\.")
 
@@ -95,10 +99,10 @@ def layer_decay_layer_id(name: str, num_layers: int) -> int:
     return num_layers + 1
 
 
-def _no_weight_decay(name: str, param: torch.Tensor) -> bool:
+def _no_weight_decay(name: str, param: torch.Tensor, exempt_names: frozenset[str]) -> bool:
     """timm/MAE rule: no weight decay on 1-D parameters (biases, LayerNorm/BatchNorm weights), on any `.bias`, and on
-    position tables and CLS/mask tokens."""
-    return param.ndim <= 1 or name.endswith(".bias") or name.rsplit(".", 1)[-1] in NO_WEIGHT_DECAY_NAMES
+    the tensors named in `exempt_names`."""
+    return param.ndim <= 1 or name.endswith(".bias") or name.rsplit(".", 1)[-1] in exempt_names
 
 
 def parameter_groups(
@@ -107,8 +111,9 @@ def parameter_groups(
     """AdamW parameter groups: weight decay split and, optionally, layer-wise lr decay.
 
     - Parameters with `requires_grad=False` (e.g. the MAE's fixed sin-cos position tables) are left out.
-    - No weight decay (group `weight_decay` 0.0) on every 1-D parameter (biases, norm weights), every `.bias`, and the
-      tensors named in `NO_WEIGHT_DECAY_NAMES`; all other parameters get `weight_decay`.
+    - No weight decay (group `weight_decay` 0.0) on every 1-D parameter (biases, norm weights), every `.bias`, and,
+      except for MAE pre-training models (the original decays their tokens), the tensors named in
+      `NO_WEIGHT_DECAY_NAMES`; all other parameters get `weight_decay`.
     - `layer_decay=None`: two groups, `"decay"` and `"no_decay"`, with `lr_scale` 1.0 (DenseNet, MAE pre-training).
     - `layer_decay=d` (ViT classifiers only, see `supports_layer_decay`): with L = `config.num_hidden_layers`, each
       parameter gets the layer id of `layer_decay_layer_id` and `lr_scale = d ** (L + 1 - layer_id)`, so the head and
@@ -131,11 +136,12 @@ def parameter_groups(
                 f"vit.layers.N); {type(_unwrap(model)).__name__} has no such layout: pass layer_decay=None"
             )
 
+    exempt_names = frozenset() if isinstance(_unwrap(model), CXRViTMAEForPreTraining) else NO_WEIGHT_DECAY_NAMES
     groups: dict[tuple[int, bool], dict[str, Any]] = {}
     for name, param in _unwrap(model).named_parameters():
         if not param.requires_grad:
             continue
-        decay = not _no_weight_decay(name, param)
+        decay = not _no_weight_decay(name, param, exempt_names)
         suffix = "decay" if decay else "no_decay"
         if num_layers is None:
             layer_id, group_name, scale = 0, suffix, 1.0

@@ -72,9 +72,9 @@ def make_optimizer(
     schedule: Schedule,
     layer_decay: float | None = None,
 ):
-    """AdamW over `parameter_groups` (no decay on biases, norms, position tables and tokens; layer-wise lr decay when
-    given) and the per-iteration warmup + half-cosine schedule. The schedule is not `prepare`d: it is stepped once per
-    optimiser update here, and registered so that checkpoints carry it."""
+    """AdamW over `parameter_groups` (no decay on biases and norms, and in fine-tuning on the position table and CLS
+    token; layer-wise lr decay when given) and the per-iteration warmup + half-cosine schedule. The schedule is not
+    `prepare`d: it is stepped once per optimiser update here, and registered so that checkpoints carry it."""
     peak_lr = args.learning_rate or scaled_learning_rate(args.base_learning_rate, global_batch_size(args, accelerator))
     optimizer = torch.optim.AdamW(
         parameter_groups(model, weight_decay=args.weight_decay, layer_decay=layer_decay),

@@ -310,9 +310,11 @@ def test_saved_directory_loads_as_remote_code_in_a_fresh_process(tmp_path):
     script = textwrap.dedent(
         """
         import sys, torch
-        from transformers import AutoModelForImageClassification
+        from transformers import AutoModel, AutoModelForImageClassification
         model = AutoModelForImageClassification.from_pretrained(sys.argv[1], trust_remote_code=True).eval()
         assert type(model).__module__.startswith("transformers_modules"), type(model).__module__
+        backbone = AutoModel.from_pretrained(sys.argv[1], trust_remote_code=True)
+        assert type(backbone).__name__ == "CXRDenseNetModel", type(backbone)
         assert "cxr_vitmae" not in sys.modules
         with torch.no_grad():
             logits = model(torch.load(sys.argv[2])).logits

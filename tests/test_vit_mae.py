@@ -324,6 +324,34 @@ def test_remote_code_and_pipeline_work_without_the_package(tmp_path):
     assert sum(scores.values()) != pytest.approx(1.0, abs=1e-3)  # sigmoid, not softmax
 
 
+def test_a_pretraining_directory_loads_through_every_auto_class_without_the_package(tmp_path):
+    # CONTRACT: AutoModel and AutoModelForImageClassification (fine-tuning from it) as well as AutoModelForPreTraining;
+    # transformers itself writes only the saved class's entry into auto_map.
+    pretraining = randomize_(CXRViTMAEForPreTraining(tiny_config())).eval()
+    pretraining.save_pretrained(tmp_path / "mae")
+    stdout = run_without_package(
+        f"""
+        import json
+        from transformers import AutoModel, AutoModelForImageClassification, AutoModelForPreTraining
+        directory = {str(tmp_path / "mae")!r}
+        loaded = {{
+            "encoder": type(AutoModel.from_pretrained(directory, trust_remote_code=True)).__name__,
+            "pretraining": type(AutoModelForPreTraining.from_pretrained(directory, trust_remote_code=True)).__name__,
+        }}
+        classifier = AutoModelForImageClassification.from_pretrained(directory, num_labels=3, trust_remote_code=True)
+        loaded["classifier"] = (type(classifier).__name__, classifier.config.num_labels)
+        print(json.dumps(loaded))
+        """,
+        tmp_path,
+    )
+    loaded = json.loads(stdout.strip().splitlines()[-1])
+    assert loaded == {
+        "encoder": "CXRViTMAEModel",
+        "pretraining": "CXRViTMAEForPreTraining",
+        "classifier": ["ViTMAEForChestXray", 3],
+    }
+
+
 def test_pipeline_in_process_uses_sigmoid_for_multilabel(tmp_path, capfd):
     model = save_classifier(tmp_path, num_labels=3)
     from PIL import Image

@@ -1,17 +1,35 @@
 """Saving behaviour shared by the cxr-vitmae models."""
 
 import os
+import sys
 from pathlib import Path
 
 from .image_processing_cxr import CXRImageProcessor
 
 
+def remote_code_auto_map(model_class: type) -> dict[str, str]:
+    """{Auto class: "module.Class"} for every class of `model_class`'s modeling file registered with
+    `register_for_auto_class` (its own registration, not an inherited one)."""
+    module = sys.modules[model_class.__module__]
+    file_name = module.__name__.rsplit(".", 1)[-1]
+    return {
+        vars(member)["_auto_class"]: f"{file_name}.{member.__name__}"
+        for member in vars(module).values()
+        if isinstance(member, type) and vars(member).get("_auto_class") is not None
+    }
+
+
 class SavesImageProcessorMixin:
-    """`save_pretrained` also writes the model's image processor when the directory has none yet, so every saved
-    model directory works with `AutoImageProcessor` and `pipeline` on its own. A processor saved there before (e.g.
-    with other resize settings) is kept as it is."""
+    """`save_pretrained` writes every Auto class of the model's family into `auto_map`, and also the model's image
+    processor when the directory has none yet, so every saved model directory works with the Auto classes,
+    `AutoImageProcessor` and `pipeline` on its own. A processor saved there before (e.g. with other resize settings)
+    is kept as it is."""
 
     def save_pretrained(self, save_directory: str | os.PathLike, *args, is_main_process: bool = True, **kwargs):
+        # transformers writes only the saved class's Auto entry into `auto_map`; a pre-training directory must also
+        # load as AutoModel and AutoModelForImageClassification (fine-tuning from it) with trust_remote_code, so
+        # every Auto class of this modeling file goes in (the file itself is copied whole).
+        self.config.auto_map = {**(getattr(self.config, "auto_map", None) or {}), **remote_code_auto_map(type(self))}
         super().save_pretrained(save_directory, *args, is_main_process=is_main_process, **kwargs)
         if is_main_process and not (Path(save_directory) / "preprocessor_config.json").exists():
             CXRImageProcessor.for_image_size(self.config.image_size).save_pretrained(save_directory)

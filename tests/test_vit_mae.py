@@ -107,6 +107,17 @@ def test_label_maps_survive_save_and_load(tmp_path, num_labels):
     assert CXRViTMAEConfig.from_pretrained(tmp_path).id2label == config.id2label
 
 
+def test_label_maps_given_to_from_pretrained_stay_consistent(tmp_path):
+    # The contract's fine-tuning call: the inverse map must follow the labels set after construction.
+    CXRViTMAEForPreTraining(tiny_config()).save_pretrained(tmp_path / "mae")
+    names = {0: "Effusion", 1: "Nodule", 2: "Mass"}
+    model = ViTMAEForChestXray.from_pretrained(tmp_path / "mae", num_labels=3, id2label=names)
+    assert model.config.label2id == {"Effusion": 0, "Nodule": 1, "Mass": 2}
+    model.save_pretrained(tmp_path / "classifier")
+    saved = json.loads((tmp_path / "classifier" / "config.json").read_text())
+    assert saved["label2id"] == {"Effusion": 0, "Nodule": 1, "Mass": 2}
+
+
 def test_position_table_is_mae_sincos_and_fixed():
     model = CXRViTMAEForPreTraining(tiny_config())
     table = model.vit.embeddings.position_embeddings[0]

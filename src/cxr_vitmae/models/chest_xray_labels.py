@@ -36,8 +36,14 @@ class ChestXrayLabelsMixin:
     """Label defaults shared by the cxr-vitmae configurations (put it before `PreTrainedConfig` in the bases).
 
     Without `id2label` or `num_labels` a config gets the 14 NIH findings; `label2id` is always rebuilt from
-    `id2label`, because the base class keeps a stale inverse map when only `id2label` is given.
+    `id2label`, because the base class keeps a stale inverse map when only `id2label` is given, also when it is set
+    after construction (as `from_pretrained(..., id2label=...)` does).
     """
+
+    def __setattr__(self, name, value):
+        super().__setattr__(name, value)
+        if name == "id2label" and value is not None:
+            super().__setattr__("label2id", {label: int(index) for index, label in value.items()})
 
     def __post_init__(self, **kwargs):
         if self.id2label is None and kwargs.get("num_labels") is None:

@@ -275,6 +275,7 @@ def test_save_and_load_round_trip(tmp_path, cxr_from_torchvision):
     assert config_json["model_type"] == "cxr_densenet"
     assert config_json["auto_map"] == {
         "AutoConfig": "configuration_cxr_densenet.CXRDenseNetConfig",
+        "AutoModel": "modeling_cxr_densenet.CXRDenseNetModel",
         "AutoModelForImageClassification": "modeling_cxr_densenet.DenseNetForChestXray",
     }
     assert config_json["problem_type"] == "multi_label_classification"

@@ -251,6 +251,13 @@ def test_unknown_keys_and_shape_mismatches_are_listed(tmp_path):
     assert "shape mismatches: vit.layers.1.mlp.fc2.bias (7,) vs (384,)" in message
 
 
+def test_a_state_dict_without_blocks_is_named_not_a_key_error(tmp_path):
+    weights = {key: value for key, value in random_mae_state_dict(**VIT_S).items() if not key.startswith("blocks.")}
+    save_like_mae(tmp_path / "headless.pth", weights)
+    with pytest.raises(ConversionError, match=r"no blocks\.0\.attn\.qkv\.weight, blocks\.0\.mlp\.fc1\.weight"):
+        convert_checkpoint("medical-mae", tmp_path / "headless.pth", tmp_path / "out")
+
+
 def test_wrong_label_set_for_the_head(tmp_path):
     save_like_mae(tmp_path / "c.pth", as_finetuned_classifier(random_mae_state_dict(**VIT_S), 5))
     with pytest.raises(ConversionError, match="--labels nih has 14 classes but the checkpoint's head has 5"):

@@ -56,6 +56,15 @@ def _count(state_dict: dict, pattern: str) -> int:
 
 def _architecture_from_shapes(state_dict: dict, preset: str | None) -> dict:
     """Config fields read off the tensors; head counts (which no shape reveals) come from the preset."""
+    required = ["pos_embed", "patch_embed.proj.weight", "blocks.0.attn.qkv.weight", "blocks.0.mlp.fc1.weight"]
+    if "decoder_embed.weight" in state_dict:
+        required.append("decoder_blocks.0.mlp.fc1.weight")
+    missing = [key for key in required if key not in state_dict]
+    if missing:
+        raise ConversionError(
+            f"The checkpoint has no {', '.join(missing)}: not a complete timm / MAE ViT state dict (truncated, or "
+            "another architecture)"
+        )
     hidden_size = state_dict["pos_embed"].shape[-1]
     patch_size = state_dict["patch_embed.proj.weight"].shape[-1]
     if preset is None:

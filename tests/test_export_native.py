@@ -23,6 +23,7 @@ from cxr_vitmae import (
 )
 from cxr_vitmae.hub.export_native import export_native
 from cxr_vitmae.models.chest_xray_labels import COVIDX_LABELS
+from cxr_vitmae.predict import decode_images, load_classifier, predict_images
 
 
 def _vit(**overrides) -> ViTMAEForChestXray:
@@ -119,6 +120,14 @@ def test_stock_pipeline_without_package_gives_our_probabilities(exported, name):
     assert set(result["scores"]) == set(model.config.id2label.values())
     for index, label in model.config.id2label.items():
         assert result["scores"][label] == pytest.approx(probabilities[index].item(), abs=1e-5), label
+
+
+@pytest.mark.parametrize("name", CASES)
+def test_predict_reads_a_native_export_as_the_stock_pipeline_does(exported, name):
+    model, processor = load_classifier(exported["outputs"][name])
+    scores = predict_images(model, processor, decode_images([exported["png"]]))[str(exported["png"])]
+    expected = exported["results"][name]["scores"]
+    assert scores == pytest.approx(expected, abs=1e-5)
 
 
 @pytest.mark.parametrize("name", CASES)

@@ -5,10 +5,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from PIL import Image
 from transformers import AutoConfig, AutoImageProcessor, AutoModelForImageClassification
 from transformers.models.auto.modeling_auto import MODEL_FOR_IMAGE_CLASSIFICATION_MAPPING
 
-from .models import load_radiograph
+from .models import CXRImageProcessor, load_radiograph
 
 
 def load_classifier(model_dir: str | Path, device: str | torch.device = "cpu"):
@@ -49,6 +50,15 @@ def decode_images(images: Sequence[str | Path]) -> dict[str, np.ndarray]:
     return {str(image): load_radiograph(image) for image in images}
 
 
+def processor_input(processor, radiograph: np.ndarray):
+    """`radiograph` (from `load_radiograph`) as `processor` takes it: ours reads the float array as it is (16-bit
+    precision kept); a stock one, as in a native export, expects an 8-bit RGB image, as the Hub widget and pipeline
+    give it."""
+    if isinstance(processor, CXRImageProcessor):
+        return radiograph
+    return Image.fromarray(np.round(radiograph * 255).astype(np.uint8)).convert("RGB")
+
+
 @torch.inference_mode()
 def predict_images(model, processor, images: dict[str, np.ndarray], batch_size: int = 8) -> dict[str, dict[str, float]]:
     """`{name: {label: probability}}` for decoded `images` (see `decode_images`), in the order given."""
@@ -57,7 +67,7 @@ def predict_images(model, processor, images: dict[str, np.ndarray], batch_size: 
     results: dict[str, dict[str, float]] = {}
     for start in range(0, len(names), batch_size):
         batch_names = names[start : start + batch_size]
-        batch = processor([images[name] for name in batch_names], return_tensors="pt")
+        batch = processor([processor_input(processor, images[name]) for name in batch_names], return_tensors="pt")
         logits = model(pixel_values=batch["pixel_values"].to(device)).logits.float()
         probabilities = scores_from_logits(logits, model.config.problem_type).cpu()
         for name, row in zip(batch_names, probabilities, strict=True):

@@ -189,6 +189,26 @@ def test_local_paths_stay_off_the_card(tmp_path):
     assert card.data.datasets == ["chexpert", "nih-chestxray14"]
 
 
+def test_a_cxr_vitmae_evaluate_record_claims_no_selection_and_shows_no_path(tmp_path):
+    # `cxr-vitmae evaluate` records the directory it was given and selects nothing.
+    model_dir = make_model_dir(tmp_path / "vit", "vit-classifier")
+    record = json.loads((model_dir / "metrics.json").read_text())
+    record.update(checkpoint="/secret/runs/vit-final", selected_by=None)
+    (model_dir / "metrics.json").write_text(json.dumps(record))
+    card = build_model_card(model_dir, "cxr-lab/vit").content
+    assert "/secret" not in card and "checkpoint `vit-final`" in card
+    assert "selected" not in card.split("## Training procedure")[1].split("##")[0]
+
+
+def test_the_card_names_the_pooling_the_model_uses(tmp_path):
+    model_dir = make_model_dir(tmp_path / "vit", "vit-classifier")
+    assert "mean-pooled patch tokens → LayerNorm" in build_model_card(model_dir, "cxr-lab/vit").content
+    config = json.loads((model_dir / "config.json").read_text())
+    (model_dir / "config.json").write_text(json.dumps({**config, "use_mean_pooling": False}))
+    card = build_model_card(model_dir, "cxr-lab/vit").content
+    assert "the CLS token → LayerNorm" in card and "mean-pooled" not in card
+
+
 def test_base_model_comes_from_the_published_starting_model(tmp_path):
     encoder = make_model_dir(tmp_path / "encoder", "pretrained-encoder")
     record = json.loads((encoder / "training_args.json").read_text())

@@ -309,6 +309,7 @@ def _architecture(kind: str, config: dict, model_dir: Path) -> dict[str, Any]:
             )
     return {
         "shape": shape,
+        "pooling": "mean-pooled patch tokens" if config.get("use_mean_pooling", True) else "the CLS token",
         "image_size": config["image_size"],
         "mask_ratio": config.get("mask_ratio"),
         "parameters": _parameter_count(model_dir),
@@ -408,7 +409,8 @@ def _evaluation(metrics: dict | None) -> dict | None:
         "accuracy": _number(metrics.get("accuracy")) if metrics.get("accuracy") is not None else None,
         "accuracy_ci": _interval(metrics.get("accuracy_ci95")),
         "selected_by": metrics.get("selected_by"),
-        "checkpoint": metrics.get("checkpoint"),
+        # A name, never a path: `cxr-vitmae evaluate` records the model directory it was given, a local path.
+        "checkpoint": Path(metrics["checkpoint"]).name if metrics.get("checkpoint") else None,
         "bootstrap": bootstrap,
         "rows": [
             {

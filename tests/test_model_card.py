@@ -12,8 +12,10 @@ from model_helpers import run_without_package
 
 from cxr_vitmae import (
     CXRDenseNetConfig,
+    CXRDenseNetModel,
     CXRViTMAEConfig,
     CXRViTMAEForPreTraining,
+    CXRViTMAEModel,
     DenseNetForChestXray,
     ViTMAEForChestXray,
 )
@@ -38,6 +40,8 @@ SECTIONS = (
     "## Citation",
 )
 TINY_VIT = {"image_size": 32, "patch_size": 8, "num_hidden_layers": 2}
+# What the recipes write; a backbone (no head, no decoder) only comes from `convert`.
+TRAINED_KINDS = [kind for kind in CARD_KINDS if kind != "backbone"]
 
 
 def make_model_dir(path: Path, kind: str, dataset: str = "nih-chestxray14") -> Path:
@@ -92,7 +96,7 @@ def model_index_values(card: ModelCard) -> dict[tuple[str, str | None], float]:
 @pytest.fixture(scope="module")
 def model_dirs(tmp_path_factory):
     root = tmp_path_factory.mktemp("cards")
-    return {kind: make_model_dir(root / kind, kind) for kind in CARD_KINDS}
+    return {kind: make_model_dir(root / kind, kind) for kind in TRAINED_KINDS}
 
 
 @pytest.fixture(scope="module")
@@ -100,7 +104,7 @@ def examples():
     return phantom_examples()
 
 
-@pytest.mark.parametrize("kind", list(CARD_KINDS))
+@pytest.mark.parametrize("kind", TRAINED_KINDS)
 def test_card_for_each_kind(model_dirs, examples, kind, tmp_path):
     card = build_model_card(model_dirs[kind], "cxr-lab/tiny", examples=examples, figures=["figures/roc_test.png"])
     card.save(tmp_path / "README.md")
@@ -277,6 +281,38 @@ def test_encoder_snippets_run(model_dirs, tmp_path, monkeypatch):
     exec(reconstruction, namespace)
     assert type(namespace["model"]).__name__ == "CXRViTMAEForPreTraining"
     assert namespace["outputs"].mask.shape == (1, patches)
+
+
+@pytest.mark.parametrize("family", ["vit", "densenet"])
+def test_a_backbone_gets_a_feature_extraction_card_whose_snippets_run(family, tmp_path, monkeypatch):
+    # What `convert` writes for encoder-only checkpoints (timm ports, the paper's DenseNet U-Net MAE): no head, so no
+    # classification widget, labels or scores on the card.
+    if family == "vit":
+        CXRViTMAEModel(CXRViTMAEConfig.from_preset("vit-tiny", **TINY_VIT)).save_pretrained(tmp_path / "model")
+    else:
+        config = CXRDenseNetConfig.from_preset("densenet121", image_size=32, block_config=(1, 1, 1, 1))
+        CXRDenseNetModel(config).save_pretrained(tmp_path / "model")
+    published = write_upload_set(upload_set(tmp_path / "model", "cxr-lab/backbone"), tmp_path / "repo")
+    text = (published / "README.md").read_text()
+    metadata = front_matter(text)
+    assert metadata["pipeline_tag"] == "image-feature-extraction"
+    assert "widget" not in metadata and "model-index" not in metadata and not list(published.glob("examples/*"))
+    assert "Cardiomegaly" not in text and "probability" not in text
+    assert [text.index(section) for section in SECTIONS] == sorted(text.index(section) for section in SECTIONS)
+
+    corpus = generate_phantoms(tmp_path / "phantoms", 1, size=64, seed=2)
+    (tmp_path / "chest_xray.png").write_bytes((corpus.output_dir / "images" / corpus.images[0].file_name).read_bytes())
+    features, fine_tune = [
+        snippet.replace('"cxr-lab/backbone"', repr(str(published))) for snippet in python_blocks(text)
+    ]
+    script = features + "\nimport json\nprint(json.dumps([type(model).__name__, list(features.shape)]))\n"
+    name, shape = json.loads(run_without_package(script, tmp_path).strip().splitlines()[-1])
+    assert name == ("CXRViTMAEModel" if family == "vit" else "CXRDenseNetModel")
+    assert len(shape) == (3 if family == "vit" else 4)
+    monkeypatch.chdir(tmp_path)
+    namespace = {}
+    exec(fine_tune, namespace)
+    assert type(namespace["model"]).__name__ == ("ViTMAEForChestXray" if family == "vit" else "DenseNetForChestXray")
 
 
 def test_results_on_phantoms_are_labelled_as_phantoms(tmp_path):

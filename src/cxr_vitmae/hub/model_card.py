@@ -29,6 +29,7 @@ TEMPLATES_DIR = Path(__file__).resolve().parent / "model_cards"
 # a feature extractor; the classifiers are what the image-classification widget and pipeline are for.
 CARD_KINDS = {
     "pretrained-encoder": ("pretrained_encoder.md", "image-feature-extraction"),
+    "backbone": ("backbone.md", "image-feature-extraction"),
     "vit-classifier": ("vit_classifier.md", "image-classification"),
     "densenet-classifier": ("densenet_classifier.md", "image-classification"),
 }
@@ -152,8 +153,11 @@ def phantom_examples(count: int = _PHANTOM_EXAMPLES, seed: int = 0) -> list[Widg
 
 
 def card_kind(config: dict) -> str:
-    """`pretrained-encoder`, `vit-classifier` or `densenet-classifier`, from a model directory's config.json."""
+    """`pretrained-encoder`, `backbone` (a ViT or DenseNet without head, as `convert` writes for encoder-only
+    checkpoints), `vit-classifier` or `densenet-classifier`, from a model directory's config.json."""
     model_type, architectures = config.get("model_type"), config.get("architectures") or []
+    if model_type in ("cxr_vitmae", "cxr_densenet") and {"CXRViTMAEModel", "CXRDenseNetModel"} & set(architectures):
+        return "backbone"
     if model_type == "cxr_densenet":
         return "densenet-classifier"
     if model_type == "cxr_vitmae":
@@ -238,7 +242,7 @@ def build_model_card(
     base_model = base_model or (training or {}).get("base_model")
     # The Hub HfApi talks to (HF_ENDPOINT), so that widget links point where the files are uploaded.
     endpoint = endpoint or constants.ENDPOINT
-    classifier = kind != "pretrained-encoder"
+    classifier = kind in ("vit-classifier", "densenet-classifier")
     examples = list(examples) if classifier else []
 
     # Phantoms borrow a corpus's format, not its images: they add no corpus to the card's `datasets`.
@@ -276,18 +280,18 @@ def build_model_card(
         figures=list(figures),
         examples=examples,
         restricted=[NON_REDISTRIBUTABLE[name] for name in NON_REDISTRIBUTABLE if name in (card_data.datasets or [])],
-        paper_results=PAPER_RESULTS["densenet" if kind == "densenet-classifier" else "vit"],
+        paper_results=PAPER_RESULTS["densenet" if config["model_type"] == "cxr_densenet" else "vit"],
         citation=CITATION,
     )
 
 
 def _tags(kind: str, config: dict) -> list[str]:
     tags = ["medical-imaging", "chest-x-ray", "radiology", "cxr-vitmae"]
-    if kind == "densenet-classifier":
+    if config["model_type"] == "cxr_densenet":
         tags += ["densenet", "cnn"]
     else:
         tags += ["vit", "masked-autoencoder"]
-    if kind != "pretrained-encoder":
+    if kind in ("vit-classifier", "densenet-classifier"):
         single = config.get("problem_type") == "single_label_classification"
         tags.append("single-label-classification" if single else "multi-label-classification")
     return tags
@@ -295,7 +299,8 @@ def _tags(kind: str, config: dict) -> list[str]:
 
 def _architecture(kind: str, config: dict, model_dir: Path) -> dict[str, Any]:
     """What the card says about the network: its shape and its parameter count read from the weights' headers."""
-    if kind == "densenet-classifier":
+    densenet = config["model_type"] == "cxr_densenet"
+    if densenet:
         shape = f"DenseNet, blocks {tuple(config['block_config'])}, growth rate {config['growth_rate']}"
     else:
         shape = (
@@ -310,6 +315,12 @@ def _architecture(kind: str, config: dict, model_dir: Path) -> dict[str, Any]:
     return {
         "shape": shape,
         "pooling": "mean-pooled patch tokens" if config.get("use_mean_pooling", True) else "the CLS token",
+        "family": "DenseNet" if densenet else "Vision Transformer",
+        "features": (
+            "`last_hidden_state`, the last dense block's feature map, and `pooler_output`, its global average"
+            if densenet
+            else "`last_hidden_state`, one vector per token (CLS first, then the patches)"
+        ),
         "image_size": config["image_size"],
         "mask_ratio": config.get("mask_ratio"),
         "parameters": _parameter_count(model_dir),

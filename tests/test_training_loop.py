@@ -1,6 +1,11 @@
 """The recipes' optimisation loop with a real Accelerator on CPU: it trains in training mode whatever mode the model
 arrives in or validation leaves it in, and its epochs match Accelerate's steps under gradient accumulation."""
 
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -111,3 +116,39 @@ def test_epochs_under_gradient_accumulation_match_accelerates_steps(accelerator_
     assert (state.step, state.epoch, state.batches_in_epoch) == (26, 2, 0)
     assert len(model.training_modes) == 50  # both epochs complete
     assert epoch_ends == [(1, False), (2, True)]
+
+
+def test_a_non_finite_loss_on_one_process_stops_every_process(tmp_path):
+    # Process 1's loss turns NaN at its third batch; process 0's stays finite. Both must stop with the error, where
+    # a check on the local loss alone would leave process 0 waiting in the gradient all-reduce.
+    script = tmp_path / "nan_on_one_process.py"
+    script.write_text(
+        textwrap.dedent(
+            f"""
+            import torch
+            from accelerate import Accelerator
+            from test_training_loop import ModeRecorder, run_loop
+
+            accelerator = Accelerator(cpu=True)
+
+            class NaNOnProcessOne(ModeRecorder):
+                def forward(self, pixel_values, labels=None):
+                    output = super().forward(pixel_values, labels)
+                    if accelerator.process_index == 1 and len(self.training_modes) == 3:
+                        output.loss = output.loss * float("nan")
+                    return output
+
+            run_loop(accelerator, batches=8, epochs=1, model=NaNOnProcessOne(), on_epoch_end=lambda *a: None,
+                     tmp_path={str(tmp_path)!r})
+            """
+        )
+    )
+    command = [
+        str(Path(sys.executable).parent / "accelerate"), "launch", "--multi_gpu", "--num_processes", "2",
+        "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", str(script),
+    ]  # fmt: skip
+    env = {**os.environ, "ACCELERATE_USE_CPU": "1", "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(__file__).parent)}
+    result = subprocess.run(command, capture_output=True, text=True, timeout=240, env=env)
+    assert result.returncode != 0
+    assert result.stderr.count("NonFiniteLossError: non-finite loss") == 2, result.stderr[-3000:]
+    assert "nan, one per process" in result.stderr

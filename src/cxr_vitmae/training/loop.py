@@ -89,11 +89,15 @@ def train(
         for batch in batches:
             with accelerator.accumulate(model):
                 loss = model(**{key: value for key, value in batch.items() if key != "index"}).loss
-                if not torch.isfinite(loss.detach()):
+                # Every process's loss: all stop together, where one raising alone would leave the others waiting in
+                # the gradient all-reduce until the collective's timeout.
+                losses = accelerator.gather(loss.detach().float().reshape(1))
+                if not torch.isfinite(losses).all():
                     last = latest_checkpoint(output_dir)
                     raise NonFiniteLossError(
-                        f"non-finite loss ({loss.item()}) at step {state.step + 1}, epoch {state.epoch}; the step was "
-                        f"not applied. Last good checkpoint: {last or 'none (set --checkpointing_steps)'}"
+                        f"non-finite loss ({', '.join(f'{value:g}' for value in losses.tolist())}, one per process) "
+                        f"at step {state.step + 1}, epoch {state.epoch}; the step was not applied. Last good "
+                        f"checkpoint: {last or 'none (set --checkpointing_steps)'}"
                     )
                 accelerator.backward(loss)
                 optimizer.step()

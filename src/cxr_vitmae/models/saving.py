@@ -8,14 +8,17 @@ from .image_processing_cxr import CXRImageProcessor
 
 
 def remote_code_auto_map(model_class: type) -> dict[str, str]:
-    """{Auto class: "module.Class"} for every class of `model_class`'s modeling file registered with
-    `register_for_auto_class` (its own registration, not an inherited one)."""
+    """{Auto class: "module.Class"} for every class defined in `model_class`'s modeling file and registered with
+    `register_for_auto_class` (its own registration, not an inherited one; the config class imported there keeps
+    the entry its own file gives it)."""
     module = sys.modules[model_class.__module__]
     file_name = module.__name__.rsplit(".", 1)[-1]
     return {
         vars(member)["_auto_class"]: f"{file_name}.{member.__name__}"
         for member in vars(module).values()
-        if isinstance(member, type) and vars(member).get("_auto_class") is not None
+        if isinstance(member, type)
+        and member.__module__ == module.__name__
+        and vars(member).get("_auto_class") is not None
     }
 
 

@@ -197,7 +197,9 @@ def main(argv: list[str] | None = None) -> None:
             roc_curves(prediction["scores"], labels, names, problem_type=_problem(single_label)),
             {name: values["auroc"] for name, values in metrics["per_class"].items()},
             output_dir / "figures" / "roc_test.png",
-            title=f"{args.dataset} test, mean AUROC {metrics['mean_auroc']:.3f}",
+            # No class of a tiny test split may have both label values: the mean is then undefined (None).
+            title=f"{args.dataset} test, mean AUROC "
+            + ("undefined" if metrics["mean_auroc"] is None else f"{metrics['mean_auroc']:.3f}"),
         )
         plot_training_curves(state.history, output_dir / "figures" / "training_curves.png")
         # The final model is the selected one.

@@ -269,11 +269,16 @@ def _validation_patients(patients: set[str], fraction: float, seed: int) -> set[
     return set(ranked[:count])
 
 
+def _official_test(data_dir: Path, entries: dict, metadata: Path) -> list[str]:
+    test = _read_name_list(data_dir / TEST_LIST)
+    _check_known(test, entries, data_dir / TEST_LIST, metadata)
+    return test
+
+
 def _official_splits(data_dir: Path, entries: dict, metadata: Path, config) -> dict[str, list[str]]:
     train_val = _read_name_list(data_dir / TRAIN_VAL_LIST)
-    test = _read_name_list(data_dir / TEST_LIST)
     _check_known(train_val, entries, data_dir / TRAIN_VAL_LIST, metadata)
-    _check_known(test, entries, data_dir / TEST_LIST, metadata)
+    test = _official_test(data_dir, entries, metadata)
     both = sorted(set(train_val) & set(test))
     if both:
         raise CorpusError(f"{len(both)} image(s) are in both {TRAIN_VAL_LIST} and {TEST_LIST}: {first_few(both)}")
@@ -450,9 +455,7 @@ def official_test_patients(data_dir: str | Path, config: NIHChestXray14Config | 
     data_dir = Path(data_dir).absolute()
     metadata = _metadata_path(data_dir, config)
     entries = read_data_entry(metadata)
-    test = _read_name_list(data_dir / TEST_LIST)
-    _check_known(test, entries, data_dir / TEST_LIST, metadata)
-    return {name: entries[name].patient_id for name in test}
+    return {name: entries[name].patient_id for name in _official_test(data_dir, entries, metadata)}
 
 
 def read_splits(data_dir: str | Path, config: NIHChestXray14Config | None = None) -> dict[str, list[ImageRecord]]:

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from cxr_vitmae.data import CorpusError, label_names, load_cxr_dataset
+from cxr_vitmae.data import CorpusError, label_names, load_cxr_dataset, split_source
 from cxr_vitmae.data.chexpert import CHEXPERT_LABELS, CSV_COLUMNS, CheXpert, CheXpertConfig, read_splits
 from cxr_vitmae.data.label_vocabulary import CANONICAL_LABELS, canonical_label, same_finding
 from cxr_vitmae.models.chest_xray_labels import CHEXPERT_COMPETITION_LABELS, NIH_CHESTXRAY14_LABELS
@@ -50,6 +50,8 @@ TEST = [
     ("test/patient64742/study1/view2_lateral.jpg", {}),
 ]
 PREFIX = "CheXpert-v1.0-small"
+# The split policy these fixtures were written for: validation = valid.csv, test = CheXlocalize's test_labels.csv.
+LOCALIZE = CheXpertConfig(test_split="chexlocalize")
 
 
 def cell(value) -> str:
@@ -100,7 +102,7 @@ def chexpert_dir(tmp_path_factory) -> Path:
 
 
 def test_load_end_to_end_with_paper_defaults(chexpert_dir, tmp_path):
-    ds = load_cxr_dataset("chexpert", chexpert_dir, cache_dir=tmp_path / "cache")
+    ds = load_cxr_dataset("chexpert", chexpert_dir, cache_dir=tmp_path / "cache", test_split="chexlocalize")
     assert {split: len(ds[split]) for split in ds} == {"train": 4, "validation": 2, "test": 2}
     assert label_names("chexpert") == list(CHEXPERT_COMPETITION_LABELS)
     assert list(CHEXPERT_COMPETITION_LABELS) == [
@@ -127,21 +129,56 @@ def test_load_end_to_end_with_paper_defaults(chexpert_dir, tmp_path):
     assert not patients["train"] & patients["validation"] and not patients["validation"] & patients["test"]
 
 
+def test_default_reports_on_valid_csv_and_carves_validation_from_train(tmp_path):
+    """The paper's CheXpert numbers are on valid.csv: by default it is `test`, and `validation` is a patient-disjoint
+    carve of train.csv, the same whatever the row order, different for another seed."""
+    data_dir = make_chexpert(tmp_path / "chexpert")
+    valid_ids = [path for path, orientation, _, _ in VALID if orientation == "Frontal"]
+    train_ids = [path for path, orientation, _, _ in TRAIN if orientation == "Frontal"]
+    splits = read_splits(data_dir, CheXpertConfig(validation_fraction=0.5))
+    assert [record.image_id for record in splits["test"]] == valid_ids  # test_labels.csv is present and not read
+    assert sorted(r.image_id for split in ("train", "validation") for r in splits[split]) == sorted(train_ids)
+    patients = {split: {record.patient_id for record in records} for split, records in splits.items()}
+    assert len(patients["validation"]) == 2 and not patients["validation"] & patients["train"]
+
+    # Deterministic: the same patients from a copy whose train.csv rows are in reverse order.
+    shuffled = make_chexpert(tmp_path / "reversed")
+    train_csv = shuffled / PREFIX / "train.csv"
+    header, *rows = train_csv.read_text().splitlines()
+    train_csv.write_text("\n".join([header, *reversed(rows)]) + "\n")
+    again = read_splits(shuffled, CheXpertConfig(validation_fraction=0.5))
+    assert {r.patient_id for r in again["validation"]} == patients["validation"]
+    carves = {
+        frozenset(r.patient_id for r in read_splits(data_dir, CheXpertConfig(validation_seed=seed))["validation"])
+        for seed in range(8)
+    }
+    assert len(carves) > 1
+
+    loaded = load_cxr_dataset("chexpert", data_dir, cache_dir=tmp_path / "cache")
+    assert loaded["test"]["image_id"] == valid_ids
+    assert split_source("chexpert", "test") == "valid.csv (the paper's CheXpert evaluation set)"
+    assert "valid.csv" in split_source("chexpert", "validation", test_split="chexlocalize")
+    with pytest.raises(CorpusError, match="test_split='chexlocalize': no CheXlocalize test labels"):
+        read_splits(make_chexpert(tmp_path / "no_test", test=None), LOCALIZE)
+    with pytest.raises(CorpusError, match="test_split='hidden'"):
+        CheXpertConfig(test_split="hidden")
+
+
 def test_prefix_folder_itself_and_full_layout(chexpert_dir, tmp_path):
-    direct = read_splits(chexpert_dir / PREFIX)
+    direct = read_splits(chexpert_dir / PREFIX, LOCALIZE)
     assert {split: len(records) for split, records in direct.items()} == {"train": 4, "validation": 2, "test": 2}
     record = direct["train"][0]
     assert record.path == chexpert_dir / PREFIX / "train/patient00001/study1/view1_frontal.jpg"
 
     # Full layout, CheXlocalize's test_labels.csv and test/ beside the prefix folder.
     full = make_chexpert(tmp_path / "full", prefix="CheXpert-v1.0", test="outside")
-    splits = read_splits(full)
+    splits = read_splits(full, LOCALIZE)
     assert splits["test"][0].path == full / "test/patient64741/study1/view1_frontal.jpg"
     assert [r.image_id for r in splits["train"]] == [r.image_id for r in direct["train"]]
 
     # A test CSV beside the corpus folder whose paths carry the prefix: the prefix names the folder the images are in.
     prefixed = make_chexpert(tmp_path / "prefixed", prefix="CheXpert-v1.0", test="prefixed-outside")
-    splits = read_splits(prefixed)
+    splits = read_splits(prefixed, LOCALIZE)
     assert splits["test"][0].path == prefixed / "CheXpert-v1.0/test/patient64741/study1/view1_frontal.jpg"
     assert [r.image_id for r in splits["test"]] == [r.image_id for r in direct["test"]]
 
@@ -149,26 +186,34 @@ def test_prefix_folder_itself_and_full_layout(chexpert_dir, tmp_path):
 def test_uncertainty_and_blank_policies(chexpert_dir):
     p1, p2, p3 = (f"train/patient0000{i}/study1/view1_frontal.jpg" for i in (1, 2, 3))
 
-    ignore = by_id(read_splits(chexpert_dir, CheXpertConfig(uncertainty="ignore"))["train"])
+    ignore = by_id(read_splits(chexpert_dir, CheXpertConfig(test_split="chexlocalize", uncertainty="ignore"))["train"])
     assert_labels(ignore[p1].labels, [NAN, NAN, 0, 1, 0])
     assert_labels(ignore[p2].labels, [0, 0, NAN, NAN, NAN])
 
-    blank = by_id(read_splits(chexpert_dir, CheXpertConfig(blank="ignore"))["train"])
+    blank = by_id(read_splits(chexpert_dir, CheXpertConfig(test_split="chexlocalize", blank="ignore"))["train"])
     assert_labels(blank[p1].labels, [0, 1, NAN, 1, 0])
     assert_labels(blank[p3].labels, [NAN] * 5)
 
     # A mapping overrides the paper's map class by class: Atelectasis and Edema stay U-Ones.
-    override = by_id(read_splits(chexpert_dir, CheXpertConfig(uncertainty={"Cardiomegaly": "ones"}))["train"])
+    override = by_id(
+        read_splits(chexpert_dir, CheXpertConfig(test_split="chexlocalize", uncertainty={"Cardiomegaly": "ones"}))[
+            "train"
+        ]
+    )
     assert_labels(override[p1].labels, [1, 1, 0, 1, 0])
     zeros = by_id(
-        read_splits(chexpert_dir, CheXpertConfig(uncertainty={"Edema": "zeros", "Effusion": "ones"}))["train"]
+        read_splits(
+            chexpert_dir, CheXpertConfig(test_split="chexlocalize", uncertainty={"Edema": "zeros", "Effusion": "ones"})
+        )["train"]
     )
     assert_labels(zeros[p1].labels, [0, 0, 0, 1, 0])
     assert_labels(zeros[p2].labels, [0, 0, 0, 1, 1])
 
     assert label_names("chexpert", tasks="all") == list(CHEXPERT_LABELS)
     everything = by_id(
-        read_splits(chexpert_dir, CheXpertConfig(tasks="all", uncertainty={"Fracture": "ignore"}))["train"]
+        read_splits(
+            chexpert_dir, CheXpertConfig(test_split="chexlocalize", tasks="all", uncertainty={"Fracture": "ignore"})
+        )["train"]
     )
     expected = dict.fromkeys(CHEXPERT_LABELS, 0.0) | {"Edema": 0.0, "Atelectasis": 1.0, "Fracture": NAN}
     assert_labels(everything[p2].labels, [expected[label] for label in CHEXPERT_LABELS])
@@ -184,16 +229,16 @@ def test_uncertainty_and_blank_policies(chexpert_dir):
 
 
 def test_views(chexpert_dir, tmp_path):
-    every = read_splits(chexpert_dir, CheXpertConfig(views="all"))
+    every = read_splits(chexpert_dir, CheXpertConfig(test_split="chexlocalize", views="all"))
     assert {split: len(records) for split, records in every.items()} == {"train": 5, "validation": 3, "test": 3}
-    lateral = read_splits(chexpert_dir, CheXpertConfig(views="lateral"))
+    lateral = read_splits(chexpert_dir, CheXpertConfig(test_split="chexlocalize", views="lateral"))
     assert [r.view for split in lateral.values() for r in split] == ["LATERAL"] * 3
 
     with pytest.raises(CorpusError, match=r"test_labels\.csv: has no AP/PA column"):
-        read_splits(chexpert_dir, CheXpertConfig(views=["PA"]))
+        read_splits(chexpert_dir, CheXpertConfig(test_split="chexlocalize", views=["PA"]))
     no_test = make_chexpert(tmp_path / "no_test", test=None)
-    pa = read_splits(no_test, CheXpertConfig(views=["pa"]))
-    assert set(pa) == {"train", "validation"}
+    pa = read_splits(no_test, CheXpertConfig(views=["pa"], validation_fraction=0))
+    assert set(pa) == {"train", "test"}
     assert [r.image_id for r in pa["train"]] == [
         "train/patient00002/study1/view1_frontal.jpg",
         "train/patient00004/study1/view1_frontal.jpg",
@@ -273,7 +318,7 @@ ROOT = PREFIX
         ),
         (
             lambda d: _rewrite(d / ROOT / "valid.csv", "Frontal,", "Lateral,", count=2),
-            r"valid\.csv: the validation split is empty after keeping views='frontal'",
+            r"valid\.csv: no image left after keeping views='frontal'",
         ),
         (
             lambda d: (d / "CheXpert-v1.0").mkdir(),
@@ -307,7 +352,7 @@ def test_corpus_errors(tmp_path, corrupt, message):
     data_dir = make_chexpert(tmp_path / "chexpert")
     corrupt(data_dir)
     with pytest.raises(CorpusError, match=message):
-        read_splits(data_dir)
+        read_splits(data_dir, LOCALIZE)
 
 
 def test_label_vocabulary():

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from cxr_vitmae.data import CorpusError, label_names, load_cxr_dataset
+from cxr_vitmae.data import CorpusError, label_names, load_cxr_dataset, split_source
 from cxr_vitmae.data.covidx import COVIDxConfig, read_splits
 from cxr_vitmae.models.chest_xray_labels import COVIDX_LABELS
 
@@ -59,8 +59,8 @@ def make_covidx(root: Path, files: dict[str, list[str]], trailing_newline: bool 
 
 def test_v9a_three_classes_single_label_and_one_hot(tmp_path):
     data_dir = make_covidx(tmp_path / "covidx", V9A, trailing_newline=False)
-    dataset = load_cxr_dataset("covidx", data_dir, cache_dir=tmp_path / "cache")
-    assert list(dataset) == ["train", "test"]  # no validation list in 9A: none is invented
+    dataset = load_cxr_dataset("covidx", data_dir, cache_dir=tmp_path / "cache", validation_fraction=0)
+    assert list(dataset) == ["train", "test"]  # no carve asked for: no validation split
     assert (dataset["train"].num_rows, dataset["test"].num_rows) == (5, 3)
     assert label_names("covidx") == list(COVIDX_LABELS) == ["normal", "pneumonia", "COVID-19"]
     assert dataset["train"].features["label"].names == list(COVIDX_LABELS)
@@ -76,8 +76,36 @@ def test_v9a_three_classes_single_label_and_one_hot(tmp_path):
     assert dataset["test"]["label"] == [2, 0, 1]
 
 
+def test_9a_validation_is_a_deterministic_patient_carve_of_train(tmp_path):
+    """The paper reports on test_COVIDx9A.txt; model selection gets patients carved from the train file, a patient
+    being (source, id): cohen's patient 3 is one patient with two images, rsna's patient 3 another."""
+    data_dir = make_covidx(tmp_path / "covidx", V9A)
+    for seed in range(6):
+        splits = read_splits(data_dir, COVIDxConfig(validation_fraction=0.34, validation_seed=seed))
+        assert list(splits) == ["train", "validation", "test"]
+        ids = {split: [r.image_id for r in rows] for split, rows in splits.items()}
+        assert sorted(ids["train"] + ids["validation"]) == sorted(line.split()[1] for line in V9A["train_COVIDx9A.txt"])
+        assert ids["test"] == [line.split()[1] for line in V9A["test_COVIDx9A.txt"]]
+        # One whole patient carved: both images of cohen's patient 3 or of actmed's ANON56 go together.
+        carved = {r.patient_id for r in splits["validation"]}
+        assert len(carved) == 1 and not carved & {r.patient_id for r in splits["train"]}
+        assert len(splits["validation"]) == sum(line.split()[0] in carved for line in V9A["train_COVIDx9A.txt"])
+        # Deterministic, and independent of the order of the lines.
+        reversed_dir = make_covidx(
+            tmp_path / f"reversed{seed}", {**V9A, "train_COVIDx9A.txt": V9A["train_COVIDx9A.txt"][::-1]}
+        )
+        again = read_splits(reversed_dir, COVIDxConfig(validation_fraction=0.34, validation_seed=seed))
+        assert sorted(r.image_id for r in again["validation"]) == sorted(ids["validation"])
+    default = load_cxr_dataset("covidx", data_dir, cache_dir=tmp_path / "cache")
+    assert list(default) == ["train", "validation", "test"] and default["test"].num_rows == 3
+    assert split_source("covidx", "test") == "test_COVIDx9A.txt"
+    assert split_source("covidx", "validation", version="CXR-4") == "val.txt"
+    with pytest.raises(CorpusError, match="validation_fraction=1.5"):
+        COVIDxConfig(validation_fraction=1.5)
+
+
 def test_v9b_binary(tmp_path):
-    records = read_splits(make_covidx(tmp_path / "b", V9B), COVIDxConfig(covidx_version="v9b"))
+    records = read_splits(make_covidx(tmp_path / "b", V9B), COVIDxConfig(covidx_version="v9b", validation_fraction=0))
     assert {split: len(rows) for split, rows in records.items()} == {"train": 2, "test": 1}
     assert [(r.label, r.labels) for r in records["train"]] == [(0, (1.0, 0.0)), (1, (0.0, 1.0))]
     assert label_names("covidx", covidx_version="9B") == ["negative", "positive"]

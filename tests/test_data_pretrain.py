@@ -85,10 +85,11 @@ def corpora(tmp_path_factory) -> Path:
 
 
 def part_splits(root: Path) -> dict[str, dict[str, list[ImageRecord]]]:
-    """Each corpus's splits as its own builder reads them with the builders' defaults."""
+    """Each corpus's splits as its own builder reads them with the builders' defaults, except that the union takes
+    all of CheXpert's train.csv (the paper's), not the fine-tuning train split that lacks the carved validation."""
     return {
         "nih-chestxray14": nih.read_splits(root / "nih", nih.NIHChestXray14Config()),
-        "chexpert": chexpert.read_splits(root / "chexpert", chexpert.CheXpertConfig()),
+        "chexpert": chexpert.read_splits(root / "chexpert", chexpert.CheXpertConfig(validation_fraction=0)),
         "mimic-cxr": mimic.read_splits(root / "mimic", mimic.MIMICCXRConfig()),
     }
 

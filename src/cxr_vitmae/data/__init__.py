@@ -105,4 +105,22 @@ def label_names(name: str, **options) -> list[str]:
     return list(cls.label_names(**_corpus_options(cls, name, options)))
 
 
-__all__ = ["CORPORA", "CorpusError", "builder_class", "label_names", "load_cxr_dataset", "metadata_fingerprint"]
+def split_source(name: str, split: str, **options) -> str:
+    """What split `split` of corpus `name` is read from under `options` (e.g. CheXpert's default `test` is
+    "valid.csv (the paper's CheXpert evaluation set)"), for metrics.json and model cards."""
+    cls = builder_class(name)
+    sources = cls.BUILDER_CONFIG_CLASS(**_corpus_options(cls, name, options)).split_sources()
+    if split not in sources:
+        raise CorpusError(f"{name} has no {split!r} split under these options; it has {', '.join(sources)}")
+    return sources[split]
+
+
+__all__ = [
+    "CORPORA",
+    "CorpusError",
+    "builder_class",
+    "label_names",
+    "load_cxr_dataset",
+    "metadata_fingerprint",
+    "split_source",
+]

@@ -4,11 +4,17 @@ Layout: `CheXpert-v1.0-small/` or `CheXpert-v1.0/` holding `train.csv`, `valid.c
 `{train,valid}/patientNNNNN/studyN/viewN_{frontal,lateral}.jpg`. The CSVs' `Path` column starts with that folder's
 name. `data_dir` may be the folder that contains the prefix folder, or the prefix folder itself.
 
-Splits: `train` (train.csv), `validation` (valid.csv: 234 images, radiologist consensus, 0/1 only), and `test`
-when a test labels CSV is present: CheXlocalize's `test_labels.csv` (or `test.csv`): `Path` plus the 14 labels, no
-Sex/Age/Frontal/AP columns. It is looked for in the prefix folder, then in `data_dir`; its `Path` values
-(`test/patientNNNNN/...`, with or without the prefix) are resolved against the folder holding it. Having no
-Frontal/Lateral column, the test split's views come from the file names (`view1_frontal.jpg` → `FRONTAL`).
+Splits, by `test_split`:
+
+- `"valid"` (default, comparable to the paper, whose CheXpert numbers are on valid.csv): `test` is valid.csv (234
+  images, radiologist consensus, 0/1 only), `validation` is carved from train.csv by patient, exactly as NIH's is
+  from train_val_list.txt (`validation_fraction` of the patients, ranked by SHA-256 of `"<validation_seed>:<patient>"`),
+  and `train` is the rest of train.csv. A CheXlocalize test CSV next to the corpus is then not read.
+- `"chexlocalize"`: `test` is CheXlocalize's test labels (`test_labels.csv` or `test.csv`: `Path` plus the 14 labels,
+  no Sex/Age/Frontal/AP columns; 668 images from 500 patients, 5-radiologist consensus), `validation` is valid.csv and
+  `train` all of train.csv. The CSV is looked for in the prefix folder, then in `data_dir`; its `Path` values
+  (`test/patientNNNNN/...`, with or without the prefix) are resolved against the folder holding it. Having no
+  Frontal/Lateral column, the test split's views come from the file names (`view1_frontal.jpg` → `FRONTAL`).
 
 Label values are 1 (positive), 0 (negative), -1 (uncertain) and blank (not mentioned); anything else is an error.
 The options turn them into the float32 `labels` vector (NaN = unknown, masked out of the loss):
@@ -39,7 +45,7 @@ from .errors import CorpusError
 from .label_vocabulary import canonical_label
 from .nih import read_csv_strict
 from .schema import ImageRecord, classification_features
-from .validation import check_images, check_patients_disjoint
+from .validation import carve_validation_patients, check_fraction, check_images, check_patients_disjoint
 
 # The 14 label columns in the order of train.csv / valid.csv.
 CHEXPERT_LABELS = (
@@ -61,8 +67,21 @@ CHEXPERT_LABELS = (
 CHEXPERT_PREFIXES = ("CheXpert-v1.0-small", "CheXpert-v1.0")
 CSV_COLUMNS = ("Path", "Sex", "Age", "Frontal/Lateral", "AP/PA", *CHEXPERT_LABELS)
 TEST_CSV_COLUMNS = ("Path", *CHEXPERT_LABELS)
-SPLIT_FILES = {"train": "train.csv", "validation": "valid.csv"}
+TRAIN_CSV, VALID_CSV = "train.csv", "valid.csv"
 TEST_FILES = ("test_labels.csv", "test.csv")
+# test_split -> what each split is read from (recorded in metrics.json and model cards).
+TEST_SPLITS = {
+    "valid": {
+        "train": "train.csv minus the carved validation patients",
+        "validation": "patients carved from train.csv",
+        "test": "valid.csv (the paper's CheXpert evaluation set)",
+    },
+    "chexlocalize": {
+        "train": "train.csv",
+        "validation": "valid.csv",
+        "test": "CheXlocalize's test labels (test_labels.csv)",
+    },
+}
 
 PAPER_UNCERTAINTY = {
     "Cardiomegaly": "zeros",
@@ -103,12 +122,20 @@ class CheXpertConfig(datasets.BuilderConfig):
         uncertainty: `"ones"`, `"zeros"` or `"ignore"` for every class, or a mapping class → policy that overrides
             the paper's map (default) class by class; classes named nowhere get `"zeros"`.
         blank: `"zeros"` (default) or `"ignore"`.
+        test_split: `"valid"` (default: test = valid.csv, validation carved from train.csv) or `"chexlocalize"`
+            (test = CheXlocalize's test labels, validation = valid.csv).
+        validation_fraction: share of train.csv's patients carved out as `validation` under `test_split="valid"`
+            (0.1, as NIH's); 0 carves none (no validation split).
+        validation_seed: seed of that carve (fixed, so that every run gets the same validation patients).
     """
 
     views: str | tuple[str, ...] = "frontal"
     tasks: str = "competition"
     uncertainty: str | dict[str, str] = field(default_factory=lambda: dict(PAPER_UNCERTAINTY))
     blank: str = "zeros"
+    test_split: str = "valid"
+    validation_fraction: float = 0.1
+    validation_seed: int = 0
 
     def __post_init__(self):
         super().__post_init__()
@@ -126,6 +153,9 @@ class CheXpertConfig(datasets.BuilderConfig):
             raise CorpusError(f"chexpert option tasks={self.tasks!r}: expected one of {TASKS}")
         if self.blank not in BLANK_POLICIES:
             raise CorpusError(f"chexpert option blank={self.blank!r}: expected one of {BLANK_POLICIES}")
+        if self.test_split not in TEST_SPLITS:
+            raise CorpusError(f"chexpert option test_split={self.test_split!r}: expected one of {tuple(TEST_SPLITS)}")
+        check_fraction("chexpert", self.validation_fraction, self.validation_seed)
         if isinstance(self.uncertainty, str):
             if self.uncertainty not in UNCERTAINTY_POLICIES:
                 raise CorpusError(
@@ -146,6 +176,15 @@ class CheXpertConfig(datasets.BuilderConfig):
                 f"chexpert option uncertainty={self.uncertainty!r}: expected a policy name or a mapping class → policy"
             )
 
+    def split_sources(self) -> dict[str, str]:
+        """Split -> what it is read from (recorded in metrics.json and model cards)."""
+        sources = dict(TEST_SPLITS[self.test_split])
+        if self.test_split == "valid":
+            sources["validation"] = (
+                f"{self.validation_fraction:.0%} of train.csv's patients (seed {self.validation_seed})"
+            )
+        return sources
+
     def task_labels(self) -> tuple[str, ...]:
         return CHEXPERT_COMPETITION_LABELS if self.tasks == "competition" else CHEXPERT_LABELS
 
@@ -162,7 +201,7 @@ def resolve_root(data_dir: str | Path) -> Path:
     data_dir = Path(data_dir).absolute()
     if not data_dir.is_dir():
         raise CorpusError(f"{data_dir}: no such directory (expected the CheXpert corpus)")
-    if any((data_dir / name).is_file() for name in SPLIT_FILES.values()):
+    if any((data_dir / name).is_file() for name in (TRAIN_CSV, VALID_CSV)):
         return data_dir
     found = [data_dir / prefix for prefix in CHEXPERT_PREFIXES if (data_dir / prefix).is_dir()]
     if len(found) > 1:
@@ -229,7 +268,7 @@ def _read_split_csv(path: Path, root: Path, split: str, config: CheXpertConfig) 
     # Columns are selected by name, so their order may differ from the distributed one.
     frame = read_csv_strict(path, lambda header: header if sorted(header) == sorted(expected) else expected)
     if not len(frame):
-        raise CorpusError(f"{path}: no rows (the {split} split is empty)")
+        raise CorpusError(f"{path}: no rows (no image listed)")
     labels = _labels(_parse_values(frame, path), config)
 
     if is_test:
@@ -281,7 +320,7 @@ def _read_split_csv(path: Path, root: Path, split: str, config: CheXpertConfig) 
                 )
             )
     if not records:
-        raise CorpusError(f"{path}: the {split} split is empty after keeping views={config.views!r}")
+        raise CorpusError(f"{path}: no image left after keeping views={config.views!r}")
     return records
 
 
@@ -294,7 +333,7 @@ def _test_csv(root: Path, data_dir: Path) -> Path | None:
 
 
 def read_splits(data_dir: str | Path, config: CheXpertConfig | None = None) -> dict[str, list[ImageRecord]]:
-    """The validated splits (`train`, `validation`, and `test` when its labels CSV is present) under `config`.
+    """The validated splits (`train`, `validation` unless carved empty, `test`) under `config` (module docstring).
 
     Everything is checked here, before any example is generated: headers, label values, paths, duplicate rows,
     patients shared between splits, empty splits, missing and unreadable images.
@@ -305,14 +344,34 @@ def read_splits(data_dir: str | Path, config: CheXpertConfig | None = None) -> d
     config = config if config is not None else CheXpertConfig()
     data_dir = Path(data_dir).absolute()
     root = resolve_root(data_dir)
-    splits = {}
-    for split, name in SPLIT_FILES.items():
+    read = {}
+    for split, name in (("train", TRAIN_CSV), ("valid", VALID_CSV)):
         if not (root / name).is_file():
             raise CorpusError(f"{root / name}: not found (the CheXpert {split} split)")
-        splits[split] = _read_split_csv(root / name, root, split, config)
-    test = _test_csv(root, data_dir)
-    if test is not None:
-        splits["test"] = _read_split_csv(test, root, "test", config)
+        read[split] = _read_split_csv(root / name, root, split, config)
+    if config.test_split == "chexlocalize":
+        test = _test_csv(root, data_dir)
+        if test is None:
+            raise CorpusError(
+                f"chexpert option test_split='chexlocalize': no CheXlocalize test labels ({' or '.join(TEST_FILES)}) "
+                f"in {root} or {data_dir}"
+            )
+        splits = {
+            "train": read["train"],
+            "validation": read["valid"],
+            "test": _read_split_csv(test, root, "test", config),
+        }
+    else:
+        carved = carve_validation_patients(
+            (record.patient_id for record in read["train"]),
+            config.validation_fraction,
+            config.validation_seed,
+            carved_from=str(root / TRAIN_CSV),
+        )
+        splits = {"train": [record for record in read["train"] if record.patient_id not in carved]}
+        if carved:
+            splits["validation"] = [record for record in read["train"] if record.patient_id in carved]
+        splits["test"] = read["valid"]
 
     # Compared on the kept images, the ones that could leak into training.
     check_patients_disjoint(

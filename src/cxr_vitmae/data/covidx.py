@@ -12,7 +12,10 @@ Every version ships header-less, space-separated label files with 4 fields per l
 Kaggle's version 5 and version 9 both name their files train.txt and test.txt; only version 9 (CXR-4) has val.txt,
 which is how a 9B request tells them apart.
 
-Only CXR-4 distributes a validation list, so only CXR-4 has a `validation` split; none is carved from the others.
+Only CXR-4 distributes a validation list. For 9A and 9B, whose test files are the evaluation sets papers report
+(the paper's COVIDx numbers are on test_COVIDx9A.txt), `validation` is carved from the train file by patient, as
+NIH's is from train_val_list.txt: `validation_fraction` of its patients, a patient being (data source, patient id)
+since several sources number their patients 1, 2, ..., ranked by SHA-256 of `"<validation_seed>:<source>/<id>"`.
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ import datasets
 from ..models.chest_xray_labels import COVIDX_LABELS
 from .errors import CorpusError
 from .schema import ImageRecord, classification_features
-from .validation import check_images
+from .validation import carve_validation_patients, check_fraction, check_images
 
 BINARY_LABELS = ("negative", "positive")
 
@@ -52,9 +55,14 @@ class COVIDxConfig(datasets.BuilderConfig):
         covidx_version: "9A" (default: the paper's 3-class task, as in its code), "9B" or "CXR-4" (binary);
             "V9A", "V9B" and "CXR4" are accepted spellings. Named `covidx_version` because `version` is the
             builder's own cache version in `datasets`.
+        validation_fraction: share of the train file's patients carved out as `validation` for 9A and 9B (0.1, as
+            NIH's; 0 carves none). Not used by CXR-4, which distributes val.txt.
+        validation_seed: seed of that carve (fixed, so that every run gets the same validation patients).
     """
 
     covidx_version: str = "9A"
+    validation_fraction: float = 0.1
+    validation_seed: int = 0
 
     def __post_init__(self):
         super().__post_init__()
@@ -64,6 +72,22 @@ class COVIDxConfig(datasets.BuilderConfig):
                 f"covidx option covidx_version={self.covidx_version!r}: expected one of {', '.join(VERSIONS)}"
             )
         self.covidx_version = _VERSION_ALIASES[key]
+        check_fraction("covidx", self.validation_fraction, self.validation_seed)
+
+    @property
+    def carves_validation(self) -> bool:
+        return "validation" not in VERSIONS[self.covidx_version][0] and self.validation_fraction > 0
+
+    def split_sources(self) -> dict[str, str]:
+        """Split -> what it is read from (recorded in metrics.json and model cards)."""
+        files = VERSIONS[self.covidx_version][0]
+        sources = {split: files[split] for split in files}
+        if self.carves_validation:
+            sources["train"] = f"{files['train']} minus the carved validation patients"
+            sources["validation"] = (
+                f"{self.validation_fraction:.0%} of {files['train']}'s patients (seed {self.validation_seed})"
+            )
+        return sources
 
     def label_files(self, data_dir: Path) -> dict[str, str]:
         """Split -> label file name in `data_dir`: the COVID-Net names, or for 9B Kaggle's version 5 names when only
@@ -119,7 +143,9 @@ def read_splits(data_dir: str | Path, config: COVIDxConfig) -> dict[str, list[Im
     data_dir = Path(data_dir).absolute()
     class_names = config.class_names
     records: dict[str, list[ImageRecord]] = {}
+    # (source, patient id) -> where it was first seen; image id -> its patient, for the carve.
     patients: dict[tuple[str, str], tuple[str, Path, int]] = {}
+    patient_of: dict[tuple[str, str], str] = {}
     for split, file_name in config.label_files(data_dir).items():
         path = data_dir / file_name
         seen: dict[str, int] = {}
@@ -130,6 +156,7 @@ def read_splits(data_dir: str | Path, config: COVIDxConfig) -> dict[str, list[Im
             seen[filename] = number
             # Patient ids are only unique within a data source (several sources number patients 1, 2, ...).
             key = (source, patient_id)
+            patient_of[split, filename] = f"{source}/{patient_id}"
             other = patients.setdefault(key, (split, path, number))
             if other[0] != split:
                 raise CorpusError(
@@ -148,6 +175,19 @@ def read_splits(data_dir: str | Path, config: COVIDxConfig) -> dict[str, list[Im
                 )
             )
         records[split] = split_records
+    if config.carves_validation:
+        carved = carve_validation_patients(
+            (patient_of["train", record.image_id] for record in records["train"]),
+            config.validation_fraction,
+            config.validation_seed,
+            carved_from=str(data_dir / config.label_files(data_dir)["train"]),
+        )
+        train = records.pop("train")
+        records = {
+            "train": [record for record in train if patient_of["train", record.image_id] not in carved],
+            "validation": [record for record in train if patient_of["train", record.image_id] in carved],
+            **records,
+        }
     check_images(
         (record.path for rows in records.values() for record in rows),
         f"the COVIDx {config.covidx_version} label files under {data_dir}",

@@ -124,6 +124,19 @@ class MIMICCXRConfig(datasets.BuilderConfig):
         self.uncertainty_values()
         self.blank_values()
 
+    def split_sources(self) -> dict[str, str]:
+        """Split -> what it is read from (recorded in metrics.json and model cards)."""
+        test = {
+            "auto": f"split 'test' of {SPLIT_FILE}, labelled by {RADIOLOGIST_TEST_FILE} when present",
+            "radiologist": f"the studies of {RADIOLOGIST_TEST_FILE} in split 'test' of {SPLIT_FILE}",
+            "labeler": f"split 'test' of {SPLIT_FILE}",
+        }[self.test_labels]
+        return {
+            "train": f"split 'train' of {SPLIT_FILE}",
+            "validation": f"split 'validate' of {SPLIT_FILE}",
+            "test": test,
+        }
+
     def uncertainty_values(self) -> np.ndarray:
         """Per class (in `MIMIC_CXR_LABELS` order), the value an uncertain label becomes."""
         return per_class_policy(self.uncertainty, _UNCERTAINTY_VALUES, "ignore", "uncertainty", MIMIC_CXR_LABELS)

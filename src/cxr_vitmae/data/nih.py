@@ -23,7 +23,6 @@ define all three splits, and their labels must agree with the Data_Entry file.
 """
 
 import csv
-import hashlib
 import math
 import os
 from collections.abc import Callable
@@ -36,7 +35,7 @@ import pandas as pd
 from ..models.chest_xray_labels import NIH_CHESTXRAY14_LABELS
 from .errors import CorpusError
 from .schema import ImageRecord, classification_features
-from .validation import check_images, check_patients_disjoint, first_few
+from .validation import carve_validation_patients, check_fraction, check_images, check_patients_disjoint, first_few
 
 DATA_ENTRY_FILES = ("Data_Entry_2017_v2020.csv", "Data_Entry_2017.csv")
 # The header as a CSV reader splits it; index 5 is `Patient Gender` or, in some copies, `Patient Sex`.
@@ -157,11 +156,17 @@ class NIHChestXray14Config(datasets.BuilderConfig):
         if unknown or not views:
             raise CorpusError(f"nih-chestxray14 option views={self.views!r}: expected 'all' or a subset of {NIH_VIEWS}")
         self.views = views
-        fraction = self.validation_fraction
-        if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) or not 0 <= fraction < 1:
-            raise CorpusError(f"nih-chestxray14 option validation_fraction={fraction!r}: expected a number in [0, 1)")
-        if isinstance(self.validation_seed, bool) or not isinstance(self.validation_seed, int):
-            raise CorpusError(f"nih-chestxray14 option validation_seed={self.validation_seed!r}: expected an int")
+        check_fraction("nih-chestxray14", self.validation_fraction, self.validation_seed)
+
+    def split_sources(self) -> dict[str, str]:
+        """Split -> what it is read from (recorded in metrics.json and model cards)."""
+        if self.split_files_dir is not None:
+            return {split: f"{name} in split_files_dir" for split, name in SPLIT_FILE_NAMES.items()}
+        return {
+            "train": f"{TRAIN_VAL_LIST} minus the carved validation patients",
+            "validation": f"{self.validation_fraction:.0%} of the train_val patients, seed {self.validation_seed}",
+            "test": f"{TEST_LIST} (the official test list)",
+        }
 
 
 @dataclass(frozen=True)
@@ -256,19 +261,6 @@ def _check_known(names: list[str], entries: dict, path: Path, metadata: Path) ->
         raise CorpusError(f"{path}: {len(unknown)} image(s) are not in {metadata.name}: {first_few(unknown)}")
 
 
-def _validation_patients(patients: set[str], fraction: float, seed: int) -> set[str]:
-    if fraction == 0:
-        return set()
-    if len(patients) < 2:
-        raise CorpusError(
-            f"train_val_list.txt has {len(patients)} patient(s); carving a validation split needs at least 2 "
-            "(or validation_fraction=0)"
-        )
-    count = min(max(round(fraction * len(patients)), 1), len(patients) - 1)
-    ranked = sorted(patients, key=lambda patient: hashlib.sha256(f"{seed}:{patient}".encode()).hexdigest())
-    return set(ranked[:count])
-
-
 def _official_test(data_dir: Path, entries: dict, metadata: Path) -> list[str]:
     test = _read_name_list(data_dir / TEST_LIST)
     _check_known(test, entries, data_dir / TEST_LIST, metadata)
@@ -282,8 +274,11 @@ def _official_splits(data_dir: Path, entries: dict, metadata: Path, config) -> d
     both = sorted(set(train_val) & set(test))
     if both:
         raise CorpusError(f"{len(both)} image(s) are in both {TRAIN_VAL_LIST} and {TEST_LIST}: {first_few(both)}")
-    validation = _validation_patients(
-        {entries[name].patient_id for name in train_val}, config.validation_fraction, config.validation_seed
+    validation = carve_validation_patients(
+        {entries[name].patient_id for name in train_val},
+        config.validation_fraction,
+        config.validation_seed,
+        carved_from=TRAIN_VAL_LIST,
     )
     splits = {"train": [name for name in train_val if entries[name].patient_id not in validation]}
     if validation:

@@ -8,6 +8,9 @@ Each part is read by its own corpus module's `read_splits` (so every check of th
 NIH's test or validation images, CheXpert's valid or test images, or MIMIC's validate or test images (every view,
 from the split file), compared by path, by image id and by patient. A violation is a CorpusError.
 
+"CheXpert train" is all of train.csv (the paper's), not the `chexpert` train split, which lacks the validation
+patients carved for fine-tuning; valid.csv, the split CheXpert results are reported on, stays out.
+
 "NIH train" is our `nih-chestxray14` train split: train_val_list.txt minus the validation patients carved with
 the NIH builder's fixed seed. The paper used medical_mae's `train_official.txt` (75,312 images); pass
 `nih_options={"split_files_dir": ...}` with those split files to get exactly that set.
@@ -56,6 +59,9 @@ class PretrainConfig(datasets.BuilderConfig):
     nih_options: dict = field(default_factory=dict)
     chexpert_options: dict = field(default_factory=dict)
     mimic_options: dict = field(default_factory=dict)
+
+    def split_sources(self) -> dict[str, str]:
+        return {"train": "the train images of its corpora (module docstring)"}
 
     def corpus_dir(self, corpus: str) -> Path:
         given = {NIH: self.nih_dir, CHEXPERT: self.chexpert_dir, MIMIC: self.mimic_dir}[corpus]
@@ -111,7 +117,9 @@ def _nih_part(config: PretrainConfig) -> _Part:
 
 
 def _chexpert_part(config: PretrainConfig) -> _Part:
-    options = chexpert.CheXpertConfig(**config.chexpert_options)
+    # All of train.csv, as the paper's union: the fine-tuning recipe's validation patients (carved from train.csv)
+    # select checkpoints but are never reported on, and the reported split, valid.csv, stays out.
+    options = chexpert.CheXpertConfig(**{"validation_fraction": 0.0, **config.chexpert_options})
     part = _part(CHEXPERT, chexpert.read_splits(config.corpus_dir(CHEXPERT), options))
     # image_id is the path below CheXpert-v1.0[-small]/: a train row pointing into valid/ or test/ is an evaluation
     # image even when that image's own row is filtered out (a lateral view, say).

@@ -1,5 +1,6 @@
 """Checks every corpus builder runs before it yields anything, so bad data fails at load time, never mid-epoch."""
 
+import hashlib
 import os
 from collections.abc import Iterable
 from pathlib import Path
@@ -54,6 +55,31 @@ def check_images(paths: Iterable[Path], listed_in: str) -> None:
             f"{len(unreadable)} image(s) listed in {listed_in} cannot be read as images or are truncated: "
             f"{first_few(unreadable)}"
         )
+
+
+def check_fraction(corpus: str, fraction, seed) -> None:
+    """The `validation_fraction` / `validation_seed` options of a corpus whose validation split is carved."""
+    if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) or not 0 <= fraction < 1:
+        raise CorpusError(f"{corpus} option validation_fraction={fraction!r}: expected a number in [0, 1)")
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise CorpusError(f"{corpus} option validation_seed={seed!r}: expected an int")
+
+
+def carve_validation_patients(patients: Iterable[str], fraction: float, seed: int, carved_from: str) -> set[str]:
+    """The patients carved out of `patients` (the ids of one split) as a validation split: the first
+    `round(fraction × n)` (at least 1, never all) ordered by SHA-256 of `"<seed>:<patient id>"`, which is the same on
+    every platform and library version, and independent of row order. `fraction` 0 carves nothing."""
+    patients = set(patients)
+    if fraction == 0:
+        return set()
+    if len(patients) < 2:
+        raise CorpusError(
+            f"{carved_from} has {len(patients)} patient(s); carving a validation split needs at least 2 "
+            "(or validation_fraction=0)"
+        )
+    count = min(max(round(fraction * len(patients)), 1), len(patients) - 1)
+    ranked = sorted(patients, key=lambda patient: hashlib.sha256(f"{seed}:{patient}".encode()).hexdigest())
+    return set(ranked[:count])
 
 
 def check_patients_disjoint(patients: dict[str, set[str]], where: str) -> None:

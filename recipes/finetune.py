@@ -15,9 +15,9 @@ import shutil
 from pathlib import Path
 
 from cxr_vitmae.data import label_names
-from cxr_vitmae.data.phantoms import phantom_record
 from cxr_vitmae.data.transforms import evaluation_transform, finetuning_transform
 from cxr_vitmae.evaluation import classification_metrics, roc_curves
+from cxr_vitmae.evaluation.evaluate_model import evaluate_split
 from cxr_vitmae.evaluation.figures import plot_roc_curves, plot_training_curves
 from cxr_vitmae.evaluation.prediction import predict
 from cxr_vitmae.hub.provenance import write_training_args
@@ -41,8 +41,13 @@ def main(argv: list[str] | None = None) -> None:
     names = label_names(args.dataset, **args.options())
     single_label = "label" in splits["train"].features
     label_key = "label" if single_label else "labels"
-    if "validation" not in splits:
-        raise SystemExit(f"{args.dataset} has no validation split: model selection needs one (see its options)")
+    # Refused here, before any training: model selection needs a validation split, the report a test split.
+    for split, why in (("validation", "model selection"), ("test", "the final evaluation")):
+        if split not in splits:
+            raise SystemExit(
+                f"{args.dataset} in {args.data_dir} has no {split} split with dataset_options {args.options()} "
+                f"(only {', '.join(splits)}): {why} needs one (see the corpus's split options in README)"
+            )
     train_corpus = TransformedCorpus(
         splits["train"],
         finetuning_transform(args.image_size, args.auto_augment, scale=(args.crop_scale_min, 1.0)),
@@ -56,18 +61,14 @@ def main(argv: list[str] | None = None) -> None:
         num_workers=args.dataloader_num_workers,
         drop_last=True,
     )
-    eval_loaders = {
-        split: make_loader(
-            TransformedCorpus(
-                splits[split], evaluation_transform(args.image_size), seed=args.seed, label_key=label_key
-            ),
-            batch_size=args.per_device_eval_batch_size,
-            shuffle=False,
-            num_workers=args.dataloader_num_workers,
-        )
-        for split in ("validation", "test")
-        if split in splits
-    }
+    validation_loader = make_loader(
+        TransformedCorpus(
+            splits["validation"], evaluation_transform(args.image_size), seed=args.seed, label_key=label_key
+        ),
+        batch_size=args.per_device_eval_batch_size,
+        shuffle=False,
+        num_workers=args.dataloader_num_workers,
+    )
 
     # Model, optimiser (layer-wise lr decay for ViTs), per-iteration schedule.
     model = build_classifier(
@@ -78,8 +79,7 @@ def main(argv: list[str] | None = None) -> None:
         drop_path=args.drop_path,
         overrides=args.overrides(),
     )
-    model, train_loader, *prepared_eval = accelerator.prepare(model, train_loader, *eval_loaders.values())
-    eval_loaders = dict(zip(eval_loaders, prepared_eval, strict=True))
+    model, train_loader, validation_loader = accelerator.prepare(model, train_loader, validation_loader)
     # The model itself, under the DDP and torch.compile (`--dynamo_backend`) wrappers: for saving and reloading.
     bare_model = accelerator.unwrap_model(model, keep_torch_compile=False)
     schedule = Schedule.plan(
@@ -118,7 +118,7 @@ def main(argv: list[str] | None = None) -> None:
     def validate(state, is_last: bool) -> None:
         if not is_last and state.epoch % max(1, round(args.eval_every_epochs)) != 0:
             return
-        prediction = predict(accelerator, model, eval_loaders["validation"])
+        prediction = predict(accelerator, model, validation_loader)
         labels = prediction["labels"] if not single_label else prediction["labels"].astype(int)
         metrics = classification_metrics(
             prediction["scores"],
@@ -165,47 +165,45 @@ def main(argv: list[str] | None = None) -> None:
         on_epoch_end=validate,
     )
 
-    # The test split, once, with the checkpoint selected on validation.
+    # The checkpoint selected on validation becomes the final model; the test split is evaluated once, from that
+    # directory, by the function `cxr-vitmae evaluate` runs (its image processor, float32), so both give one number.
     if state.best is None:
         raise SystemExit(f"no validation {selection_metric} could be computed; no checkpoint was selected")
-    bare_model.load_state_dict(type(bare_model).from_pretrained(best_dir).state_dict())
-    prediction = predict(accelerator, model, eval_loaders["test"])
-    state.history.append({"step": state.step, "event": "test", "checkpoint": f"epoch-{state.best['epoch']}"})
+    checkpoint = f"epoch-{state.best['epoch']}"
     if accelerator.is_main_process:
-        test_rows = splits["test"].select_columns(["patient_id"])
-        labels = prediction["labels"] if not single_label else prediction["labels"].astype(int)
-        metrics = classification_metrics(
-            prediction["scores"],
-            labels,
-            label_names=names,
-            patient_ids=[test_rows[int(i)]["patient_id"] for i in prediction["index"]],
-            problem_type=_problem(single_label),
-            n_bootstrap=args.n_bootstrap,
-            seed=args.seed,
-        )
-        metrics = {
-            "dataset": args.dataset,
-            "split": "test",
-            **metrics,
-            "selected_by": f"validation {selection_metric}",
-            "checkpoint": f"epoch-{state.best['epoch']}",
-            "synthetic_corpus": phantom_record(args.data_dir),
-        }
+        bare_model.load_state_dict(type(bare_model).from_pretrained(best_dir).state_dict())
+        bare_model.save_pretrained(output_dir)
+    accelerator.wait_for_everyone()
+    metrics, prediction = evaluate_split(
+        accelerator,
+        output_dir,
+        splits["test"],
+        dataset=args.dataset,
+        split="test",
+        data_dir=args.data_dir,
+        options=args.options(),
+        batch_size=args.per_device_eval_batch_size,
+        num_workers=args.dataloader_num_workers,
+        n_bootstrap=args.n_bootstrap,
+    )
+    state.history.append({"step": state.step, "event": "test", "checkpoint": checkpoint})
+    if accelerator.is_main_process:
+        metrics.update(selected_by=f"validation {selection_metric}", checkpoint=checkpoint)
         (output_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
         (output_dir / "trainer_history.json").write_text(json.dumps(state.history, indent=2) + "\n")
         plot_roc_curves(
-            roc_curves(prediction["scores"], labels, names, problem_type=_problem(single_label)),
+            roc_curves(prediction["scores"], prediction["labels"], names, problem_type=_problem(single_label)),
             {name: values["auroc"] for name, values in metrics["per_class"].items()},
             output_dir / "figures" / "roc_test.png",
             # No class of a tiny test split may have both label values: the mean is then undefined (None).
-            title=f"{args.dataset} test, mean AUROC "
+            title=f"{args.dataset} test ({metrics['split_source']}), mean AUROC "
             + ("undefined" if metrics["mean_auroc"] is None else f"{metrics['mean_auroc']:.3f}"),
         )
         plot_training_curves(state.history, output_dir / "figures" / "training_curves.png")
-        # The final model is the selected one.
-        bare_model.save_pretrained(output_dir)
         shutil.rmtree(best_dir)
-        accelerator.print(json.dumps({k: metrics[k] for k in ("mean_auroc", "mean_auroc_ci95", "accuracy")}))
+        accelerator.print(
+            json.dumps({k: metrics[k] for k in ("split_source", "mean_auroc", "mean_auroc_ci95", "accuracy")})
+        )
     accelerator.end_training()
     if args.push_to_hub and accelerator.is_main_process:
         commit = push_to_hub(output_dir, args.hub_model_id, private=args.hub_private_repo)

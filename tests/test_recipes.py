@@ -73,6 +73,32 @@ def test_finetune_selects_on_validation_and_evaluates_test_once(phantoms, tmp_pa
     for name in ("roc_test.png", "training_curves.png"):
         assert (tmp_path / "run" / "figures" / name).stat().st_size > 1000
 
+    # One evaluation path: `cxr-vitmae evaluate` on the saved model gives the recipe's test metrics.
+    evaluated = tmp_path / "evaluated.json"
+    run([str(BIN / "cxr-vitmae"), "evaluate", str(tmp_path / "run"), "--dataset", "nih-chestxray14",
+         "--data-dir", str(phantoms), "--option", "validation_fraction=0.3", "--n-bootstrap", "20",
+         "--output", str(evaluated)])  # fmt: skip
+    assert_same_numbers(json.loads(evaluated.read_text()), metrics, tolerance=1e-6)
+    assert metrics["split_source"] == "test_list.txt (the official test list)"
+
+
+def assert_same_numbers(evaluated, recorded, *, tolerance: float, where: str = "metrics") -> None:
+    """The two metrics.json contents agree: floats to `tolerance`, everything else exactly, except where the model
+    came from (`selected_by`, `checkpoint`)."""
+    if isinstance(recorded, dict):
+        ignored = {"selected_by", "checkpoint"} if where == "metrics" else set()
+        assert evaluated.keys() - ignored == recorded.keys() - ignored, where
+        for key in recorded.keys() - ignored:
+            assert_same_numbers(evaluated[key], recorded[key], tolerance=tolerance, where=f"{where}.{key}")
+    elif isinstance(recorded, list):
+        assert len(evaluated) == len(recorded), where
+        for index, (one, other) in enumerate(zip(evaluated, recorded, strict=True)):
+            assert_same_numbers(one, other, tolerance=tolerance, where=f"{where}[{index}]")
+    elif isinstance(recorded, float):
+        assert abs(evaluated - recorded) <= tolerance, (where, evaluated, recorded)
+    else:
+        assert evaluated == recorded, (where, evaluated, recorded)
+
 
 def test_sigkill_and_resume_gives_bit_identical_weights(phantoms, tmp_path):
     flags = ("--checkpointing_steps", "3", "--max_train_steps", "14")

@@ -1,13 +1,22 @@
-"""`cxr-vitmae evaluate`: a saved classifier on one split of a corpus, with the metrics.json of the contract."""
+"""A saved classifier on one split of a corpus, with the metrics.json of the contract: the one evaluation path that
+both `cxr-vitmae evaluate` and the fine-tuning recipe's final test evaluation take, so that the two give the same
+numbers for the same model directory.
+
+The preprocessing is the model directory's own image processor (resize, crop, normalisation), the model is loaded
+from that directory in float32 (whatever precision it was trained in), and the bootstrap is seeded by
+`bootstrap_seed`, not by the training seed: the same directory and split always give the same metrics.json.
+"""
 
 from pathlib import Path
 from typing import Any
 
+import datasets
+import numpy as np
 import torch
 from accelerate import Accelerator
 from transformers import AutoConfig
 
-from ..data import label_names, load_cxr_dataset
+from ..data import label_names, load_cxr_dataset, split_source
 from ..data.errors import CorpusError
 from ..data.phantoms import phantom_record
 from ..data.transforms import evaluation_transform
@@ -15,6 +24,79 @@ from ..predict import load_classifier
 from ..training.data import TransformedCorpus, make_loader
 from .metrics import classification_metrics
 from .prediction import predict
+
+EVALUATION_PRECISION = "float32"
+
+
+def check_model_labels(model_dir: str | Path, dataset: str, options: dict[str, Any]) -> list[str]:
+    """The corpus's label names, after checking that the model in `model_dir` predicts exactly those, in that order
+    (read from its config, before any weights or images)."""
+    names = label_names(dataset, **options)
+    config = AutoConfig.from_pretrained(model_dir)
+    model_labels = [config.id2label[i] for i in range(config.num_labels)]
+    if model_labels != names:
+        raise ValueError(
+            f"{model_dir} predicts {model_labels}, but {dataset} is labelled {names} (order matters); evaluate it on "
+            "the corpus and options it was trained for"
+        )
+    return names
+
+
+def evaluate_split(
+    accelerator: Accelerator,
+    model_dir: str | Path,
+    examples: datasets.Dataset,
+    *,
+    dataset: str,
+    split: str,
+    data_dir: str | Path,
+    options: dict[str, Any],
+    batch_size: int = 64,
+    num_workers: int = 0,
+    n_bootstrap: int = 1000,
+    bootstrap_seed: int = 0,
+) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    """The metrics.json content and the gathered predictions (`scores`, `labels`, `index`) of the classifier saved
+    in `model_dir` on `examples`, split `split` of corpus `dataset` read from `data_dir` with `options`.
+
+    Every process calls it (the split is shared out and gathered back, each image counted once); the metrics are
+    the same on every process. `selected_by` and `checkpoint` are left for the caller to fill in."""
+    names = check_model_labels(model_dir, dataset, options)
+    model, processor = load_classifier(model_dir, accelerator.device)
+    single_label = "label" in examples.features
+    transform = evaluation_transform(
+        processor.crop_size["height"],
+        resize=processor.size["shortest_edge"],
+        mean=float(processor.image_mean[0]),
+        std=float(processor.image_std[0]),
+    )
+    # The transform is deterministic: the corpus seed only keys its (unused) random streams.
+    corpus = TransformedCorpus(examples, transform, seed=0, label_key="label" if single_label else "labels")
+    loader = accelerator.prepare(make_loader(corpus, batch_size=batch_size, shuffle=False, num_workers=num_workers))
+    prediction = predict(accelerator, model, loader)
+    patients = examples.select_columns(["patient_id"])
+    labels = prediction["labels"].astype(int) if single_label else prediction["labels"]
+    metrics = classification_metrics(
+        prediction["scores"],
+        labels,
+        label_names=names,
+        patient_ids=[patients[int(i)]["patient_id"] for i in prediction["index"]],
+        problem_type=model.config.problem_type,
+        n_bootstrap=n_bootstrap,
+        seed=bootstrap_seed,
+    )
+    record = {
+        "dataset": dataset,
+        "split": split,
+        "split_source": split_source(dataset, split, **options),
+        "dataset_options": options,
+        **metrics,
+        "precision": EVALUATION_PRECISION,
+        "selected_by": None,
+        "checkpoint": None,
+        "synthetic_corpus": phantom_record(data_dir),
+    }
+    return record, {**prediction, "labels": labels}
 
 
 def evaluate_model(
@@ -26,53 +108,29 @@ def evaluate_model(
     batch_size: int = 64,
     num_workers: int = 0,
     n_bootstrap: int = 1000,
-    seed: int = 0,
+    bootstrap_seed: int = 0,
     **options: Any,
 ) -> dict[str, Any]:
-    """Per-class AUROC / AUPRC (accuracy for single-label corpora) with patient-level bootstrap CIs of the model in
-    `model_dir` on `split` of `dataset`, preprocessed exactly as the model's image processor says."""
+    """`cxr-vitmae evaluate`: per-class AUROC / AUPRC (accuracy for single-label corpora) with patient-level
+    bootstrap CIs of the model in `model_dir` on `split` of `dataset`, preprocessed as its image processor says."""
     if not (Path(model_dir) / "config.json").is_file():
         raise FileNotFoundError(f"{model_dir}: not a model directory (no config.json)")
-    # Checked from the config, before any weights or images are read.
-    names = label_names(dataset, **options)
-    config = AutoConfig.from_pretrained(model_dir)
-    model_labels = [config.id2label[i] for i in range(config.num_labels)]
-    if model_labels != names:
-        raise ValueError(
-            f"{model_dir} predicts {model_labels}, but {dataset} is labelled {names} (order matters); evaluate it on "
-            "the corpus and options it was trained for"
-        )
+    check_model_labels(model_dir, dataset, options)
     accelerator = Accelerator(cpu=not torch.cuda.is_available())
-    model, processor = load_classifier(model_dir, accelerator.device)
     splits = load_cxr_dataset(dataset, data_dir, **options)
     if split not in splits:
         raise CorpusError(f"{dataset} has no {split!r} split; it has {', '.join(splits)}")
-    single_label = "label" in splits[split].features
-    transform = evaluation_transform(
-        processor.crop_size["height"],
-        resize=processor.size["shortest_edge"],
-        mean=float(processor.image_mean[0]),
-        std=float(processor.image_std[0]),
-    )
-    corpus = TransformedCorpus(splits[split], transform, seed=seed, label_key="label" if single_label else "labels")
-    loader = accelerator.prepare(make_loader(corpus, batch_size=batch_size, shuffle=False, num_workers=num_workers))
-    prediction = predict(accelerator, model, loader)
-    patients = splits[split].select_columns(["patient_id"])
-    labels = prediction["labels"].astype(int) if single_label else prediction["labels"]
-    metrics = classification_metrics(
-        prediction["scores"],
-        labels,
-        label_names=names,
-        patient_ids=[patients[int(i)]["patient_id"] for i in prediction["index"]],
-        problem_type=model.config.problem_type,
+    metrics, _ = evaluate_split(
+        accelerator,
+        model_dir,
+        splits[split],
+        dataset=dataset,
+        split=split,
+        data_dir=data_dir,
+        options=options,
+        batch_size=batch_size,
+        num_workers=num_workers,
         n_bootstrap=n_bootstrap,
-        seed=seed,
+        bootstrap_seed=bootstrap_seed,
     )
-    return {
-        "dataset": dataset,
-        "split": split,
-        **metrics,
-        "selected_by": None,
-        "checkpoint": str(model_dir),
-        "synthetic_corpus": phantom_record(data_dir),
-    }
+    return {**metrics, "checkpoint": Path(model_dir).name}

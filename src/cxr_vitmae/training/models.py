@@ -1,4 +1,10 @@
-"""The model a recipe starts from: a preset (from scratch), a pre-training directory or a converted checkpoint."""
+"""The model a recipe starts from: a preset (from scratch), a pre-training directory or a converted checkpoint.
+
+The input resolution has one source, the recipe's `--image_size`, which also sizes the data transforms: a
+`--model_overrides` image_size that disagrees with it is refused, and a model directory saved at another resolution
+is brought to it (ViT position tables resampled bicubically, as the paper's fine-tuning code does; a DenseNet has no
+table and only records the new size).
+"""
 
 from pathlib import Path
 from typing import Any
@@ -14,6 +20,43 @@ from ..models import (
 )
 from ..models.configuration_cxr_densenet import CXR_DENSENET_PRESETS
 from ..models.configuration_cxr_vitmae import VIT_PRESETS
+from ..models.modeling_cxr_vitmae import resize_position_table
+
+# The position tables a cxr_vitmae state dict may hold (the decoder's in pre-training models only).
+_POSITION_TABLES = ("vit.embeddings.position_embeddings", "decoder.decoder_pos_embed")
+
+
+def _without_image_size(overrides: dict[str, Any], image_size: int) -> dict[str, Any]:
+    """`overrides` less an `image_size` equal to the recipe's; a different one is refused."""
+    if "image_size" in overrides and overrides["image_size"] != image_size:
+        raise ValueError(
+            f"--model_overrides image_size={overrides['image_size']} disagrees with --image_size {image_size}, which "
+            "also sizes the data transforms: give the resolution once, with --image_size"
+        )
+    return {key: value for key, value in overrides.items() if key != "image_size"}
+
+
+def at_image_size(model: PreTrainedModel, image_size: int) -> PreTrainedModel:
+    """`model` at input resolution `image_size`: a ViT gets its position tables resampled bicubically (CLS row
+    kept) and is rebuilt at the new size; a DenseNet only records the size (its processor's crop). Unchanged when the
+    size already matches."""
+    config = model.config
+    if config.image_size == image_size:
+        return model
+    if config.model_type != "cxr_vitmae":
+        config.image_size = image_size
+        return model
+    if image_size % config.patch_size:
+        raise ValueError(f"--image_size {image_size} is not a multiple of the model's patch size {config.patch_size}")
+    grid = image_size // config.patch_size
+    state = model.state_dict()
+    for key in _POSITION_TABLES:
+        if key in state:
+            state[key] = resize_position_table(state[key], grid, grid)
+    config.image_size = image_size
+    resized = type(model)(config)
+    resized.load_state_dict(state)
+    return resized
 
 
 def build_classifier(
@@ -25,8 +68,10 @@ def build_classifier(
     drop_path: float,
     overrides: dict[str, Any],
 ) -> PreTrainedModel:
-    """A classifier for `label_names`: a new one from a preset name, or one loaded from a model directory (a
-    pre-training directory keeps its encoder and gets a new head; a classifier with other labels gets a new head)."""
+    """A classifier for `label_names` at `image_size`: a new one from a preset name, or one loaded from a model
+    directory (a pre-training directory keeps its encoder and gets a new head; a classifier with other labels gets
+    a new head)."""
+    overrides = _without_image_size(overrides, image_size)
     labels = {
         "id2label": dict(enumerate(label_names)),
         "label2id": {name: index for index, name in enumerate(label_names)},
@@ -45,15 +90,19 @@ def build_classifier(
             "directory with a config.json"
         )
     extra = {"drop_path_rate": drop_path} if AutoConfig.from_pretrained(model).model_type == "cxr_vitmae" else {}
-    return AutoModelForImageClassification.from_pretrained(
+    # Loaded at its own size (ignore_mismatched_sizes is for a new head, never for a position table), then resized.
+    loaded = AutoModelForImageClassification.from_pretrained(
         model, ignore_mismatched_sizes=True, **labels, **extra, **overrides
     )
+    return at_image_size(loaded, image_size)
 
 
 def build_pretraining_model(
     model: str, *, image_size: int, mask_ratio: float, norm_pix_loss: bool, overrides: dict[str, Any]
 ) -> CXRViTMAEForPreTraining:
-    """An MAE from a ViT preset, or continued from a pre-training directory (e.g. a converted ImageNet MAE)."""
+    """An MAE from a ViT preset, or continued from a pre-training directory (e.g. a converted ImageNet MAE), at
+    `image_size`."""
+    overrides = _without_image_size(overrides, image_size)
     objective = {"mask_ratio": mask_ratio, "norm_pix_loss": norm_pix_loss}
     if model in VIT_PRESETS:
         return CXRViTMAEForPreTraining(
@@ -61,4 +110,4 @@ def build_pretraining_model(
         )
     if not (Path(model) / "config.json").is_file():
         raise FileNotFoundError(f"--model {model}: neither a ViT preset ({', '.join(VIT_PRESETS)}) nor a directory")
-    return CXRViTMAEForPreTraining.from_pretrained(model, **objective, **overrides)
+    return at_image_size(CXRViTMAEForPreTraining.from_pretrained(model, **objective, **overrides), image_size)

@@ -70,8 +70,9 @@ CORPUS_DESCRIPTIONS = {
     "chexpert": (
         "CheXpert",
         "CheXpert v1.0 (Irvin et al., AAAI 2019), Stanford Hospital: train.csv has 223,414 images of 64,540 "
-        "patients labelled by the rule-based CheXpert report labeler (positive / negative / uncertain / blank); "
-        "validation is `valid.csv` (234 images, radiologist consensus).",
+        "patients labelled by the rule-based CheXpert report labeler (positive / negative / uncertain / blank). "
+        "Results are reported on `valid.csv` (234 images, radiologist consensus), the set the paper reports on, "
+        "with validation carved patient-disjoint from train.csv, or on CheXlocalize's test set when asked for.",
     ),
     "mimic-cxr": (
         "MIMIC-CXR-JPG",
@@ -82,8 +83,9 @@ CORPUS_DESCRIPTIONS = {
     "covidx": (
         "COVIDx CXR",
         "COVIDx CXR (COVID-Net), a compilation of several public collections with different sources and "
-        "acquisition; one label per image (normal / pneumonia / COVID-19 for V9A, negative / positive otherwise), "
-        "splits from the distributed label files.",
+        "acquisition; one label per image (normal / pneumonia / COVID-19 for V9A, negative / positive otherwise). "
+        "Test: the distributed test file; validation: CXR-4's val.txt, or for V9A / V9B carved patient-disjoint "
+        "from the train file with a fixed seed.",
     ),
     "pretrain-0.3m": (
         "X-rays 0.3M (NIH ChestX-ray14 + CheXpert)",
@@ -412,6 +414,8 @@ def _evaluation(metrics: dict | None) -> dict | None:
         "dataset": metrics["dataset"],
         "dataset_name": describe_corpus(metrics["dataset"], metrics.get("synthetic_corpus"))[0],
         "split": metrics.get("split"),
+        # What the split was read from (e.g. CheXpert's `test` is valid.csv), recorded by the evaluation.
+        "split_source": metrics.get("split_source"),
         "n_images": metrics.get("n_images"),
         "mean_auroc": _number(metrics.get("mean_auroc")),
         "mean_auroc_ci": _interval(metrics.get("mean_auroc_ci95")),

@@ -105,6 +105,19 @@ def label_names(name: str, **options) -> list[str]:
     return list(cls.label_names(**_corpus_options(cls, name, options)))
 
 
+def synthetic_corpus(name: str, data_dir: str | Path | None, **options) -> dict | None:
+    """What `cxr-vitmae phantoms` recorded about the corpus in `data_dir` (for a pre-training union, about its
+    parts), or `None` when it holds no phantoms. Runs copy it into training_args.json and metrics.json, so that a
+    model card never presents results on phantoms as results on the corpus whose format they borrow."""
+    from .phantoms import phantom_record
+
+    record = phantom_record(data_dir)
+    cls = builder_class(name)
+    if record is None and data_dir is not None and hasattr(cls, "phantom_record"):
+        record = cls.phantom_record(data_dir, **_corpus_options(cls, name, options))
+    return record
+
+
 def split_source(name: str, split: str, **options) -> str:
     """What split `split` of corpus `name` is read from under `options` (e.g. CheXpert's default `test` is
     "valid.csv (the paper's CheXpert evaluation set)"), for metrics.json and model cards."""
@@ -123,4 +136,5 @@ __all__ = [
     "load_cxr_dataset",
     "metadata_fingerprint",
     "split_source",
+    "synthetic_corpus",
 ]

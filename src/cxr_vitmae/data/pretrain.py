@@ -33,6 +33,7 @@ import datasets
 
 from . import chexpert, metadata_fingerprint, mimic, nih
 from .errors import CorpusError
+from .phantoms import phantom_record
 from .schema import ImageRecord, pretraining_features
 from .validation import first_few
 
@@ -225,6 +226,21 @@ class _PretrainUnion(datasets.GeneratorBasedBuilder):
     def label_names(cls, **options) -> list[str]:
         cls.BUILDER_CONFIG_CLASS(**options)
         return []
+
+    @classmethod
+    def phantom_record(cls, data_dir: str | Path, **options) -> dict | None:
+        """The union's record when any of its parts is a `cxr-vitmae phantoms` corpus (`None` when none is): the
+        parts' own records under `parts`, and the image count of the synthetic ones."""
+        config = cls.BUILDER_CONFIG_CLASS(data_dir=str(data_dir), **options)
+        parts = {corpus: phantom_record(config.corpus_dir(corpus)) for corpus in cls.SOURCES}
+        synthetic = [record for record in parts.values() if record is not None]
+        if not synthetic:
+            return None
+        return {
+            "generator": synthetic[0]["generator"],
+            "num_images": sum(record["num_images"] for record in synthetic),
+            "parts": parts,
+        }
 
     def _info(self) -> datasets.DatasetInfo:
         return datasets.DatasetInfo(

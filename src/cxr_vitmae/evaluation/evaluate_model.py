@@ -16,9 +16,8 @@ import torch
 from accelerate import Accelerator
 from transformers import AutoConfig
 
-from ..data import label_names, load_cxr_dataset, split_source
+from ..data import label_names, load_cxr_dataset, split_source, synthetic_corpus
 from ..data.errors import CorpusError
-from ..data.phantoms import phantom_record
 from ..data.transforms import evaluation_transform
 from ..predict import load_classifier
 from ..training.data import TransformedCorpus, make_loader
@@ -94,7 +93,7 @@ def evaluate_split(
         "precision": EVALUATION_PRECISION,
         "selected_by": None,
         "checkpoint": None,
-        "synthetic_corpus": phantom_record(data_dir),
+        "synthetic_corpus": synthetic_corpus(dataset, data_dir, **options),
     }
     return record, {**prediction, "labels": labels}
 

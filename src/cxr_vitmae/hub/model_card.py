@@ -202,6 +202,16 @@ def describe_corpus(name: str, synthetic: dict | None = None) -> tuple[str, str]
     display_name, description = CORPUS_DESCRIPTIONS.get(name, (name, ""))
     if synthetic is None:
         return display_name, description
+    if "parts" in synthetic:  # a pre-training union with phantom parts
+        parts = ", ".join(
+            f"{part}: {'phantoms' if record else 'real images'}" for part, record in synthetic["parts"].items()
+        )
+        return (
+            f"synthetic phantoms in {display_name}'s format",
+            f"{synthetic['num_images']:,} synthetic chest radiographs drawn by `cxr-vitmae phantoms` in the layouts "
+            f"of the union's corpora ({parts}) and read with the `{name}` loader; no patient's image among the "
+            "phantoms. Results on them show that the pipeline runs, not how the model does on real radiographs.",
+        )
     return (
         f"synthetic phantoms in {display_name}'s format",
         f"{synthetic['num_images']:,} synthetic chest radiographs drawn by `cxr-vitmae phantoms` ({synthetic['size']} "

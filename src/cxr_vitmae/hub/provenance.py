@@ -10,7 +10,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from ..data.phantoms import phantom_record
+from ..data import synthetic_corpus
 
 TRAINING_ARGS_NAME = "training_args.json"
 
@@ -43,7 +43,7 @@ def write_training_args(output_dir: str | Path, args: Any, *, recipe: str, **fac
         "model_overrides": args.overrides(),
         **facts,
         "base_model": published_id(args.model),
-        "synthetic_corpus": phantom_record(args.data_dir),
+        "synthetic_corpus": synthetic_corpus(args.dataset, args.data_dir, **args.options()),
     }
     path = Path(output_dir) / TRAINING_ARGS_NAME
     path.parent.mkdir(parents=True, exist_ok=True)

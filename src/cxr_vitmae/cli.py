@@ -155,12 +155,21 @@ def corpus_option(text: str) -> tuple[str, object]:
     return key.strip(), yaml.safe_load(value)
 
 
-@subcommand("phantoms", "write a synthetic chest X-ray corpus in NIH ChestX-ray14's on-disk format")
+@subcommand(
+    "phantoms",
+    "write a synthetic chest X-ray corpus in the on-disk format of NIH ChestX-ray14, CheXpert, MIMIC-CXR-JPG or COVIDx",
+)
 def build_phantoms(parser: argparse.ArgumentParser):
+    from .data.phantom_layouts import LAYOUT_CORPORA, LAYOUTS
     from .data.phantoms import DIFFICULTY, DIFFICULTY_CHOICES
 
-    parser.add_argument("--output", required=True, help="directory to write images/ and the NIH metadata files to")
-    parser.add_argument("--num-images", type=int, required=True, help="number of images")
+    parser.add_argument("--output", required=True, help="directory to write the images and the metadata files to")
+    parser.add_argument(
+        "--num-images",
+        type=int,
+        required=True,
+        help="number of frontal images (a CheXpert or MIMIC study may add a lateral)",
+    )
     parser.add_argument("--size", type=int, default=1024, help="image side in pixels (default: 1024, as NIH)")
     parser.add_argument("--seed", type=int, default=0, help="the same seed writes byte-identical files (default: 0)")
     parser.add_argument(
@@ -168,21 +177,36 @@ def build_phantoms(parser: argparse.ArgumentParser):
         default=DIFFICULTY,
         help=f"{', '.join(DIFFICULTY_CHOICES)} or a number in [0, 1] (default: %(default)s)",
     )
+    parser.add_argument(
+        "--layout",
+        choices=LAYOUTS,
+        default="nih",
+        help="whose on-disk format to write (default: %(default)s); the corpus of that name reads it (nih: "
+        f"{LAYOUT_CORPORA['nih']})",
+    )
 
     def run(args: argparse.Namespace) -> None:
-        from .data.phantoms import generate_phantoms
+        from .data.phantom_layouts import write_phantom_layout
 
         try:
             difficulty = float(args.difficulty)
         except ValueError:
-            difficulty = args.difficulty  # a level name; generate_phantoms says which names exist
-        corpus = generate_phantoms(
-            args.output, args.num_images, size=args.size, seed=args.seed, difficulty=difficulty, progress=True
+            difficulty = args.difficulty  # a level name; write_phantom_layout says which names exist
+        written = write_phantom_layout(
+            args.output,
+            args.num_images,
+            layout=args.layout,
+            size=args.size,
+            seed=args.seed,
+            difficulty=difficulty,
+            progress=True,
         )
         print(
-            f"{len(corpus.images)} phantoms ({len(corpus.train_val_files)} train_val, {len(corpus.test_files)} test) "
-            f"written to {corpus.output_dir}"
+            f"{len(written.images)} {args.layout} phantom images written to {written.output_dir} (read them as "
+            f"{LAYOUT_CORPORA[args.layout]})"
         )
+        for split in written.splits:
+            print(f"  {split.name}: {split.images} images, {split.patients} patients ({', '.join(split.listed_in)})")
 
     return run
 

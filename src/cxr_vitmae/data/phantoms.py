@@ -30,7 +30,8 @@ of about 0.87 at "easy", 0.77 at "medium" (large findings such as emphysema and 
 about 0.55) and 0.65 at "hard".
 
 Next to NIH's files the generator writes `cxr_vitmae_phantoms.json` (its arguments), which `phantom_record` reads:
-results on phantoms are then labelled as such in `training_args.json`, `metrics.json` and model cards.
+results on phantoms are then labelled as such in `training_args.json`, `metrics.json` and model cards. The same
+plan and images in CheXpert's, MIMIC-CXR-JPG's and COVIDx's layouts: `phantom_layouts`.
 
 Speed (one core, PNG writing included): about 100 images/s at 256 px and 8 images/s at 1024 px.
 Labels, patients and splits depend only on `seed` and `num_images`, never on `size` or `difficulty`.
@@ -71,25 +72,38 @@ BOX_FILE_SPELLING = {"Infiltration": "Infiltrate"}
 NO_FINDING = "No Finding"
 TEST_FRACTION = 25_596 / 112_120
 
-# NIH label counts over all 112,120 images (Hernia raised, see the module docstring), and the share with none.
-_NIH_COUNTS = {
-    "Atelectasis": 11_559,
-    "Cardiomegaly": 2_776,
-    "Effusion": 13_317,
-    "Infiltration": 19_894,
-    "Mass": 5_782,
-    "Nodule": 6_331,
-    "Pneumonia": 1_431,
-    "Pneumothorax": 5_302,
-    "Consolidation": 4_667,
-    "Edema": 2_303,
-    "Emphysema": 2_516,
-    "Fibrosis": 1_686,
-    "Pleural_Thickening": 3_385,
-    "Hernia": 450,
-}
-_NIH_IMAGES = 112_120
-_NO_FINDING_SHARE = 60_361 / _NIH_IMAGES
+
+@dataclass(frozen=True)
+class _Prevalence:
+    """What the plan draws labels from: finding counts (every NIH name) over `images` images, `no_finding` of which
+    have none. Other corpora's layouts pass their own (`phantom_layouts`)."""
+
+    counts: dict[str, float]
+    images: int
+    no_finding: int
+
+
+# NIH label counts over all 112,120 images (Hernia raised, see the module docstring), and the number with none.
+_NIH_PREVALENCE = _Prevalence(
+    counts={
+        "Atelectasis": 11_559,
+        "Cardiomegaly": 2_776,
+        "Effusion": 13_317,
+        "Infiltration": 19_894,
+        "Mass": 5_782,
+        "Nodule": 6_331,
+        "Pneumonia": 1_431,
+        "Pneumothorax": 5_302,
+        "Consolidation": 4_667,
+        "Edema": 2_303,
+        "Emphysema": 2_516,
+        "Fibrosis": 1_686,
+        "Pleural_Thickening": 3_385,
+        "Hernia": 450,
+    },
+    images=112_120,
+    no_finding=60_361,
+)
 # (present, then added with probability): the clinical clusters of NIH's labels (heart failure, infection, collapse
 # next to fluid or consolidation, COPD, fibrotic lung). Applied once, in this order, after the independent draws.
 _CO_OCCURRENCE = (
@@ -225,14 +239,14 @@ _ANATOMY_KEYS = (
 )
 
 
-def _draw_findings(rng: np.random.Generator) -> tuple[str, ...]:
+def _draw_findings(rng: np.random.Generator, prevalence: _Prevalence = _NIH_PREVALENCE) -> tuple[str, ...]:
     names = NIH_CHESTXRAY14_LABELS
-    counts = np.array([_NIH_COUNTS[name] for name in names], dtype=np.float64)
-    abnormal_share = 1.0 - _NO_FINDING_SHARE
+    counts = np.array([prevalence.counts[name] for name in names], dtype=np.float64)
+    abnormal_share = 1.0 - prevalence.no_finding / prevalence.images
     if rng.random() >= abnormal_share:
         return ()
     present = {names[rng.choice(len(names), p=counts / counts.sum())]}
-    secondary = _SECONDARY_SCALE * counts / _NIH_IMAGES / abnormal_share
+    secondary = _SECONDARY_SCALE * counts / prevalence.images / abnormal_share
     for name, draw, p in zip(names, rng.random(len(names)), secondary, strict=True):
         if draw < p:
             present.add(name)
@@ -242,7 +256,7 @@ def _draw_findings(rng: np.random.Generator) -> tuple[str, ...]:
     return tuple(name for name in names if name in present)
 
 
-def _plan(num_images: int, seed: int) -> list[_Spec]:
+def _plan(num_images: int, seed: int, prevalence: _Prevalence = _NIH_PREVALENCE) -> list[_Spec]:
     rng = np.random.default_rng([seed])
     # Follow-ups per patient: geometric, mean ≈ 3.3 (NIH: 3.6), at most 12; at least two patients so that both
     # lists can be filled.
@@ -278,7 +292,7 @@ def _plan(num_images: int, seed: int) -> list[_Spec]:
         anatomy["breast"] = float(gender == "F" and age > 16 and rng.random() < 0.85)
         anatomy["gastric_bubble"] = float(rng.random() < 0.65)
         for follow_up in range(count):
-            findings = _draw_findings(rng)
+            findings = _draw_findings(rng, prevalence)
             view = "AP" if rng.random() < (0.52 if findings else 0.3) else "PA"
             original = (int(rng.choice(widths)), int(rng.choice(widths)))
             specs.append(
@@ -1164,10 +1178,11 @@ def plant_nodule(
 
 
 def phantom_record(data_dir: str | Path | None) -> dict | None:
-    """What `generate_phantoms` recorded about the corpus in `data_dir` (generator, image count, size, seed,
-    difficulty), also found in a `cxr-vitmae prepare` copy of it; `None` for any other directory (or none). Recipes and
-    `cxr-vitmae evaluate` copy it into `training_args.json` and `metrics.json`, so that a model card never presents
-    results on phantoms as results on the corpus whose format they borrow."""
+    """What `generate_phantoms` or `write_phantom_layout` recorded about the corpus in `data_dir` (generator, layout
+    but for NIH's, image count, size, seed, difficulty), also found in a `cxr-vitmae prepare` copy of it; `None` for
+    any other directory (or none). Recipes and `cxr-vitmae evaluate` copy it into `training_args.json` and
+    `metrics.json`, so that a model card never presents results on phantoms as results on the corpus whose format they
+    borrow."""
     if data_dir is None or not (Path(data_dir) / PHANTOM_RECORD).is_file():
         return None
     path = Path(data_dir) / PHANTOM_RECORD

@@ -156,7 +156,7 @@ def test_default_reports_on_valid_csv_and_carves_validation_from_train(tmp_path)
 
     loaded = load_cxr_dataset("chexpert", data_dir, cache_dir=tmp_path / "cache")
     assert loaded["test"]["image_id"] == valid_ids
-    assert split_source("chexpert", "test") == "valid.csv (the paper's CheXpert evaluation set)"
+    assert split_source("chexpert", "test") == "valid.csv, the paper's CheXpert evaluation set"
     assert "valid.csv" in split_source("chexpert", "validation", test_split="chexlocalize")
     with pytest.raises(CorpusError, match="test_split='chexlocalize': no CheXlocalize test labels"):
         read_splits(make_chexpert(tmp_path / "no_test", test=None), LOCALIZE)

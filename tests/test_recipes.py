@@ -79,7 +79,7 @@ def test_finetune_selects_on_validation_and_evaluates_test_once(phantoms, tmp_pa
          "--data-dir", str(phantoms), "--option", "validation_fraction=0.3", "--n-bootstrap", "20",
          "--output", str(evaluated)])  # fmt: skip
     assert_same_numbers(json.loads(evaluated.read_text()), metrics, tolerance=1e-6)
-    assert metrics["split_source"] == "test_list.txt (the official test list)"
+    assert metrics["split_source"] == "test_list.txt, the official test list"
 
 
 def assert_same_numbers(evaluated, recorded, *, tolerance: float, where: str = "metrics") -> None:

@@ -120,7 +120,7 @@ def synthetic_corpus(name: str, data_dir: str | Path | None, **options) -> dict 
 
 def split_source(name: str, split: str, **options) -> str:
     """What split `split` of corpus `name` is read from under `options` (e.g. CheXpert's default `test` is
-    "valid.csv (the paper's CheXpert evaluation set)"), for metrics.json and model cards."""
+    "valid.csv, the paper's CheXpert evaluation set"), for metrics.json and model cards."""
     cls = builder_class(name)
     sources = cls.BUILDER_CONFIG_CLASS(**_corpus_options(cls, name, options)).split_sources()
     if split not in sources:

@@ -74,12 +74,12 @@ TEST_SPLITS = {
     "valid": {
         "train": "train.csv minus the carved validation patients",
         "validation": "patients carved from train.csv",
-        "test": "valid.csv (the paper's CheXpert evaluation set)",
+        "test": "valid.csv, the paper's CheXpert evaluation set",
     },
     "chexlocalize": {
         "train": "train.csv",
         "validation": "valid.csv",
-        "test": "CheXlocalize's test labels (test_labels.csv)",
+        "test": "CheXlocalize's test labels, test_labels.csv",
     },
 }
 

@@ -165,7 +165,7 @@ class NIHChestXray14Config(datasets.BuilderConfig):
         return {
             "train": f"{TRAIN_VAL_LIST} minus the carved validation patients",
             "validation": f"{self.validation_fraction:.0%} of the train_val patients, seed {self.validation_seed}",
-            "test": f"{TEST_LIST} (the official test list)",
+            "test": f"{TEST_LIST}, the official test list",
         }
 
 

@@ -60,6 +60,7 @@ __all__ = [
     "finetuning_transform",
     "make_batch_transform",
     "pretraining_transform",
+    "radiograph_tensor",
 ]
 
 # One source of truth for the normalisation: the image processor's (the paper's NIH statistics).
@@ -67,7 +68,7 @@ CXR_MEAN = float(CXRImageProcessor.image_mean[0])
 CXR_STD = float(CXRImageProcessor.image_std[0])
 
 
-def _radiograph_tensor(image: Any) -> torch.Tensor:
+def radiograph_tensor(image: Any) -> torch.Tensor:
     """(C, H, W) float32 in [0, 1]; C = 1 for grayscale, also for colour files whose three channels are equal."""
     array = load_radiograph(image)
     if array.ndim == 3:
@@ -106,7 +107,7 @@ class RadiographTransform:
         if self.pil_input and isinstance(image, Image.Image) and image.mode == "L":
             # Already what the PIL pipeline wants (e.g. a decoded prepared-cache image): skip the float round trip.
             return _to_three_channels(self.augment(image))
-        tensor = _radiograph_tensor(image)
+        tensor = radiograph_tensor(image)
         return _to_three_channels(self.augment(_to_pil_8bit(tensor) if self.pil_input else tensor))
 
     def __repr__(self) -> str:

@@ -25,7 +25,7 @@ from cxr_vitmae.hub.push import push_to_hub
 from cxr_vitmae.training import supports_layer_decay
 from cxr_vitmae.training.arguments import FinetuneArguments, parse_recipe_arguments
 from cxr_vitmae.training.checkpointing import resolve_checkpoint
-from cxr_vitmae.training.data import TransformedCorpus, make_loader
+from cxr_vitmae.training.data import TransformedCorpus, default_num_workers, make_loader, place_augmentation
 from cxr_vitmae.training.loop import Schedule, resume_state, train
 from cxr_vitmae.training.models import build_classifier
 from cxr_vitmae.training.setup import global_batch_size, load_corpus, make_accelerator, make_optimizer
@@ -48,18 +48,22 @@ def main(argv: list[str] | None = None) -> None:
                 f"{args.dataset} in {args.data_dir} has no {split} split with dataset_options {args.options()} "
                 f"(only {', '.join(splits)}): {why} needs one (see the corpus's split options in README)"
             )
-    train_corpus = TransformedCorpus(
-        splits["train"],
-        finetuning_transform(args.image_size, args.auto_augment, scale=(args.crop_scale_min, 1.0)),
-        seed=args.seed,
-        label_key=label_key,
+    # The crop and flip run on the training device when that is all the augmentation is (`--augment_on`);
+    # RandAugment's PIL operations keep it in the loader.
+    augmentation = finetuning_transform(args.image_size, args.auto_augment, scale=(args.crop_scale_min, 1.0))
+    loader_transform, device_transform, args.augment_on = place_augmentation(
+        augmentation, args.augment_on, accelerator.device
     )
+    if args.dataloader_num_workers is None:
+        args.dataloader_num_workers = default_num_workers(accelerator.device)
+    train_corpus = TransformedCorpus(splits["train"], loader_transform, seed=args.seed, label_key=label_key)
     train_loader = make_loader(
         train_corpus,
         batch_size=args.per_device_train_batch_size,
         shuffle=True,
         num_workers=args.dataloader_num_workers,
         drop_last=True,
+        persistent_workers=True,
     )
     validation_loader = make_loader(
         TransformedCorpus(
@@ -68,6 +72,7 @@ def main(argv: list[str] | None = None) -> None:
         batch_size=args.per_device_eval_batch_size,
         shuffle=False,
         num_workers=args.dataloader_num_workers,
+        persistent_workers=True,
     )
 
     # Model, optimiser (layer-wise lr decay for ViTs), per-iteration schedule.
@@ -106,7 +111,8 @@ def main(argv: list[str] | None = None) -> None:
         f"training images, {accelerator.num_processes} process(es) × {args.per_device_train_batch_size} per device × "
         f"{args.gradient_accumulation_steps} accumulation = global batch {global_batch_size(args, accelerator)}; "
         f"{schedule.total_steps} steps, warmup {schedule.warmup_steps}, peak lr {peak_lr:.3g}, "
-        f"layer decay {layer_decay}; mixed precision {accelerator.mixed_precision}"
+        f"layer decay {layer_decay}; mixed precision {accelerator.mixed_precision}; augmentation on "
+        f"{args.augment_on}, {args.dataloader_num_workers} loader worker(s)"
     )
     if args.report_to != "none":
         accelerator.init_trackers("cxr-vitmae-finetune", config=vars(args))
@@ -163,6 +169,7 @@ def main(argv: list[str] | None = None) -> None:
         checkpointing_steps=args.checkpointing_steps,
         logging_steps=args.logging_steps,
         on_epoch_end=validate,
+        prepare_batch=device_transform,
     )
 
     # The checkpoint selected on validation becomes the final model; the test split is evaluated once, from that

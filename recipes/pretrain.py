@@ -9,6 +9,7 @@ lr = 1.5e-4 × global batch / 256, per-iteration warmup then half-cosine. The de
 loads the encoder of `output_dir` and drops the rest.
 """
 
+import json
 from pathlib import Path
 
 import torch
@@ -20,7 +21,7 @@ from cxr_vitmae.hub.provenance import restricted_sources, write_training_args
 from cxr_vitmae.hub.push import push_to_hub
 from cxr_vitmae.training.arguments import PretrainArguments, parse_recipe_arguments
 from cxr_vitmae.training.checkpointing import resolve_checkpoint
-from cxr_vitmae.training.data import TransformedCorpus, make_loader
+from cxr_vitmae.training.data import TransformedCorpus, default_num_workers, make_loader, place_augmentation
 from cxr_vitmae.training.loop import Schedule, resume_state, train
 from cxr_vitmae.training.models import build_pretraining_model
 from cxr_vitmae.training.setup import global_batch_size, load_corpus, make_accelerator, make_optimizer
@@ -41,20 +42,23 @@ def main(argv: list[str] | None = None) -> None:
         )
     accelerator = make_accelerator(args)
 
-    # Data: the training images only (labels, if the corpus has any, are not used).
+    # Data: the training images only (labels, if the corpus has any, are not used). The crop and flip run on the
+    # training device by default (`--augment_on`): the loader then only decodes and draws each image's crop.
     splits = load_corpus(args, accelerator)
-    corpus = TransformedCorpus(
-        splits["train"],
-        pretraining_transform(args.image_size, scale=(args.crop_scale_min, 1.0)),
-        seed=args.seed,
-        label_key=None,
+    augmentation = pretraining_transform(args.image_size, scale=(args.crop_scale_min, 1.0))
+    loader_transform, device_transform, args.augment_on = place_augmentation(
+        augmentation, args.augment_on, accelerator.device
     )
+    if args.dataloader_num_workers is None:
+        args.dataloader_num_workers = default_num_workers(accelerator.device)
+    corpus = TransformedCorpus(splits["train"], loader_transform, seed=args.seed, label_key=None)
     train_loader = make_loader(
         corpus,
         batch_size=args.per_device_train_batch_size,
         shuffle=True,
         num_workers=args.dataloader_num_workers,
         drop_last=True,
+        persistent_workers=True,
     )
     # A fixed handful of images, evaluation-transformed, for the reconstruction figures.
     held_out = splits["validation"] if "validation" in splits else splits["train"]
@@ -94,7 +98,8 @@ def main(argv: list[str] | None = None) -> None:
         f"MAE pre-training on {args.dataset}: {len(splits['train'])} images, {accelerator.num_processes} process(es) "
         f"× {args.per_device_train_batch_size} per device × {args.gradient_accumulation_steps} accumulation = global "
         f"batch {global_batch_size(args, accelerator)}; mask ratio {args.mask_ratio}; {schedule.total_steps} steps, "
-        f"warmup {schedule.warmup_steps}, peak lr {peak_lr:.3g}; mixed precision {accelerator.mixed_precision}"
+        f"warmup {schedule.warmup_steps}, peak lr {peak_lr:.3g}; mixed precision {accelerator.mixed_precision}; "
+        f"augmentation on {args.augment_on}, {args.dataloader_num_workers} loader worker(s)"
     )
     if args.report_to != "none":
         accelerator.init_trackers("cxr-vitmae-pretrain", config=vars(args))
@@ -129,10 +134,12 @@ def main(argv: list[str] | None = None) -> None:
         checkpointing_steps=args.checkpointing_steps,
         logging_steps=args.logging_steps,
         on_epoch_end=figures,
+        prepare_batch=device_transform,
     )
 
     bare_model.save_pretrained(output_dir, is_main_process=accelerator.is_main_process, save_function=accelerator.save)
     if accelerator.is_main_process:
+        (output_dir / "trainer_history.json").write_text(json.dumps(state.history, indent=2) + "\n")
         plot_training_curves(state.history, output_dir / "figures" / "training_curves.png")
     accelerator.end_training()
     if args.push_to_hub and accelerator.is_main_process:

@@ -100,9 +100,23 @@ def assert_same_numbers(evaluated, recorded, *, tolerance: float, where: str = "
         assert evaluated == recorded, (where, evaluated, recorded)
 
 
-def test_sigkill_and_resume_gives_bit_identical_weights(phantoms, tmp_path):
-    flags = ("--checkpointing_steps", "3", "--max_train_steps", "14")
+@pytest.mark.parametrize(
+    "data_path",
+    [
+        (),
+        # The crop and flip on the training device, two loader workers that persist across epochs.
+        ("--augment_on", "accelerator", "--dataloader_num_workers", "2", "--crop_scale_min", "0.3"),
+    ],
+    ids=["cpu-augmentation", "device-augmentation"],
+)
+def test_sigkill_and_resume_gives_bit_identical_weights(phantoms, tmp_path, data_path):
+    flags = ("--checkpointing_steps", "3", "--max_train_steps", "14", *data_path)
+    if data_path:  # RandAugment has no device version; a YAML null is how a config turns it off
+        (tmp_path / "no_randaugment.yaml").write_text("auto_augment: null\n")
+        flags += ("--config", str(tmp_path / "no_randaugment.yaml"))
     run(finetune_command(phantoms, tmp_path / "straight", *flags))
+    recorded = json.loads((tmp_path / "straight" / "training_args.json").read_text())
+    assert recorded["augment_on"] == ("accelerator" if data_path else "cpu")
 
     interrupted = tmp_path / "interrupted"
     process = subprocess.Popen(

@@ -71,7 +71,23 @@ class RecipeArguments:
             "fp32; pass no to force fp32"
         },
     )
-    dataloader_num_workers: int = field(default=0)
+    dataloader_num_workers: int | None = field(
+        default=None,
+        metadata={
+            "help": "loader processes per training process, persistent across epochs (default: on a GPU this "
+            "process's share of the cores less one, at most 8; on the CPU none, the model's threads use every core)"
+        },
+    )
+    augment_on: str = field(
+        default="auto",
+        metadata={
+            "help": "where the training crop and flip run: cpu (loader workers, per image), accelerator (the "
+            "training device, batched: workers only decode and draw the crop), or auto (accelerator whenever the "
+            "augmentation is crop + flip only: always in pre-training, and without RandAugment in fine-tuning on a "
+            "GPU)",
+            "choices": ["auto", "cpu", "accelerator"],
+        },
+    )
     max_train_samples: int | None = field(default=None, metadata={"help": "use the first N training images"})
     logging_steps: int = field(default=10)
 

@@ -3,7 +3,7 @@
 import os
 
 import torch
-from accelerate import Accelerator
+from accelerate import Accelerator, DataLoaderConfiguration
 from accelerate.utils import set_seed
 
 from ..data import load_cxr_dataset
@@ -45,6 +45,8 @@ def make_accelerator(args: RecipeArguments) -> Accelerator:
         gradient_accumulation_steps=args.gradient_accumulation_steps,
         log_with=None if args.report_to == "none" else args.report_to.split(","),
         project_dir=args.output_dir,
+        # With the loaders' pinned memory (on CUDA), batches are copied to the GPU without blocking the host.
+        dataloader_config=DataLoaderConfiguration(non_blocking=torch.cuda.is_available()),
     )
     # One stream per process, as the original MAE scripts seed (seed + rank): otherwise every GPU would draw the same
     # masks and drop-path patterns at the same batch position. DDP still starts every process from rank 0's weights.

@@ -19,7 +19,7 @@ from cxr_vitmae.data.transforms import evaluation_transform, finetuning_transfor
 from cxr_vitmae.evaluation import classification_metrics, roc_curves
 from cxr_vitmae.evaluation.evaluate_model import evaluate_split
 from cxr_vitmae.evaluation.figures import plot_roc_curves, plot_training_curves
-from cxr_vitmae.evaluation.prediction import predict
+from cxr_vitmae.evaluation.prediction import PREDICTIONS_FILE, predict, save_predictions
 from cxr_vitmae.hub.provenance import write_training_args
 from cxr_vitmae.hub.push import push_to_hub
 from cxr_vitmae.training import supports_layer_decay
@@ -197,6 +197,7 @@ def main(argv: list[str] | None = None) -> None:
     if accelerator.is_main_process:
         metrics.update(selected_by=f"validation {selection_metric}", checkpoint=checkpoint)
         (output_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+        save_predictions(output_dir / PREDICTIONS_FILE, prediction, splits["test"])
         (output_dir / "trainer_history.json").write_text(json.dumps(state.history, indent=2) + "\n")
         plot_roc_curves(
             roc_curves(prediction["scores"], prediction["labels"], names, problem_type=_problem(single_label)),

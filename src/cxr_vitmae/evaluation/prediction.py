@@ -1,4 +1,6 @@
-"""Scores for every image of a split, gathered across processes exactly once each."""
+"""Scores for every image of a split, gathered across processes exactly once each, and their file."""
+
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -27,3 +29,28 @@ def predict(accelerator: Accelerator, model: torch.nn.Module, loader) -> dict[st
         "labels": torch.cat(labels)[order].numpy(),
         "index": torch.cat(indices)[order].numpy(),
     }
+
+
+PREDICTIONS_FILE = "test_predictions.npz"
+
+
+def save_predictions(path, prediction: dict[str, np.ndarray], examples) -> None:
+    """`prediction` (from `predict`) with each row's `image_id` and `patient_id` from `examples` (the split it was
+    made on), as an .npz written then renamed: what a paired comparison of two models on the same images reads."""
+    rows = examples.select_columns(["image_id", "patient_id"]).select(prediction["index"].tolist())
+    path = Path(path)
+    partial = path.with_name(path.name + ".partial.npz")
+    np.savez_compressed(
+        partial,
+        scores=prediction["scores"],
+        labels=prediction["labels"],
+        image_id=np.asarray(rows["image_id"], dtype=str),
+        patient_id=np.asarray(rows["patient_id"], dtype=str),
+    )
+    partial.replace(path)
+
+
+def load_predictions(path) -> dict[str, np.ndarray]:
+    """What `save_predictions` wrote: `scores`, `labels`, `image_id`, `patient_id`."""
+    with np.load(path) as stored:
+        return {key: stored[key] for key in ("scores", "labels", "image_id", "patient_id")}

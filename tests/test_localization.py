@@ -1,6 +1,7 @@
 """Localisation metric: box mapping through the image processor, pointing game / IoU on maps with known boxes, the
 patient-split threshold choice, and `cxr-vitmae localize` on a phantom corpus."""
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -138,6 +139,8 @@ def test_summary_of_perfect_and_shifted_maps():
         assert result["ap25"] == 1.0 and result["ap50"] == 1.0
     assert perfect["n_boxes"] + perfect["tuning"]["n_boxes"] == 40
     assert perfect["n_patients"] + perfect["tuning"]["n_patients"] == 20
+    # Every 8 x 6 box lies inside the 32 x 32 map: a uniformly random point hits it with probability 48 / 1024.
+    assert perfect["chance_pointing_game"] == pytest.approx(48 / 1024)
 
     shifted = summarize_localization(synthetic_scores(20, shift_x=4.0))
     assert shifted["mean_iou"] == pytest.approx(1 / 3) and shifted["ap25"] == 1.0 and shifted["ap50"] == 0.0
@@ -154,10 +157,7 @@ def test_threshold_is_chosen_on_the_tuning_patients_and_reported_on_the_others()
         score_box(np.ones((4, 4)), BoundingBox("Mass", 0, 0, 1, 1), image_id=p, patient_id=p, thresholds=thresholds)
         for p in patients
     ]
-    scores = [
-        type(s)(s.image_id, s.patient_id, s.label, s.hit, tuning_ious if s.patient_id in tuning else reported_ious)
-        for s in scores
-    ]
+    scores = [dataclasses.replace(s, ious=tuning_ious if s.patient_id in tuning else reported_ious) for s in scores]
     summary = summarize_localization(scores, thresholds, tune_fraction=0.5, seed=3)
     assert summary["threshold"]["fraction_of_max"] == 0.5
     assert summary["threshold"]["tuning_mean_iou"] == pytest.approx(0.6)

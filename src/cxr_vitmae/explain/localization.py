@@ -128,13 +128,15 @@ def box_ious(heatmap: np.ndarray, box: BoundingBox, thresholds: Sequence[float] 
 
 @dataclass(frozen=True)
 class BoxScore:
-    """One box scored against the map of its class: `hit` (pointing game) and `ious` (one per threshold)."""
+    """One box scored against the map of its class: `hit` (pointing game), `ious` (one per threshold) and
+    `chance_hit` (the share of the map's pixels the box overlaps: the hit probability of a uniformly random point)."""
 
     image_id: str
     patient_id: str
     label: str
     hit: bool
     ious: np.ndarray
+    chance_hit: float
 
 
 def score_box(
@@ -146,7 +148,14 @@ def score_box(
     thresholds: Sequence[float] = DEFAULT_THRESHOLDS,
 ) -> BoxScore:
     """`box` (in the map's pixels) scored against `heatmap`, the map of the box's class."""
-    return BoxScore(image_id, patient_id, box.label, pointing_hit(heatmap, box), box_ious(heatmap, box, thresholds))
+    return BoxScore(
+        image_id,
+        patient_id,
+        box.label,
+        pointing_hit(heatmap, box),
+        box_ious(heatmap, box, thresholds),
+        float(box_mask(box, heatmap.shape).mean()),
+    )
 
 
 def _check_tune_fraction(fraction: float) -> None:
@@ -174,6 +183,7 @@ def _scores_at(scores: Sequence[BoxScore], threshold_index: int) -> dict[str, An
     return {
         "n_boxes": len(scores),
         "pointing_game": float(np.mean([score.hit for score in scores])),
+        "chance_pointing_game": float(np.mean([score.chance_hit for score in scores])),
         "mean_iou": float(ious.mean()),
         "ap25": float((ious > 0.25).mean()),
         "ap50": float((ious > 0.5).mean()),

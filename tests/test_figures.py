@@ -6,8 +6,10 @@ import torch
 from PIL import Image
 
 from cxr_vitmae.evaluation.figures import (
+    Panel,
     _roc_figure,
     _training_figure,
+    plot_panels,
     plot_reconstructions,
     plot_roc_curves,
     plot_training_curves,
@@ -122,3 +124,25 @@ def test_reconstruction_panel_shows_the_reconstruction_denormalised(tmp_path):
     # Shown as gray levels 0.25 and 0.75, i.e. the normalisation was undone (raw values would clip to 0 / 247).
     assert dark[changed].mean() == pytest.approx(0.25 * 255, abs=4)
     assert light[changed].mean() == pytest.approx(0.75 * 255, abs=4)
+
+
+def test_panels_are_readable_and_show_the_maps(tmp_path):
+    rng = np.random.default_rng(0)
+    image = rng.random((32, 32))
+    heatmap = np.zeros((32, 32))
+    heatmap[4:12, 20:28] = 1.0  # a hot block in the top right
+    anomaly = heatmap.copy()
+    anomaly[0, :] = np.nan  # never hidden: drawn black, not an error
+    panels = [Panel("input", image), Panel("Grad-CAM", image, heatmap, "jet", "Grad-CAM", (0.0, 1.0)),
+              Panel("anomaly", heatmap=anomaly, heat_label="|error|")]  # fmt: skip
+    path = plot_panels(panels, tmp_path / "panels.png", title="model: Mass, p = 0.9")
+    with Image.open(path) as figure:
+        pixels = np.asarray(figure.convert("RGB")).astype(int)
+    assert figure.width >= 3 * 384 and figure.height >= 384
+    # The second panel's hot block is drawn in jet's red over the image: a block of clearly red pixels.
+    middle = pixels[:, figure.width // 3 : 2 * figure.width // 3]
+    assert (middle[..., 0] - middle[..., 2] > 60).sum() > 5000
+    with pytest.raises(ValueError, match="neither an image nor a heatmap"):
+        plot_panels([Panel("empty")], tmp_path / "empty.png", title="x")
+    with pytest.raises(ValueError, match="no panels"):
+        plot_panels([], tmp_path / "none.png", title="x")

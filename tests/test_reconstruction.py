@@ -23,6 +23,7 @@ from cxr_vitmae.explain.reconstruction import (
     random_noise,
     reconstruct,
     reconstruction_panel,
+    reconstruction_views,
 )
 
 SIZE, PATCH = 32, 8
@@ -188,11 +189,15 @@ def test_reconstruct_cli_writes_the_strip(tmp_path, mae_dir, film):
         timeout=300,
     )
     assert result.returncode == 0, result.stderr
-    written = Image.open(output)
-    assert written.size == (5 * SIZE, SIZE)
+    assert f"reconstruction at {SIZE}x{SIZE}" in result.stdout
+    with Image.open(output) as written:  # five panels (the anomaly map included), each >= 384 px
+        assert written.width >= 5 * 384 and written.height >= 384
+    # The figure draws `reconstruction_views`, the arrays the app's strip is made of.
     model, processor = load_pretraining_model(mae_dir)
-    expected = reconstruction_panel(model, processor, str(film), mask_ratio=0.5, seed=3, anomaly_maskings=2)
-    assert np.array_equal(np.asarray(written.convert("RGB")), np.asarray(expected))
+    views = reconstruction_views(model, processor, str(film), mask_ratio=0.5, seed=3, anomaly_maskings=2)
+    strip = np.asarray(reconstruction_panel(model, processor, str(film), mask_ratio=0.5, seed=3, anomaly_maskings=2))
+    assert set(views) == {"original", "masked", "reconstruction", "error", "anomaly"}
+    np.testing.assert_array_equal(strip[:, :SIZE, 0], np.round(views["original"] * 255).astype(np.uint8))
 
 
 def test_reconstruct_cli_bad_input_gives_one_line(tmp_path, capsys, mae_dir, film):

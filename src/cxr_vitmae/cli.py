@@ -131,6 +131,13 @@ def build_export_native(parser: argparse.ArgumentParser):
     return run
 
 
+def _model_name(model_dir: str) -> str:
+    """How a figure title names the model: its directory's name (a Hub id as given)."""
+    from pathlib import Path
+
+    return Path(model_dir).resolve().name if Path(model_dir).exists() else model_dir
+
+
 def add_device_option(parser: argparse.ArgumentParser) -> None:
     """`--device`: the torch device the model runs on, CUDA when there is one."""
     parser.add_argument(
@@ -237,11 +244,14 @@ def build_prepare(parser: argparse.ArgumentParser):
 def build_gradcam(parser: argparse.ArgumentParser):
     parser.add_argument("model_dir", metavar="MODEL_DIR", help="a saved classifier directory")
     parser.add_argument("image", metavar="IMAGE", help="PNG (8/16-bit), JPEG or DICOM file")
-    parser.add_argument("--output", required=True, help="the overlay to write (PNG), at the model's input resolution")
+    parser.add_argument(
+        "--output", required=True, help="the figure to write (PNG): the input and the Grad-CAM overlay, 384+ px panels"
+    )
     parser.add_argument("--label", help="the class to explain (default: the most probable one)")
     add_device_option(parser)
 
     def run(args: argparse.Namespace) -> None:
+        from .evaluation.figures import Panel, plot_panels
         from .explain.gradcam import explain_image
         from .models import load_radiograph
         from .predict import load_classifier
@@ -249,9 +259,14 @@ def build_gradcam(parser: argparse.ArgumentParser):
         image = load_radiograph(args.image)
         model, processor = load_classifier(args.model_dir, args.device)
         result = explain_image(model, processor, image, label=args.label)
-        result.overlay.save(args.output)
-        width, height = result.overlay.size
-        print(f"{result.label} (p={result.probability:.3f}): {width}x{height} Grad-CAM overlay -> {args.output}")
+        gray = result.image[..., 0]
+        heat_label = "Grad-CAM (0-1)"
+        panels = [Panel("input, as the model sees it", gray), Panel(f"Grad-CAM: {result.label}", gray, result.heatmap,
+                  "jet", heat_label, (0.0, 1.0))]  # fmt: skip
+        title = f"{_model_name(args.model_dir)}: {result.label}, p = {result.probability:.3f}"
+        plot_panels(panels, args.output, title=title)
+        height, width = gray.shape
+        print(f"{result.label} (p={result.probability:.3f}): Grad-CAM at {width}x{height}, figure -> {args.output}")
 
     return run
 
@@ -303,7 +318,9 @@ def build_localize(parser: argparse.ArgumentParser):
 def build_reconstruct(parser: argparse.ArgumentParser):
     parser.add_argument("model_dir", metavar="MODEL_DIR", help="an MAE pre-training directory (with the decoder)")
     parser.add_argument("image", metavar="IMAGE", help="PNG (8/16-bit), JPEG or DICOM file")
-    parser.add_argument("--output", required=True, help="the strip to write (PNG), panels at the model's resolution")
+    parser.add_argument(
+        "--output", required=True, help="the figure to write (PNG): one row of 384+ px panels with colour bars"
+    )
     parser.add_argument("--mask-ratio", type=float, default=0.9, help="fraction of patches hidden (default: 0.9)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the masking (default: 0)")
     parser.add_argument(
@@ -312,17 +329,27 @@ def build_reconstruct(parser: argparse.ArgumentParser):
     add_device_option(parser)
 
     def run(args: argparse.Namespace) -> None:
-        from .explain.reconstruction import load_pretraining_model, reconstruction_panel
+        from .evaluation.figures import Panel, plot_panels
+        from .explain.reconstruction import load_pretraining_model, reconstruction_views
         from .models import load_radiograph
 
         image = load_radiograph(args.image)
         model, processor = load_pretraining_model(args.model_dir, args.device)
-        panel = reconstruction_panel(
+        views = reconstruction_views(
             model, processor, image, args.mask_ratio, args.seed, anomaly_maskings=args.anomaly_maskings
         )
-        panel.save(args.output, format="PNG")
-        width, height = panel.size
-        print(f"{width}x{height} reconstruction strip (mask ratio {args.mask_ratio}) -> {args.output}")
+        panels = [
+            Panel("original", views["original"]),
+            Panel(f"masked ({args.mask_ratio:.0%} of patches hidden)", views["masked"]),
+            Panel("reconstruction", views["reconstruction"]),
+            Panel("|reconstruction - original|", heatmap=views["error"], heat_label="|error| (normalised units)"),
+        ]
+        if "anomaly" in views:
+            panels.append(Panel(f"anomaly map, {args.anomaly_maskings} maskings", heatmap=views["anomaly"],
+                                heat_label="mean |error| where hidden"))  # fmt: skip
+        plot_panels(panels, args.output, title=f"{_model_name(args.model_dir)}: MAE reconstruction (seed {args.seed})")
+        height, width = views["original"].shape
+        print(f"reconstruction at {width}x{height} (mask ratio {args.mask_ratio}), figure -> {args.output}")
 
     return run
 

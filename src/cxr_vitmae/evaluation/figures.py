@@ -1,4 +1,5 @@
-"""PNG figures written by the recipes and the CLI: ROC curves, training curves, MAE reconstructions.
+"""PNG figures written by the recipes and the CLI: ROC curves, training curves, MAE reconstructions, and rows of
+image panels (Grad-CAM, reconstruction strips).
 
 Figures are built on `matplotlib.figure.Figure` with an explicit Agg canvas, never through `pyplot`, so nothing
 touches matplotlib's global backend or figure registry: the functions are safe in worker processes, under
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from os import PathLike
 from pathlib import Path
 
@@ -19,9 +21,11 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
-__all__ = ["plot_reconstructions", "plot_roc_curves", "plot_training_curves"]
+__all__ = ["Panel", "plot_panels", "plot_reconstructions", "plot_roc_curves", "plot_training_curves"]
 
 DPI = 150
+# Every panel at least this many pixels a side: images at a model's 64-224 px input are upsampled for people.
+PANEL_PIXELS = 384
 # Normalisation of CXRViTMAEImageProcessor (same value on every channel).
 IMAGE_MEAN = 0.5056
 IMAGE_STD = 0.252
@@ -284,7 +288,7 @@ def _reconstruction_figure(original, masked, reconstruction, *, mean, std, error
     magma = colormaps["magma"]
 
     height, width = original.shape[1:]
-    cell = 2.4
+    cell = 1.1 * PANEL_PIXELS / DPI  # inches: at least PANEL_PIXELS per panel after the titles
     fig = _new_figure(4 * cell * max(width / height, 0.25) + 1.0, n * cell + (0.7 if title else 0.4))
     axes = fig.subplots(n, 4, squeeze=False)
     error_image = None
@@ -325,6 +329,57 @@ def _images(a, name: str) -> np.ndarray:
     if a.shape[0] == 0:
         raise ValueError(f"{name} holds no images")
     return a
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Panels of one image: Grad-CAM, reconstruction strips
+
+
+@dataclass(frozen=True)
+class Panel:
+    """One panel of `plot_panels`: a grayscale `image` ((H, W), display intensities in [0, 1]) and/or a `heatmap`
+    ((H, W), NaN drawn transparent/black) in `cmap` with a colour bar labelled `heat_label`. With both, the heatmap
+    is drawn half-transparent over the image; `heat_range` fixes the colour scale (default: 0 to the maximum)."""
+
+    title: str
+    image: np.ndarray | None = None
+    heatmap: np.ndarray | None = None
+    cmap: str = "magma"
+    heat_label: str = ""
+    heat_range: tuple[float, float] | None = None
+
+
+def plot_panels(panels: Sequence[Panel], path: str | PathLike, *, title: str) -> Path:
+    """One row of panels, each at least `PANEL_PIXELS` a side (bicubic upsampling for images, bilinear for maps),
+    titled, with a colour bar beside every heatmap, under a figure `title` (the model, label and score)."""
+    if not panels:
+        raise ValueError("no panels to draw")
+    side = 1.25 * PANEL_PIXELS / DPI  # inches: the axes keep at least PANEL_PIXELS after titles and colour bars
+    fig = _new_figure(side * len(panels) * 1.2, side + 0.8)
+    axes = fig.subplots(1, len(panels), squeeze=False)[0]
+    for ax, panel in zip(axes, panels, strict=True):
+        if panel.image is None and panel.heatmap is None:
+            raise ValueError(f"panel {panel.title!r} has neither an image nor a heatmap")
+        if panel.image is not None:
+            ax.imshow(np.asarray(panel.image), cmap="gray", vmin=0.0, vmax=1.0, interpolation="bicubic")
+        if panel.heatmap is not None:
+            heat = np.asarray(panel.heatmap, dtype=np.float64)
+            finite = heat[np.isfinite(heat)]
+            low, high = panel.heat_range or (0.0, float(finite.max()) if finite.size and finite.max() > 0 else 1.0)
+            shown = ax.imshow(
+                np.ma.masked_invalid(heat),
+                cmap=colormaps[panel.cmap].with_extremes(bad="black" if panel.image is None else "none"),
+                vmin=low,
+                vmax=high,
+                alpha=0.5 if panel.image is not None else 1.0,
+                interpolation="bilinear",
+            )
+            fig.colorbar(shown, ax=ax, fraction=0.046, pad=0.03, label=panel.heat_label)
+        ax.set_title(panel.title, fontsize=10)
+        ax.set_xticks([])
+        ax.set_yticks([])
+    fig.suptitle(title)
+    return _save(fig, path)
 
 
 # --------------------------------------------------------------------------------------------------------------

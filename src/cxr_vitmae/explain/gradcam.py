@@ -50,12 +50,14 @@ class GradCamResult:
         probability: the model's probability of that class (sigmoid for multi-label models, softmax otherwise).
         heatmap: (H, W) float32 Grad-CAM map in [0, 1] at the model's input resolution.
         overlay: the heatmap over the image the model saw (resized and center-cropped), an RGB image of the same size.
+        image: (H, W, 3) float32 in [0, 1]: the image the model saw, normalisation undone.
     """
 
     label: str
     probability: float
     heatmap: np.ndarray
     overlay: Image.Image
+    image: np.ndarray
 
 
 class _Logits(torch.nn.Module):
@@ -165,9 +167,11 @@ def explain_image(model, processor, image, label: str | None = None) -> GradCamR
     probabilities = scores_from_logits(logits, model.config.problem_type)[0]
     index = int(probabilities.argmax()) if label is None else int(model.config.label2id[label])
     heatmap = compute_gradcam(model, pixel_values, index)[0]
+    view = _model_view(pixel_values, processor)
     return GradCamResult(
         label=model.config.id2label[index],
         probability=float(probabilities[index]),
         heatmap=heatmap,
-        overlay=overlay_heatmap(_model_view(pixel_values, processor), heatmap),
+        overlay=overlay_heatmap(view, heatmap),
+        image=view,
     )

@@ -1,7 +1,8 @@
 """MAE reconstructions: what the masked autoencoder sees, what it paints back, and where it fails to (anomaly maps).
 
-The CLI's `cxr-vitmae reconstruct` and the demo app draw with [`reconstruction_panel`]; the pre-training recipe's
-per-epoch figures use [`reconstruct`] with `evaluation.figures.plot_reconstructions`.
+The CLI's `cxr-vitmae reconstruct` draws [`reconstruction_views`] with `evaluation.figures.plot_panels`, the demo
+app shows [`reconstruction_panel`]; the pre-training recipe's per-epoch figures use [`reconstruct`] with
+`evaluation.figures.plot_reconstructions`.
 """
 
 from os import PathLike
@@ -147,7 +148,7 @@ def anomaly_map(
     return error_sum / times_hidden  # 0 / 0 = NaN where a pixel was never hidden
 
 
-def reconstruction_panel(
+def reconstruction_views(
     model: CXRViTMAEForPreTraining,
     processor,
     image,
@@ -155,10 +156,11 @@ def reconstruction_panel(
     seed: int = 0,
     *,
     anomaly_maskings: int = 0,
-) -> Image.Image:
-    """One image as an RGB strip of square panels, each `image_size` pixels wide at the model's resolution: original,
-    masked (hidden patches flat at the mean gray), reconstruction, and the |error| map (channel mean; magma, from 0
-    to its maximum); with `anomaly_maskings` K > 0 a fifth panel shows `anomaly_map` over K maskings (magma, NaN black).
+) -> dict[str, np.ndarray]:
+    """One image's views at the model's resolution, as (H, W) float arrays: `original`, `masked` (hidden patches
+    at the mean gray) and `reconstruction` as display intensities in [0, 1], `error` (|reconstruction - original|,
+    channel mean, in normalised units) and, with `anomaly_maskings` K > 0, `anomaly` (`anomaly_map` over K
+    maskings; NaN where no masking hid the pixel).
 
     Args:
         model: the MAE.
@@ -166,10 +168,10 @@ def reconstruction_panel(
         image: one `PIL.Image`, numpy array or file path: anything the processor reads.
         mask_ratio: fraction of patches hidden.
         seed: seed of the masking (and of the anomaly maskings).
-        anomaly_maskings: K for the anomaly panel; 0 leaves it out.
+        anomaly_maskings: K for the anomaly map; 0 leaves it out.
     """
     if anomaly_maskings < 0:
-        raise ValueError(f"anomaly_maskings must be 0 (no anomaly panel) or more, got {anomaly_maskings}")
+        raise ValueError(f"anomaly_maskings must be 0 (no anomaly map) or more, got {anomaly_maskings}")
     device = next(model.parameters()).device
     pixel_values = processor(image, return_tensors="pt")["pixel_values"].to(device)
     noise = random_noise(1, _num_patches(model, pixel_values), torch.Generator().manual_seed(seed))
@@ -179,12 +181,30 @@ def reconstruction_panel(
     def gray(normalised: torch.Tensor) -> np.ndarray:
         return np.clip(normalised[0, 0].float().cpu().numpy() * std + mean, 0.0, 1.0)
 
-    panels = [_gray_rgb(gray(views[name])) for name in ("original", "masked", "reconstruction")]
-    error = (views["reconstruction"] - views["original"]).abs().mean(dim=1)[0]  # as `anomaly_map` measures it
-    panels.append(_heat_rgb(error.float().cpu().numpy()))
+    result = {name: gray(views[name]) for name in ("original", "masked", "reconstruction")}
+    # As `anomaly_map` measures it.
+    result["error"] = (views["reconstruction"] - views["original"]).abs().mean(dim=1)[0].float().cpu().numpy()
     if anomaly_maskings:
         anomalies = anomaly_map(model, pixel_values, anomaly_maskings, seed, mask_ratio=mask_ratio)
-        panels.append(_heat_rgb(anomalies[0].float().cpu().numpy()))
+        result["anomaly"] = anomalies[0].float().cpu().numpy()
+    return result
+
+
+def reconstruction_panel(
+    model: CXRViTMAEForPreTraining,
+    processor,
+    image,
+    mask_ratio: float = 0.9,
+    seed: int = 0,
+    *,
+    anomaly_maskings: int = 0,
+) -> Image.Image:
+    """`reconstruction_views` as one RGB strip of square panels at the model's resolution (for the app): original,
+    masked, reconstruction, the |error| map (magma, from 0 to its maximum) and, with `anomaly_maskings` K > 0, the
+    anomaly map (magma, NaN black)."""
+    views = reconstruction_views(model, processor, image, mask_ratio, seed, anomaly_maskings=anomaly_maskings)
+    panels = [_gray_rgb(views[name]) for name in ("original", "masked", "reconstruction")]
+    panels += [_heat_rgb(views[name]) for name in ("error", "anomaly") if name in views]
     return Image.fromarray(np.concatenate(panels, axis=1))
 
 

@@ -104,7 +104,13 @@ def main(argv: list[str] | None = None) -> None:
     if args.report_to != "none":
         accelerator.init_trackers("cxr-vitmae-pretrain", config=vars(args))
 
-    def figures(state, is_last: bool) -> None:
+    def snapshot_and_figures(state, is_last: bool) -> None:
+        if args.snapshot_every_epochs and not is_last and state.epoch % max(1, round(args.snapshot_every_epochs)) == 0:
+            bare_model.save_pretrained(
+                output_dir / "snapshots" / f"step-{state.step}",
+                is_main_process=accelerator.is_main_process,
+                save_function=accelerator.save,
+            )
         period = max(1, round(args.reconstruction_every_epochs))
         if not accelerator.is_main_process or not (is_last or state.epoch % period == 0):
             return
@@ -133,7 +139,7 @@ def main(argv: list[str] | None = None) -> None:
         output_dir=output_dir,
         checkpointing_steps=args.checkpointing_steps,
         logging_steps=args.logging_steps,
-        on_epoch_end=figures,
+        on_epoch_end=snapshot_and_figures,
         prepare_batch=device_transform,
     )
 

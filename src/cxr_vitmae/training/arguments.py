@@ -109,6 +109,13 @@ class PretrainArguments(RecipeArguments):
     norm_pix_loss: bool = field(default=False)
     crop_scale_min: float = field(default=0.5, metadata={"help": "RandomResizedCrop lower scale"})
     reconstruction_every_epochs: float = field(default=1, metadata={"help": "reconstruction figure period"})
+    snapshot_every_epochs: float | None = field(
+        default=None,
+        metadata={
+            "help": "also save the model every N epochs as output_dir/snapshots/step-S (a model directory, for "
+            "fine-tuning from intermediate pre-training); default: only the final model"
+        },
+    )
 
 
 @dataclass
@@ -124,6 +131,18 @@ class FinetuneArguments(RecipeArguments):
     crop_scale_min: float = field(default=0.08, metadata={"help": "RandomResizedCrop lower scale (timm's default)"})
     eval_every_epochs: float = field(default=1, metadata={"help": "validation period; the best checkpoint is kept"})
     n_bootstrap: int = field(default=1000, metadata={"help": "patient-level bootstrap resamples for the test CIs"})
+    label_fraction: float = field(
+        default=1.0,
+        metadata={
+            "help": "fine-tune on this fraction of the training patients (all their images; validation and test "
+            "untouched), the same patients for every --seed: drawn with --label_fraction_seed"
+        },
+    )
+    label_fraction_seed: int = field(default=0, metadata={"help": "which patients --label_fraction keeps"})
+
+    def __post_init__(self):
+        if not 0.0 < self.label_fraction <= 1.0:
+            raise ValueError(f"--label_fraction must be in (0, 1], got {self.label_fraction}")
 
 
 def _mapping(text: str | dict, name: str) -> dict:

@@ -2,6 +2,7 @@
 
 import os
 
+import numpy as np
 import torch
 from accelerate import Accelerator, DataLoaderConfiguration
 from accelerate.utils import set_seed
@@ -58,9 +59,21 @@ def load_corpus(args: RecipeArguments, accelerator: Accelerator):
     """The corpus's DatasetDict, built (and cached) by the main process first, then read by the others."""
     with accelerator.main_process_first():
         splits = load_cxr_dataset(args.dataset, args.data_dir, **args.options())
+    if getattr(args, "label_fraction", 1.0) < 1.0:
+        splits["train"] = patient_subset(splits["train"], args.label_fraction, args.label_fraction_seed)
     if args.max_train_samples is not None:
         splits["train"] = splits["train"].select(range(min(args.max_train_samples, len(splits["train"]))))
     return splits
+
+
+def patient_subset(split, fraction: float, seed: int):
+    """The images of round(fraction x patients) patients (at least one), drawn by `seed` from the sorted patient ids,
+    so that the subset depends on the corpus and the seed only, and a patient's images stay together (no patient
+    is half-labelled)."""
+    patients = np.array(sorted(set(split["patient_id"])))
+    kept = max(1, round(fraction * len(patients)))
+    chosen = set(np.random.default_rng(seed).permutation(patients)[:kept].tolist())
+    return split.select([i for i, patient in enumerate(split["patient_id"]) if patient in chosen])
 
 
 def global_batch_size(args: RecipeArguments, accelerator: Accelerator) -> int:

@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install test demo lint
+.PHONY: install test demo reproduce lint
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -23,3 +23,7 @@ lint: $(STAMP)
 
 demo: $(STAMP)
 	$(BIN)/python scripts/demo.py --output demo_output
+
+# The reproduction study: at most 60 minutes on 2 CPU cores (README, "Reproduction study").
+reproduce: $(STAMP)
+	$(BIN)/python scripts/reproduce.py --output reproduce_output

@@ -1,0 +1,276 @@
+"""The paper's findings at a scale anyone can run: a reproduction study on phantoms that mirrors its design.
+
+    make reproduce                                    # 2 CPU cores, at most 60 minutes -> reproduce_output/
+    python scripts/reproduce.py --profile cuda        # a larger scale on one GPU
+    python scripts/reproduce.py --update-readme       # also copy the table and figure into README.md
+
+Every step is the command a user runs on real corpora (`cxr-vitmae ...`, `accelerate launch recipes/...`), one YAML
+per arm in `recipes/configs/reproduce/` (every value that departs from the paper is marked "ours" there):
+1. Corpora: NIH-layout phantoms (the fine-tuning corpus: official-style splits, boxes) and CheXpert-layout phantoms
+   of another seed. `pretrain-0.3m` unions NIH train + CheXpert train (frontal), as the paper's 0.3M does, prepared
+   once; the union's builder refuses any NIH validation or test patient, so the fine-tuning test patients never
+   enter pre-training.
+2. MAE pre-training on the pool (mask ratio 0.90, crop scale 0.5-1), saving snapshots along the way; the ablation
+   pre-trains the same model with the ImageNet crop scale 0.2-1 (the paper's comparison).
+3. Fine-tuning with the same number of steps for every arm: the ViT from the MAE, the same ViT from scratch, and
+   DenseNet-121 from scratch, on 10 % and 100 % of the training patients (the same patients for every arm and
+   seed), each with several seeds. The recipe selects the checkpoint on validation and evaluates test once.
+4. AUROC against pre-training steps: the ViT fine-tuned from each snapshot at the low label fraction.
+5. The ablation's MAE fine-tuned at the low label fraction.
+6. The discussion points: Grad-CAM box localisation (ViT last LayerNorm vs DenseNet last dense block) and MAE
+   anomaly maps of planted nodules, each against its chance rate.
+7. `results.json`, `results.md` (the table) and `reproduce.png` (the figure), from the runs' own metrics.json and
+   test predictions (paired patient-level bootstrap of differences).
+
+Re-running continues an interrupted study: a step whose output is complete is not run again (delete it to redo).
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import json
+import math
+import os
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass, replace
+from datetime import datetime, timezone
+from pathlib import Path
+
+from readme_section import machine, update_readme_section
+
+ROOT = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
+CONFIGS = ROOT / "recipes" / "configs" / "reproduce"
+NIH = "nih-chestxray14"
+
+
+@dataclass(frozen=True)
+class Profile:
+    """The study's scale: corpus sizes, pre-training length, fine-tuning budget, seeds."""
+
+    nih_images: int
+    pool_images: int  # CheXpert-layout phantoms added to NIH train in the pre-training union
+    phantom_size: int
+    pretrain_epochs: int
+    snapshots: int  # pre-training snapshots fine-tuned for the curve (the final model is one more point)
+    ablation_epochs: int
+    finetune_steps: dict  # label fraction -> optimiser steps, the same for every arm
+    seeds: int
+    anomaly_images: int
+    nodule_scale: float  # planted nodules' radii x this, so that they span a few pixels at the model's 64 px
+    launch: tuple[str, ...]  # `accelerate launch` flags
+
+
+CPU_LAUNCH = (
+    # One process with every core: `accelerate launch` would otherwise pin it to one thread.
+    "--num_processes", "1", "--num_machines", "1", "--num_cpu_threads_per_process", str(os.cpu_count() or 1),
+    "--mixed_precision", "bf16", "--dynamo_backend", "no",
+)  # fmt: skip
+GPU_LAUNCH = ("--num_processes", "1", "--num_machines", "1", "--mixed_precision", "bf16", "--dynamo_backend", "no")
+PROFILES = {
+    # Sized to finish in at most 60 minutes on 2 CPU cores (measured: README's reproduction section).
+    "cpu": Profile(
+        nih_images=5000, pool_images=6000, phantom_size=128, pretrain_epochs=30, snapshots=2, ablation_epochs=30,
+        finetune_steps={0.1: 100, 1.0: 160}, seeds=3, anomaly_images=96, nodule_scale=2.5, launch=CPU_LAUNCH,
+    ),
+    # One GPU: 4x the corpora, a longer pre-training and fine-tuning. Not run by us yet (no GPU was lent).
+    "cuda": Profile(
+        nih_images=20000, pool_images=24000, phantom_size=128, pretrain_epochs=200, snapshots=4, ablation_epochs=200,
+        finetune_steps={0.1: 400, 1.0: 1600}, seeds=5, anomaly_images=256, nodule_scale=2.5, launch=GPU_LAUNCH,
+    ),
+    # Minutes, for the tests: every step of the study on a few hundred images.
+    "smoke": Profile(
+        nih_images=240, pool_images=160, phantom_size=64, pretrain_epochs=2, snapshots=1, ablation_epochs=1,
+        finetune_steps={0.5: 2, 1.0: 3}, seeds=2, anomaly_images=4, nodule_scale=2.5, launch=CPU_LAUNCH,
+    ),
+}  # fmt: skip
+ARMS = {
+    "vit-mae": ("finetune_vit_mae.yaml", "ViT, MAE pre-trained"),
+    "vit-scratch": ("finetune_vit_scratch.yaml", "ViT from scratch"),
+    "densenet121": ("finetune_densenet121.yaml", "DenseNet-121 from scratch"),
+}
+# The ablation: the same ViT fine-tuned from the MAE pre-trained with crop scale 0.2-1.
+ABLATION_ARM = "vit-mae-crop0.2"
+
+
+def run(step: str, command: list[str], log: Path) -> float:
+    """Run one step (a CLI command or a recipe launch), its output in `log`; the error names the log."""
+    print(f"==> {step}\n$ {' '.join(command)}", flush=True)
+    log.parent.mkdir(parents=True, exist_ok=True)
+    start = time.perf_counter()
+    with log.open("w") as stream:
+        result = subprocess.run(command, cwd=ROOT, stdout=stream, stderr=subprocess.STDOUT)
+    seconds = time.perf_counter() - start
+    if result.returncode:
+        raise SystemExit(f"{step} failed (exit {result.returncode}); its output: {log}")
+    print(f"[{seconds:.0f} s]", flush=True)
+    return seconds
+
+
+def cli(*args: str) -> list[str]:
+    return [str(BIN / "cxr-vitmae"), *map(str, args)]
+
+
+def launch(profile: Profile, recipe: str, config: str, *flags) -> list[str]:
+    return [str(BIN / "accelerate"), "launch", *profile.launch, f"recipes/{recipe}.py",
+            "--config", str(CONFIGS / config), *map(str, flags)]  # fmt: skip
+
+
+@functools.cache
+def training_images(data_dir: Path, fraction: float) -> int:
+    """How many training images the fine-tuning recipe will see at `fraction` (the recipe's own subset)."""
+    from cxr_vitmae.data import load_cxr_dataset
+    from cxr_vitmae.training.setup import patient_subset
+
+    train = load_cxr_dataset(NIH, data_dir)["train"]
+    return len(train if fraction >= 1 else patient_subset(train, fraction, seed=0))
+
+
+def finetune_flags(profile: Profile, data_dir: Path, fraction: float, batch: int, seed: int) -> list:
+    """The same budget for every arm: `finetune_steps[fraction]` optimiser steps, warmup over the first tenth,
+    about six validations (the recipe keeps the best on validation)."""
+    steps = profile.finetune_steps[fraction]
+    steps_per_epoch = max(1, training_images(data_dir, fraction) // batch)
+    epochs = steps / steps_per_epoch
+    return ["--data_dir", data_dir, "--label_fraction", fraction, "--seed", seed, "--max_train_steps", steps,
+            "--num_train_epochs", f"{epochs:.4f}", "--warmup_epochs", f"{0.1 * epochs:.4f}",
+            "--eval_every_epochs", max(1, math.floor(epochs / 6))]  # fmt: skip
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--output", type=Path, default=Path("reproduce_output"))
+    parser.add_argument("--profile", choices=sorted(PROFILES), default="cpu")
+    parser.add_argument("--seeds", type=int, default=None, help="fine-tuning seeds per arm (default: the profile's)")
+    parser.add_argument("--update-readme", action="store_true", help="copy the table and figure into README.md")
+    args = parser.parse_args()
+    profile = PROFILES[args.profile]
+    if args.seeds is not None:
+        profile = replace(profile, seeds=args.seeds)
+    out = args.output.resolve()
+    corpora, logs = out / "corpora", out / "logs"
+    nih, pool = corpora / "nih", corpora / "pool-prepared"
+    mae, ablation = out / "pretrain" / "mae", out / "pretrain" / "mae-crop0.2"
+    # Seconds per step, kept across invocations (an interrupted study resumes): results report the whole study.
+    timings = out / "timings.json"
+    seconds: dict[str, float] = json.loads(timings.read_text()) if timings.exists() else {}
+    started = time.perf_counter()
+
+    def step(name: str, done: Path, command: list[str]) -> None:
+        if done.exists():
+            print(f"==> {name}: done before ({done.relative_to(out)})", flush=True)
+            return
+        seconds[name] = run(name, command, logs / f"{name.replace(' ', '_').replace('/', '_')}.log")
+        timings.write_text(json.dumps(seconds, indent=2) + "\n")
+
+    # 1. Corpora, and the prepared pre-training union.
+    phantoms = ("--size", profile.phantom_size, "--difficulty", "easy")
+    step("phantoms nih", nih / "cxr_vitmae_phantoms.json",
+         cli("phantoms", "--output", nih, "--num-images", profile.nih_images, "--seed", 0, *phantoms))  # fmt: skip
+    step("phantoms chexpert", corpora / "chexpert" / "cxr_vitmae_phantoms.json",
+         cli("phantoms", "--layout", "chexpert", "--output", corpora / "chexpert", "--num-images",
+             profile.pool_images, "--seed", 1, *phantoms))  # fmt: skip
+    step("prepare pool", pool / "cxr_vitmae_prepared.json",
+         cli("prepare", "pretrain-0.3m", "--data-dir", corpora, "--output", pool, "--size", profile.phantom_size,
+             "--num-proc", min(4, os.cpu_count() or 1)))  # fmt: skip
+
+    # 2. MAE pre-training (with snapshots for the curve) and the crop-scale ablation.
+    snapshot_every = max(1, profile.pretrain_epochs // (profile.snapshots + 1))
+    step("pretrain mae", mae / "model.safetensors",
+         launch(profile, "pretrain", "pretrain_mae.yaml", "--data_dir", pool, "--output_dir", mae,
+                "--num_train_epochs", profile.pretrain_epochs, "--snapshot_every_epochs", snapshot_every,
+                "--reconstruction_every_epochs", profile.pretrain_epochs))  # fmt: skip
+    step("pretrain mae-crop0.2", ablation / "model.safetensors",
+         launch(profile, "pretrain", "pretrain_mae.yaml", "--data_dir", pool, "--output_dir", ablation,
+                "--num_train_epochs", profile.ablation_epochs, "--crop_scale_min", 0.2,
+                "--reconstruction_every_epochs", profile.ablation_epochs))  # fmt: skip
+
+    # 3-5. Fine-tuning: every arm x label fraction x seed; then the snapshots and the ablation at the low fraction.
+    fractions = sorted(profile.finetune_steps)
+    low = fractions[0]
+    snapshots = sorted((mae / "snapshots").glob("step-*"), key=lambda path: int(path.name.split("-")[1]))
+    batch = 64
+    runs = []
+
+    def finetune(arm: str, config: str, fraction: float, seed: int, *model_flags) -> None:
+        run_dir = out / "finetune" / arm / f"fraction-{fraction:g}" / f"seed-{seed}"
+        step(f"finetune {arm} {fraction:g} seed {seed}", run_dir / "metrics.json",
+             launch(profile, "finetune", config, "--output_dir", run_dir, *model_flags,
+                    *finetune_flags(profile, nih, fraction, batch, seed)))  # fmt: skip
+        runs.append({"arm": arm, "fraction": fraction, "seed": seed, "dir": str(run_dir.relative_to(out))})
+
+    for seed in range(profile.seeds):
+        for fraction in reversed(fractions):
+            for arm, (config, _) in ARMS.items():
+                finetune(arm, config, fraction, seed, *(["--model", mae] if arm == "vit-mae" else []))
+        for snapshot in snapshots:
+            finetune(f"vit-mae-{snapshot.name}", ARMS["vit-mae"][0], low, seed, "--model", snapshot)
+        finetune(ABLATION_ARM, ARMS["vit-mae"][0], low, seed, "--model", ablation)
+
+    # 6. The discussion points, on the full-label seed-0 models.
+    explain = out / "explain"
+    explain.mkdir(parents=True, exist_ok=True)
+    full = f"fraction-{fractions[-1]:g}/seed-0"
+    for arm in ("vit-mae", "densenet121"):
+        step(f"localize {arm}", explain / f"localization-{arm}.json",
+             cli("localize", out / "finetune" / arm / full, "--dataset", NIH, "--data-dir", nih,
+                 "--output", explain / f"localization-{arm}.json"))  # fmt: skip
+    step("anomaly-eval", explain / "anomaly.json",
+         cli("anomaly-eval", mae, "--data-dir", nih, "--num-images", profile.anomaly_images, "--num-maskings", 8,
+             "--nodule-scale", profile.nodule_scale, "--output", explain / "anomaly.json"))  # fmt: skip
+
+    # 7. Results, table, figure.
+    from cxr_vitmae.evaluation.study import plot_study, study_markdown, summarize_study
+
+    results = summarize_study(
+        out,
+        runs,
+        arms={**{arm: label for arm, (_, label) in ARMS.items()}, ABLATION_ARM: "ViT, MAE with crop scale 0.2-1"},
+        snapshot_steps={f"vit-mae-{s.name}": int(s.name.split("-")[1]) for s in snapshots},
+        final_steps=_pretraining_steps(mae),
+        explain={
+            "localization": {
+                arm: json.loads((explain / f"localization-{arm}.json").read_text())
+                for arm in ("vit-mae", "densenet121")
+            },
+            "anomaly": json.loads((explain / "anomaly.json").read_text()),
+        },  # fmt: skip
+    )
+    results["run"] = {
+        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "machine": machine(),
+        "command": " ".join(["python", "scripts/reproduce.py", *sys.argv[1:]]),
+        "profile": {"name": args.profile, **asdict(profile)},
+        "seconds": seconds,
+        "wall_seconds_this_invocation": time.perf_counter() - started,
+    }
+    (out / "results.json").write_text(json.dumps(results, indent=2, default=str) + "\n")
+    plot_study(results, out / "reproduce.png")
+    table = study_markdown(results, figure="reproduce.png")
+    (out / "results.md").write_text(table)
+    print("\n" + table)
+    if args.update_readme:
+        _update_readme(table, out / "reproduce.png")
+
+
+def _pretraining_steps(model_dir: Path) -> int:
+    history = json.loads((model_dir / "trainer_history.json").read_text())
+    return max(int(record["step"]) for record in history if "step" in record)
+
+
+README_FIGURE = Path("docs") / "figures" / "reproduce.png"
+
+
+def _update_readme(table: str, figure: Path) -> None:
+    """README's reproduction section becomes this run's table, with the figure copied into docs/figures/."""
+    (ROOT / README_FIGURE).parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(figure, ROOT / README_FIGURE)
+    update_readme_section("reproduce", table.replace("](reproduce.png)", f"]({README_FIGURE.as_posix()})"))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,285 @@
+"""The reproduction study's results (`scripts/reproduce.py`): per-run metrics, per-arm summaries over seeds, paired
+comparisons on the same test patients, AUROC against pre-training steps, the table and the figure.
+
+Everything here reads what the recipes and the CLI wrote (`metrics.json`, `test_predictions.npz`, the explain
+JSON files); nothing is re-trained or re-evaluated.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+
+from .comparison import paired_auroc_difference, pooled_mean_auroc
+from .figures import _new_figure, _save
+from .prediction import PREDICTIONS_FILE, load_predictions
+
+__all__ = ["plot_study", "study_markdown", "summarize_study"]
+
+MAE, SCRATCH, DENSENET = "vit-mae", "vit-scratch", "densenet121"
+
+
+def summarize_study(
+    output_dir: str | Path,
+    runs: Sequence[Mapping],
+    *,
+    arms: Mapping[str, str],
+    snapshot_steps: Mapping[str, int],
+    final_steps: int,
+    explain: Mapping,
+    n_bootstrap: int = 1000,
+) -> dict:
+    """results.json's content.
+
+    Args:
+        output_dir: the study's directory; each run's `dir` is relative to it.
+        runs: one mapping per fine-tuning run: `arm`, `fraction`, `seed`, `dir`.
+        arms: arm name -> description, for the main arms and the ablation (snapshot arms are described here).
+        snapshot_steps: snapshot arm name -> the pre-training step it was fine-tuned from.
+        final_steps: pre-training steps of the final MAE (the `vit-mae` arm).
+        explain: `localization` ({arm: localize JSON}) and `anomaly` (anomaly-eval JSON).
+    """
+    output_dir = Path(output_dir)
+    records, predictions = [], {}
+    for run in runs:
+        metrics = json.loads((output_dir / run["dir"] / "metrics.json").read_text())
+        predictions[run["arm"], run["fraction"], run["seed"]] = load_predictions(
+            output_dir / run["dir"] / PREDICTIONS_FILE
+        )
+        per_class = {name: values["auroc"] for name, values in metrics["per_class"].items()}
+        records.append(
+            {
+                **run,
+                "mean_auroc": metrics["mean_auroc"],
+                "mean_auroc_ci95": metrics["mean_auroc_ci95"],
+                "mean_auprc": metrics["mean_auprc"],
+                "checkpoint": metrics["checkpoint"],
+                "per_class_auroc": per_class,
+            }
+        )
+
+    def group(arm: str, fraction: float) -> list[dict]:
+        return [predictions[key] for key in sorted(predictions) if key[0] == arm and key[1] == fraction]
+
+    # Main arms first, then the ablation, then the snapshots by step; within each, the label fractions in order.
+    order = [*arms, *sorted(snapshot_steps, key=snapshot_steps.get)]
+    summaries = []
+    for arm, fraction in sorted({(r["arm"], r["fraction"]) for r in records}, key=lambda k: (order.index(k[0]), k[1])):
+        group_records = [r for r in records if r["arm"] == arm and r["fraction"] == fraction]
+        values = [r["mean_auroc"] for r in group_records]
+        classes = group_records[0]["per_class_auroc"]
+        per_class = {
+            name: None
+            if any(r["per_class_auroc"][name] is None for r in group_records)
+            else float(np.mean([r["per_class_auroc"][name] for r in group_records]))
+            for name in classes
+        }
+        pooled = pooled_mean_auroc(group(arm, fraction), n_bootstrap=n_bootstrap)
+        summaries.append(
+            {
+                "arm": arm,
+                "description": arms.get(arm, f"ViT, MAE snapshot at pre-training step {snapshot_steps.get(arm)}"),
+                "fraction": fraction,
+                "n_seeds": len(values),
+                "mean_auroc_over_seeds": float(np.mean(values)),
+                "std_over_seeds": float(np.std(values, ddof=1)) if len(values) > 1 else None,
+                "seed_averaged_ci95": pooled["mean_auroc_ci95"],
+                "per_class_auroc_mean_over_seeds": per_class,
+            }
+        )
+
+    fractions = sorted({r["fraction"] for r in records})
+    comparisons = []
+    for fraction in fractions:
+        for a, b in ((MAE, SCRATCH), (MAE, DENSENET), (SCRATCH, DENSENET)):
+            if group(a, fraction) and group(b, fraction):
+                result = paired_auroc_difference(group(a, fraction), group(b, fraction), n_bootstrap=n_bootstrap)
+                comparisons.append({"a": a, "b": b, "fraction": fraction, **result})
+    ablation = [arm for arm in arms if arm not in (MAE, SCRATCH, DENSENET)]
+    for arm in ablation:
+        if group(arm, fractions[0]):
+            result = paired_auroc_difference(
+                group(MAE, fractions[0]), group(arm, fractions[0]), n_bootstrap=n_bootstrap
+            )
+            comparisons.append({"a": MAE, "b": arm, "fraction": fractions[0], **result})
+
+    # AUROC against pre-training steps at the low fraction: scratch is step 0, the final MAE the last point.
+    low = fractions[0]
+    points = [(0, SCRATCH), *sorted((step, arm) for arm, step in snapshot_steps.items()), (final_steps, MAE)]
+    curve = []
+    for steps, arm in points:
+        if not group(arm, low):
+            continue
+        pooled = pooled_mean_auroc(group(arm, low), n_bootstrap=n_bootstrap)
+        difference = (
+            None
+            if arm == SCRATCH
+            else paired_auroc_difference(group(arm, low), group(SCRATCH, low), n_bootstrap=n_bootstrap)
+        )
+        curve.append(
+            {
+                "pretraining_steps": steps,
+                "arm": arm,
+                "mean_auroc": pooled["mean_auroc"],
+                "mean_auroc_ci95": pooled["mean_auroc_ci95"],
+                "minus_scratch": None if difference is None else difference["difference"],
+                "minus_scratch_ci95": None if difference is None else difference["difference_ci95"],
+                "minus_scratch_p_value": None if difference is None else difference["p_value"],
+            }
+        )
+
+    target = next(c for c in comparisons if c["a"] == MAE and c["b"] == SCRATCH and c["fraction"] == low)
+    low_summary = {s["arm"]: s for s in summaries if s["fraction"] == low}
+    mae_ci, scratch_ci = low_summary[MAE]["seed_averaged_ci95"], low_summary[SCRATCH]["seed_averaged_ci95"]
+    localization = {arm: _localization(result) for arm, result in explain["localization"].items()}
+    anomaly = explain["anomaly"]
+    return {
+        "runs": records,
+        "summaries": summaries,
+        "comparisons": comparisons,
+        "pretraining_curve": curve,
+        "explain": {
+            "localization": localization,
+            "anomaly": {key: anomaly[key] for key in ("hit_rate", "control_hit_rate", "chance_hit_rate", "n_images")},
+        },
+        "targets": {
+            "mae_beats_scratch_at_low_fraction": {
+                "fraction": low,
+                "non_overlapping_ci": bool(mae_ci and scratch_ci and mae_ci[0] > scratch_ci[1]),
+                "paired_p_value": target["p_value"],
+                "reached": bool((mae_ci and scratch_ci and mae_ci[0] > scratch_ci[1]) or target["p_value"] < 0.05),
+            },
+            "anomaly_above_chance": anomaly["hit_rate"] > anomaly["chance_hit_rate"],
+            "pointing_game_above_chance": {
+                arm: v["pointing_game"] > v["chance_pointing_game"] for arm, v in localization.items()
+            },
+        },
+    }
+
+
+def _localization(result: Mapping) -> dict:
+    keys = ("pointing_game", "chance_pointing_game", "mean_iou", "n_boxes")
+    return {key: result[key] for key in keys}
+
+
+def _ci(interval) -> str:
+    return "n/a" if not interval else f"[{interval[0]:.3f}, {interval[1]:.3f}]"
+
+
+def study_markdown(results: Mapping, figure: str | None = None) -> str:
+    """The table README shows: per arm and label fraction, mean ± std over seeds and the seed-averaged model's
+    patient-bootstrap CI; the paired differences; the curve; the discussion points; date, machine and command."""
+    run = results["run"]
+    lines = [
+        f"Measured {run['date']} on {run['machine']}: `{run['command']}` (profile `{run['profile']['name']}`, "
+        f"{sum(run['seconds'].values()) / 60:.0f} min of steps). Test split of the NIH-layout phantoms; mean AUROC "
+        "over the 14 labels; 95 % CIs by patient-level bootstrap.",
+        "",
+        "| arm | labelled patients | seeds | mean AUROC (mean ± std over seeds) | seed-averaged, 95 % CI |",
+        "|---|---|---|---|---|",
+    ]
+    for s in results["summaries"]:
+        std = "" if s["std_over_seeds"] is None else f" ± {s['std_over_seeds']:.3f}"
+        lines.append(
+            f"| {s['description']} | {s['fraction']:.0%} | {s['n_seeds']} | "
+            f"{s['mean_auroc_over_seeds']:.3f}{std} | {_ci(s['seed_averaged_ci95'])} |"
+        )
+    main = [x for x in results["summaries"] if x["arm"] in (MAE, SCRATCH, DENSENET)]
+    if main:
+        header = " | ".join(f"{x['arm']} {x['fraction']:.0%}" for x in main)
+        lines += ["", f"| per-class test AUROC, mean over seeds | {header} |", "|---" * (len(main) + 1) + "|"]
+        for name in main[0]["per_class_auroc_mean_over_seeds"]:
+            cells = [x["per_class_auroc_mean_over_seeds"][name] for x in main]
+            lines.append(f"| {name} | " + " | ".join("n/a" if c is None else f"{c:.3f}" for c in cells) + " |")
+    lines += [
+        "",
+        "| paired difference (same test patients) | labelled | A − B | 95 % CI | p (A ≤ B) |",
+        "|---|---|---|---|---|",
+    ]
+    for c in results["comparisons"]:
+        lines.append(
+            f"| {c['a']} − {c['b']} | {c['fraction']:.0%} | {c['difference']:+.3f} | "
+            f"{_ci(c['difference_ci95'])} | {c['p_value']:.3f} |"
+        )
+    lines += [
+        "",
+        "| pre-training steps | mean AUROC (low fraction) | 95 % CI | minus scratch | 95 % CI |",
+        "|---|---|---|---|---|",
+    ]
+    for p in results["pretraining_curve"]:
+        minus = "" if p["minus_scratch"] is None else f"{p['minus_scratch']:+.3f}"
+        lines.append(
+            f"| {p['pretraining_steps']} | {p['mean_auroc']:.3f} | {_ci(p['mean_auroc_ci95'])} | {minus} | "
+            f"{_ci(p['minus_scratch_ci95']) if p['minus_scratch'] is not None else ''} |"
+        )
+    explain = results["explain"]
+    lines += [""]
+    for arm, loc in explain["localization"].items():
+        lines.append(
+            f"- Grad-CAM pointing game, {arm}: {loc['pointing_game']:.3f} (chance "
+            f"{loc['chance_pointing_game']:.3f}; {loc['n_boxes']} boxes; mean IoU {loc['mean_iou']:.3f})"
+        )
+    anomaly = explain["anomaly"]
+    lines.append(
+        f"- MAE anomaly map, {anomaly['n_images']} planted nodules: hit rate {anomaly['hit_rate']:.3f} "
+        f"(untouched images {anomaly['control_hit_rate']:.3f}, chance {anomaly['chance_hit_rate']:.3f})"
+    )
+    target = results["targets"]["mae_beats_scratch_at_low_fraction"]
+    lines.append(
+        f"- Target (MAE-init beats scratch at {target['fraction']:.0%} of the labels: non-overlapping CIs or "
+        f"paired p < 0.05): {'reached' if target['reached'] else 'not reached'} "
+        f"(paired p = {target['paired_p_value']:.3f})"
+    )
+    if figure:
+        lines += ["", f"![AUROC per arm and label fraction; AUROC against pre-training steps]({figure})"]
+    return "\n".join(lines) + "\n"
+
+
+def plot_study(results: Mapping, path: str | Path) -> Path:
+    """Two panels (each about 640 px): mean AUROC per arm and label fraction (each seed a dot, the seed-averaged
+    CI as a bar), and mean AUROC at the low fraction against pre-training steps (CI band; scratch at step 0)."""
+    fig = _new_figure(12.0, 4.8)
+    left, right = fig.subplots(1, 2)
+    main_arms = [MAE, SCRATCH, DENSENET]
+    fractions = sorted({s["fraction"] for s in results["summaries"]})
+    width = 0.8 / len(main_arms)
+    for i, arm in enumerate(main_arms):
+        for j, fraction in enumerate(fractions):
+            summary = next((s for s in results["summaries"] if s["arm"] == arm and s["fraction"] == fraction), None)
+            if summary is None:
+                continue
+            x = j + (i - (len(main_arms) - 1) / 2) * width
+            low, high = summary["seed_averaged_ci95"] or (np.nan, np.nan)
+            left.errorbar(
+                x,
+                summary["mean_auroc_over_seeds"],
+                yerr=[[summary["mean_auroc_over_seeds"] - low], [high - summary["mean_auroc_over_seeds"]]],
+                fmt="s",
+                color=f"C{i}",
+                capsize=4,
+                label=summary["description"] if j == 0 else None,
+            )
+            seeds = [r["mean_auroc"] for r in results["runs"] if r["arm"] == arm and r["fraction"] == fraction]
+            left.scatter(np.full(len(seeds), x + width / 4), seeds, s=14, color=f"C{i}", alpha=0.6)
+    left.axhline(0.5, color="grey", linestyle=":", linewidth=1)
+    left.set_xticks(range(len(fractions)), [f"{f:.0%} of labelled patients" for f in fractions])
+    left.set_ylabel("test mean AUROC")
+    left.set_title("Fine-tuning arms (dots: seeds; bars: 95 % patient-bootstrap CI)")
+    left.legend(loc="lower right", fontsize=8)
+
+    curve = results["pretraining_curve"]
+    steps = [p["pretraining_steps"] for p in curve]
+    means = [p["mean_auroc"] for p in curve]
+    lows = [p["mean_auroc_ci95"][0] if p["mean_auroc_ci95"] else np.nan for p in curve]
+    highs = [p["mean_auroc_ci95"][1] if p["mean_auroc_ci95"] else np.nan for p in curve]
+    right.plot(steps, means, marker="o", color="C0", label="ViT from the MAE at that step (step 0: scratch)")
+    right.fill_between(steps, lows, highs, color="C0", alpha=0.2, label="95 % CI")
+    right.set_xlabel("MAE pre-training steps")
+    right.set_ylabel(f"test mean AUROC, {fractions[0]:.0%} of labelled patients")
+    right.set_title("AUROC against pre-training length")
+    right.legend(loc="lower right", fontsize=8)
+    fig.suptitle("Reproduction study on phantoms (seed-averaged)")
+    return _save(fig, path)

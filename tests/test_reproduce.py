@@ -1,0 +1,123 @@
+"""`scripts/reproduce.py` end to end at its smoke scale: phantoms in two layouts -> the prepared pre-training union ->
+MAE pre-training with snapshots and the crop-scale ablation -> every fine-tuning arm through `accelerate launch` ->
+localisation and anomaly maps -> results.json, the table and the figure; then a second run resumes without redoing a
+step. Also the patient-level label fraction the study fine-tunes on."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import datasets
+import numpy as np
+import pytest
+from PIL import Image
+
+from cxr_vitmae.training.arguments import FinetuneArguments, parse_recipe_arguments
+from cxr_vitmae.training.setup import patient_subset
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_label_fraction_keeps_whole_patients_and_the_same_ones_for_every_seed():
+    patients = [f"p{i // 3:03d}" for i in range(300)] + ["single"]  # 100 patients of 3 images, one of 1
+    split = datasets.Dataset.from_dict({"patient_id": patients, "row": list(range(len(patients)))})
+    subset = patient_subset(split, 0.1, seed=0)
+    kept = set(subset["patient_id"])
+    assert len(kept) == 10
+    # Whole patients: every image of a kept patient is in, no other image is.
+    assert sorted(subset["row"]) == [i for i, p in enumerate(patients) if p in kept]
+    assert set(patient_subset(split, 0.1, seed=0)["patient_id"]) == kept
+    assert set(patient_subset(split, 0.1, seed=1)["patient_id"]) != kept
+    # A larger fraction with the same seed keeps a superset (a prefix of the same permutation).
+    assert kept <= set(patient_subset(split, 0.5, seed=0)["patient_id"])
+    assert len(patient_subset(split, 1e-6, seed=0)) >= 1
+
+
+@pytest.mark.parametrize("fraction", ["0", "1.5", "-0.1"])
+def test_label_fraction_outside_0_1_is_refused(fraction):
+    with pytest.raises(ValueError, match="--label_fraction must be in"):
+        parse_recipe_arguments(FinetuneArguments, ["--output_dir", "x", "--label_fraction", fraction])
+
+
+def run_study(output: Path) -> subprocess.CompletedProcess:
+    command = [sys.executable, "scripts/reproduce.py", "--profile", "smoke", "--seeds", "1", "--output", str(output)]
+    return subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=900)
+
+
+def test_study_end_to_end_and_resume(tmp_path):
+    output = tmp_path / "study"
+    first = run_study(output)
+    assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
+    results = json.loads((output / "results.json").read_text())
+
+    # Every arm at every label fraction, plus a snapshot and the ablation at the low fraction, each from its own
+    # metrics.json; the seed-averaged CI brackets the mean.
+    arms = {(s["arm"], s["fraction"]) for s in results["summaries"]}
+    for arm in ("vit-mae", "vit-scratch", "densenet121"):
+        assert {(arm, 0.5), (arm, 1.0)} <= arms
+    assert ("vit-mae-crop0.2", 0.5) in arms
+    snapshots = sorted((output / "pretrain" / "mae" / "snapshots").iterdir())
+    assert [p.name for p in snapshots] and all((p / "config.json").is_file() for p in snapshots)
+    assert (f"vit-mae-{snapshots[0].name}", 0.5) in arms
+    for run in results["runs"]:
+        metrics = json.loads((output / run["dir"] / "metrics.json").read_text())
+        assert run["mean_auroc"] == metrics["mean_auroc"]
+        args = json.loads((output / run["dir"] / "training_args.json").read_text())
+        assert args["label_fraction"] == run["fraction"] and args["seed"] == run["seed"]
+
+    # The same step budget for every arm at a fraction (the recipes' own histories).
+    for fraction, steps in ((0.5, 2), (1.0, 3)):
+        for run in (r for r in results["runs"] if r["fraction"] == fraction):
+            history = json.loads((output / run["dir"] / "trainer_history.json").read_text())
+            assert max(record["step"] for record in history) == steps, run
+
+    # Paired comparisons and the curve: step 0 is scratch, the last point the final MAE.
+    pairs = {(c["a"], c["b"], c["fraction"]) for c in results["comparisons"]}
+    assert {
+        ("vit-mae", "vit-scratch", 0.5),
+        ("vit-mae", "vit-scratch", 1.0),
+        ("vit-mae", "vit-mae-crop0.2", 0.5),
+    } <= pairs
+    curve = results["pretraining_curve"]
+    assert curve[0]["pretraining_steps"] == 0 and curve[0]["arm"] == "vit-scratch"
+    assert curve[-1]["arm"] == "vit-mae" and [p["pretraining_steps"] for p in curve] == sorted(
+        p["pretraining_steps"] for p in curve
+    )
+    for arm in ("vit-mae", "densenet121"):
+        localization = results["explain"]["localization"][arm]
+        assert 0 < localization["chance_pointing_game"] < 1
+    assert 0 < results["explain"]["anomaly"]["chance_hit_rate"] < 1
+    assert set(results["targets"]) == {
+        "mae_beats_scratch_at_low_fraction",
+        "anomaly_above_chance",
+        "pointing_game_above_chance",
+    }
+
+    # The table carries every arm and the command; the figure has two readable panels.
+    table = (output / "results.md").read_text()
+    assert "ViT, MAE pre-trained" in table and "DenseNet-121 from scratch" in table and "--profile smoke" in table
+    with Image.open(output / "reproduce.png") as figure:
+        assert figure.width >= 2 * 384 and figure.height >= 384
+
+    # A second run finds every step done and rewrites the same numbers.
+    second = run_study(output)
+    assert second.returncode == 0, second.stderr[-3000:]
+    assert "accelerate" not in second.stdout and second.stdout.count("done before") >= 10
+    again = json.loads((output / "results.json").read_text())
+    assert again["summaries"] == results["summaries"] and again["comparisons"] == results["comparisons"]
+    assert np.isclose(again["run"]["seconds"]["pretrain mae"], results["run"]["seconds"]["pretrain mae"])
+
+
+def test_readme_section_is_replaced_between_its_markers_only(tmp_path):
+    sys.path.insert(0, str(ROOT / "scripts"))
+    try:
+        from readme_section import update_readme_section
+    finally:
+        sys.path.pop(0)
+    readme = tmp_path / "README.md"
+    readme.write_text("# t\n\nbefore\n<!-- demo:start -->\nold table\n<!-- demo:end -->\nafter\n")
+    update_readme_section("demo", "| new | table |\n", readme)
+    assert readme.read_text() == "# t\n\nbefore\n<!-- demo:start -->\n| new | table |\n<!-- demo:end -->\nafter\n"
+    with pytest.raises(SystemExit, match="reproduce:start"):
+        update_readme_section("reproduce", "x", readme)

@@ -11,7 +11,13 @@ import os
 import subprocess
 import sys
 import time
+from datetime import datetime, timezone
 from pathlib import Path
+
+from readme_section import machine, update_readme_section
+
+from cxr_vitmae.evaluation.comparison import paired_auroc_difference
+from cxr_vitmae.evaluation.prediction import PREDICTIONS_FILE, load_predictions
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
@@ -45,18 +51,26 @@ def main() -> None:
     parser.add_argument("--output", type=Path, default=Path("demo_output"))
     parser.add_argument("--num-images", type=int, default=3000)
     parser.add_argument("--size", type=int, default=128, help="phantom image side (the models see 64 px crops)")
+    parser.add_argument("--update-readme", action="store_true", help="put the results table into README.md")
     args = parser.parse_args()
     out = args.output
     phantoms, pretrained = out / "phantoms", out / "mae-pretrain"
     classifiers = {"finetune-mae": "ViT, MAE pre-trained", "finetune-scratch": "ViT from scratch"}
     classifiers["finetune-densenet121"] = "DenseNet-121 from scratch"
-    common = ["--data_dir", str(phantoms)]
+    # The recipes read the prepared copy (decoded once, netpbm in Arrow); localisation and anomaly maps the corpus.
+    prepared = out / "phantoms-prepared"
+    common = ["--data_dir", str(prepared)]
     seconds = {}
 
     seconds["phantoms"] = run(
         "synthetic corpus in NIH ChestX-ray14's format",
         cli("phantoms", "--output", str(phantoms), "--num-images", str(args.num_images), "--size", str(args.size),
             "--seed", "0", "--difficulty", "easy"),
+    )  # fmt: skip
+    seconds["prepare"] = run(
+        "the prepared copy the recipes read",
+        cli("prepare", "nih-chestxray14", "--data-dir", str(phantoms), "--output", str(prepared), "--size",
+            str(args.size)),
     )  # fmt: skip
     seconds["pre-training"] = run(
         "MAE pre-training", accelerate("pretrain", "demo_pretrain", *common, "--output_dir", str(pretrained))
@@ -109,27 +123,63 @@ def main() -> None:
             "--dry-run", str(out / "hub-dry-run" / "finetune-mae")),
     )  # fmt: skip
 
-    print("\nphantom test split, mean AUROC with 95 % patient-level bootstrap CI")
-    summary = {}
+    summary = {"run": {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "machine": machine(),
+                       "command": " ".join(["python", "scripts/demo.py", *sys.argv[1:]])}}  # fmt: skip
     for name, description in classifiers.items():
         metrics = json.loads((out / name / "metrics.json").read_text())
-        low, high = metrics["mean_auroc_ci95"]
-        summary[name] = {"mean_auroc": metrics["mean_auroc"], "mean_auroc_ci95": [low, high]}
-        print(f"  {description:28s} {metrics['mean_auroc']:.3f}  [{low:.3f}, {high:.3f}]  "
-              f"({metrics['n_images']} images)")  # fmt: skip
-    print("\nGrad-CAM on the phantom test boxes (threshold chosen on a held-out half of the patients)")
+        summary[name] = {key: metrics[key] for key in ("mean_auroc", "mean_auroc_ci95", "n_images")}
+        summary[name]["description"] = description
+    # The paper's comparison, paired: both ViTs scored on the same draws of test patients.
+    difference = paired_auroc_difference(
+        [load_predictions(out / "finetune-mae" / PREDICTIONS_FILE)],
+        [load_predictions(out / "finetune-scratch" / PREDICTIONS_FILE)],
+    )
+    summary["mae_minus_scratch"] = {key: difference[key] for key in ("difference", "difference_ci95", "p_value")}
     for name in ("finetune-mae", "finetune-densenet121"):
         result = json.loads((explain / f"localization-{name}.json").read_text())
-        summary[name]["localization"] = {key: result[key] for key in ("pointing_game", "mean_iou", "n_boxes")}
-        print(f"  {classifiers[name]:28s} pointing game {result['pointing_game']:.3f}, mean IoU "
-              f"{result['mean_iou']:.3f} ({result['n_boxes']} boxes)")  # fmt: skip
+        keys = ("pointing_game", "chance_pointing_game", "mean_iou", "n_boxes")
+        summary[name]["localization"] = {key: result[key] for key in keys}
     anomaly = json.loads((explain / "anomaly.json").read_text())
     summary["anomaly"] = {key: anomaly[key] for key in ("hit_rate", "control_hit_rate", "chance_hit_rate", "n_images")}
-    print(f"\nMAE anomaly map, {anomaly['n_images']} planted nodules: hit rate {anomaly['hit_rate']:.3f} (untouched "
-          f"images {anomaly['control_hit_rate']:.3f}, chance {anomaly['chance_hit_rate']:.3f})")  # fmt: skip
     summary["seconds"] = seconds
     (out / "demo_summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-    print(f"\ntotal {sum(seconds.values()):.0f} s; models, metrics.json, figures and the model card are in {out}/")
+    report = demo_report(summary)
+    print("\n" + report)
+    print(f"models, metrics.json, figures and the model card are in {out}/")
+    if args.update_readme:
+        update_readme_section("demo", report)
+
+
+def demo_report(summary: dict) -> str:
+    """The demo's results as Markdown, every number from `summary` (demo_summary.json): what the demo prints and
+    what `--update-readme` puts into README."""
+    run, seconds = summary["run"], summary["seconds"]
+    lines = [
+        f"Measured {run['date']} on {run['machine']}: `{run['command']}`, {sum(seconds.values()):.0f} s of steps.",
+        "",
+        "| model | phantom test mean AUROC | 95 % CI (patient bootstrap) | Grad-CAM pointing game (chance) | boxes |",
+        "|---|---|---|---|---|",
+    ]
+    for name in ("finetune-mae", "finetune-scratch", "finetune-densenet121"):
+        model = summary[name]
+        low, high = model["mean_auroc_ci95"]
+        loc = model.get("localization")
+        pointing = f"{loc['pointing_game']:.3f} ({loc['chance_pointing_game']:.3f})" if loc else "—"
+        boxes = str(loc["n_boxes"]) if loc else "—"
+        lines.append(f"| {model['description']} | {model['mean_auroc']:.3f} | {low:.3f} – {high:.3f} | {pointing} | "
+                     f"{boxes} |")  # fmt: skip
+    difference = summary["mae_minus_scratch"]
+    low, high = difference["difference_ci95"]
+    anomaly = summary["anomaly"]
+    lines += [
+        "",
+        f"- MAE pre-trained minus scratch (paired patient bootstrap on the same test images): "
+        f"{difference['difference']:+.3f} [{low:+.3f}, {high:+.3f}], one-sided p = {difference['p_value']:.3f}.",
+        f"- MAE anomaly map, {anomaly['n_images']} planted nodules: hit rate {anomaly['hit_rate']:.3f} (untouched "
+        f"images {anomaly['control_hit_rate']:.3f}, chance {anomaly['chance_hit_rate']:.3f}).",
+        "- Seconds per step: " + ", ".join(f"{step} {value:.0f}" for step, value in seconds.items()) + ".",
+    ]
+    return "\n".join(lines) + "\n"
 
 
 if __name__ == "__main__":

@@ -241,7 +241,10 @@ def main() -> None:
         },  # fmt: skip
     )
     results["run"] = {
-        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        # When the last step finished (timings.json is rewritten after each), not when this summary was made.
+        "date": datetime.fromtimestamp(
+            timings.stat().st_mtime if timings.exists() else time.time(), timezone.utc
+        ).isoformat(timespec="seconds"),
         "machine": machine(),
         "command": " ".join(["python", "scripts/reproduce.py", *sys.argv[1:]]),
         "profile": {"name": args.profile, **asdict(profile)},

@@ -165,8 +165,22 @@ def _localization(result: Mapping) -> dict:
     return {key: result[key] for key in keys}
 
 
+def _auroc(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.3f}"
+
+
 def _ci(interval) -> str:
     return "n/a" if not interval else f"[{interval[0]:.3f}, {interval[1]:.3f}]"
+
+
+def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
+    """A Markdown table, preceded by a blank line."""
+    return [
+        "",
+        "| " + " | ".join(header) + " |",
+        "|---" * len(header) + "|",
+        *("| " + " | ".join(r) + " |" for r in rows),
+    ]
 
 
 def study_markdown(results: Mapping, figure: str | None = None) -> str:
@@ -177,44 +191,56 @@ def study_markdown(results: Mapping, figure: str | None = None) -> str:
         f"Measured {run['date']} on {run['machine']}: `{run['command']}` (profile `{run['profile']['name']}`, "
         f"{sum(run['seconds'].values()) / 60:.0f} min of steps). Test split of the NIH-layout phantoms; mean AUROC "
         "over the 14 labels; 95 % CIs by patient-level bootstrap.",
-        "",
-        "| arm | labelled patients | seeds | mean AUROC (mean ± std over seeds) | seed-averaged, 95 % CI |",
-        "|---|---|---|---|---|",
     ]
-    for s in results["summaries"]:
-        std = "" if s["std_over_seeds"] is None else f" ± {s['std_over_seeds']:.3f}"
-        lines.append(
-            f"| {s['description']} | {s['fraction']:.0%} | {s['n_seeds']} | "
-            f"{s['mean_auroc_over_seeds']:.3f}{std} | {_ci(s['seed_averaged_ci95'])} |"
-        )
+    lines += _table(
+        ["arm", "labelled patients", "seeds", "mean AUROC (mean ± std over seeds)", "seed-averaged, 95 % CI"],
+        [
+            [
+                s["description"],
+                f"{s['fraction']:.0%}",
+                str(s["n_seeds"]),
+                f"{s['mean_auroc_over_seeds']:.3f}"
+                + ("" if s["std_over_seeds"] is None else f" ± {s['std_over_seeds']:.3f}"),
+                _ci(s["seed_averaged_ci95"]),
+            ]
+            for s in results["summaries"]
+        ],
+    )
     main = [x for x in results["summaries"] if x["arm"] in (MAE, SCRATCH, DENSENET)]
     if main:
-        header = " | ".join(f"{x['arm']} {x['fraction']:.0%}" for x in main)
-        lines += ["", f"| per-class test AUROC, mean over seeds | {header} |", "|---" * (len(main) + 1) + "|"]
-        for name in main[0]["per_class_auroc_mean_over_seeds"]:
-            cells = [x["per_class_auroc_mean_over_seeds"][name] for x in main]
-            lines.append(f"| {name} | " + " | ".join("n/a" if c is None else f"{c:.3f}" for c in cells) + " |")
-    lines += [
-        "",
-        "| paired difference (same test patients) | labelled | A − B | 95 % CI | p (A ≤ B) |",
-        "|---|---|---|---|---|",
-    ]
-    for c in results["comparisons"]:
-        lines.append(
-            f"| {c['a']} − {c['b']} | {c['fraction']:.0%} | {c['difference']:+.3f} | "
-            f"{_ci(c['difference_ci95'])} | {c['p_value']:.3f} |"
+        lines += _table(
+            ["per-class test AUROC, mean over seeds", *(f"{x['arm']} {x['fraction']:.0%}" for x in main)],
+            [
+                [name, *(_auroc(x["per_class_auroc_mean_over_seeds"][name]) for x in main)]
+                for name in main[0]["per_class_auroc_mean_over_seeds"]
+            ],
         )
-    lines += [
-        "",
-        "| pre-training steps | mean AUROC (low fraction) | 95 % CI | minus scratch | 95 % CI |",
-        "|---|---|---|---|---|",
-    ]
-    for p in results["pretraining_curve"]:
-        minus = "" if p["minus_scratch"] is None else f"{p['minus_scratch']:+.3f}"
-        lines.append(
-            f"| {p['pretraining_steps']} | {p['mean_auroc']:.3f} | {_ci(p['mean_auroc_ci95'])} | {minus} | "
-            f"{_ci(p['minus_scratch_ci95']) if p['minus_scratch'] is not None else ''} |"
-        )
+    lines += _table(
+        ["paired difference (same test patients)", "labelled", "A − B", "95 % CI", "p (A ≤ B)"],
+        [
+            [
+                f"{c['a']} − {c['b']}",
+                f"{c['fraction']:.0%}",
+                f"{c['difference']:+.3f}",
+                _ci(c["difference_ci95"]),
+                f"{c['p_value']:.3f}",
+            ]
+            for c in results["comparisons"]
+        ],
+    )
+    lines += _table(
+        ["pre-training steps", "mean AUROC (low fraction)", "95 % CI", "minus scratch", "95 % CI"],
+        [
+            [
+                str(p["pretraining_steps"]),
+                f"{p['mean_auroc']:.3f}",
+                _ci(p["mean_auroc_ci95"]),
+                "" if p["minus_scratch"] is None else f"{p['minus_scratch']:+.3f}",
+                "" if p["minus_scratch"] is None else _ci(p["minus_scratch_ci95"]),
+            ]
+            for p in results["pretraining_curve"]
+        ],
+    )
     explain = results["explain"]
     lines += [""]
     for arm, loc in explain["localization"].items():

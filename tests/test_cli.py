@@ -1,6 +1,7 @@
 """The `cxr-vitmae` console script, run as a user runs it: a real process on real files."""
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -72,6 +73,22 @@ def test_predict_missing_model_dir(tmp_path):
     result = cxr_vitmae("predict", str(tmp_path / "no_such_model"), str(image))
     assert result.returncode != 0
     assert len(result.stderr.strip().splitlines()) == 1 and "no_such_model" in result.stderr
+
+
+@pytest.mark.parametrize("how", ["flag", "environment"])
+def test_debug_shows_the_traceback_of_an_error_that_is_otherwise_one_line(tmp_path, how):
+    image = tmp_path / "x.png"
+    Image.fromarray(np.zeros((64, 64), dtype=np.uint8)).save(image)
+    args = ["predict", str(tmp_path / "no_such_model"), str(image)]
+    plain = cxr_vitmae(*args)
+    assert plain.returncode == 1 and "Traceback" not in plain.stderr
+    if how == "flag":
+        debug = cxr_vitmae(*args, "--debug")
+    else:
+        debug = subprocess.run([str(CONSOLE_SCRIPT), *args], capture_output=True, text=True, timeout=300,
+                               env={**os.environ, "CXR_VITMAE_DEBUG": "1"})  # fmt: skip
+    assert debug.returncode == 1
+    assert "Traceback (most recent call last)" in debug.stderr and "no_such_model" in debug.stderr
 
 
 def test_predict_refuses_a_pretraining_directory(tmp_path):

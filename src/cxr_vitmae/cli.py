@@ -432,6 +432,10 @@ def build_push(parser: argparse.ArgumentParser):
     return run
 
 
+# Set to 1 (or pass --debug) to see the full traceback of an error the CLI would print as one line.
+DEBUG_ENVIRONMENT = "CXR_VITMAE_DEBUG"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="cxr-vitmae", description="Masked-autoencoder ViTs and DenseNets for chest X-ray classification."
@@ -440,6 +444,9 @@ def build_parser() -> argparse.ArgumentParser:
     for name, (help_text, build) in SUBCOMMANDS.items():
         command = commands.add_parser(name, help=help_text, description=help_text)
         command.set_defaults(run=build(command))
+        command.add_argument(
+            "--debug", action="store_true", help=f"show the traceback of any error (also {DEBUG_ENVIRONMENT}=1)"
+        )
     return parser
 
 
@@ -454,6 +461,9 @@ def main(argv: list[str] | None = None) -> int:
         sys.modules["datasets"].disable_progress_bars()
     else:
         os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
+    if args.debug or os.environ.get(DEBUG_ENVIRONMENT, "") not in ("", "0"):
+        args.run(args)  # any error propagates with its traceback
+        return 0
     try:
         args.run(args)
     except (OSError, ValueError, ImportError) as error:

@@ -40,6 +40,7 @@ from dataclasses import asdict, dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
 
+import yaml
 from readme_section import machine, update_readme_section
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -193,11 +194,11 @@ def main() -> None:
     fractions = sorted(profile.finetune_steps)
     low = fractions[0]
     snapshots = sorted((mae / "snapshots").glob("step-*"), key=lambda path: int(path.name.split("-")[1]))
-    batch = 64
     runs = []
 
     def finetune(arm: str, config: str, fraction: float, seed: int, *model_flags) -> None:
         run_dir = out / "finetune" / arm / f"fraction-{fraction:g}" / f"seed-{seed}"
+        batch = yaml.safe_load((CONFIGS / config).read_text())["per_device_train_batch_size"]
         step(f"finetune {arm} {fraction:g} seed {seed}", run_dir / "metrics.json",
              launch(profile, "finetune", config, "--output_dir", run_dir, *model_flags,
                     *finetune_flags(profile, nih, fraction, batch, seed)))  # fmt: skip

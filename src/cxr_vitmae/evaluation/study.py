@@ -7,6 +7,7 @@ JSON files); nothing is re-trained or re-evaluated.
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -92,48 +93,40 @@ def summarize_study(
         )
 
     fractions = sorted({r["fraction"] for r in records})
-    comparisons = []
-    for fraction in fractions:
-        for a, b in ((MAE, SCRATCH), (MAE, DENSENET), (SCRATCH, DENSENET)):
-            if group(a, fraction) and group(b, fraction):
-                result = paired_auroc_difference(group(a, fraction), group(b, fraction), n_bootstrap=n_bootstrap)
-                comparisons.append({"a": a, "b": b, "fraction": fraction, **result})
-    ablation = [arm for arm in arms if arm not in (MAE, SCRATCH, DENSENET)]
-    for arm in ablation:
-        if group(arm, fractions[0]):
-            result = paired_auroc_difference(
-                group(MAE, fractions[0]), group(arm, fractions[0]), n_bootstrap=n_bootstrap
-            )
-            comparisons.append({"a": MAE, "b": arm, "fraction": fractions[0], **result})
+    # Each paired comparison is bootstrapped once; the table and the curve read the same result.
+    paired = functools.cache(
+        lambda a, b, fraction: paired_auroc_difference(group(a, fraction), group(b, fraction), n_bootstrap=n_bootstrap)
+    )
+    low = fractions[0]
+    pairs = [(a, b, f) for f in fractions for a, b in ((MAE, SCRATCH), (MAE, DENSENET), (SCRATCH, DENSENET))]
+    pairs += [(MAE, arm, low) for arm in arms if arm not in (MAE, SCRATCH, DENSENET)]  # the ablation
+    comparisons = [
+        {"a": a, "b": b, "fraction": f, **paired(a, b, f)} for a, b, f in pairs if group(a, f) and group(b, f)
+    ]
 
     # AUROC against pre-training steps at the low fraction: scratch is step 0, the final MAE the last point.
-    low = fractions[0]
+    by_arm = {s["arm"]: s for s in summaries if s["fraction"] == low}
     points = [(0, SCRATCH), *sorted((step, arm) for arm, step in snapshot_steps.items()), (final_steps, MAE)]
     curve = []
     for steps, arm in points:
-        if not group(arm, low):
+        if arm not in by_arm:
             continue
-        pooled = pooled_mean_auroc(group(arm, low), n_bootstrap=n_bootstrap)
-        difference = (
-            None
-            if arm == SCRATCH
-            else paired_auroc_difference(group(arm, low), group(SCRATCH, low), n_bootstrap=n_bootstrap)
-        )
+        difference = None if arm == SCRATCH else paired(arm, SCRATCH, low)
         curve.append(
             {
                 "pretraining_steps": steps,
                 "arm": arm,
-                "mean_auroc": pooled["mean_auroc"],
-                "mean_auroc_ci95": pooled["mean_auroc_ci95"],
+                "mean_auroc": by_arm[arm]["mean_auroc_over_seeds"],
+                "mean_auroc_ci95": by_arm[arm]["seed_averaged_ci95"],
                 "minus_scratch": None if difference is None else difference["difference"],
                 "minus_scratch_ci95": None if difference is None else difference["difference_ci95"],
                 "minus_scratch_p_value": None if difference is None else difference["p_value"],
             }
         )
 
-    target = next(c for c in comparisons if c["a"] == MAE and c["b"] == SCRATCH and c["fraction"] == low)
-    low_summary = {s["arm"]: s for s in summaries if s["fraction"] == low}
-    mae_ci, scratch_ci = low_summary[MAE]["seed_averaged_ci95"], low_summary[SCRATCH]["seed_averaged_ci95"]
+    target = paired(MAE, SCRATCH, low)
+    mae_ci, scratch_ci = by_arm[MAE]["seed_averaged_ci95"], by_arm[SCRATCH]["seed_averaged_ci95"]
+    non_overlapping = bool(mae_ci and scratch_ci and mae_ci[0] > scratch_ci[1])
     localization = {arm: _localization(result) for arm, result in explain["localization"].items()}
     anomaly = explain["anomaly"]
     return {
@@ -148,9 +141,9 @@ def summarize_study(
         "targets": {
             "mae_beats_scratch_at_low_fraction": {
                 "fraction": low,
-                "non_overlapping_ci": bool(mae_ci and scratch_ci and mae_ci[0] > scratch_ci[1]),
+                "non_overlapping_ci": non_overlapping,
                 "paired_p_value": target["p_value"],
-                "reached": bool((mae_ci and scratch_ci and mae_ci[0] > scratch_ci[1]) or target["p_value"] < 0.05),
+                "reached": non_overlapping or target["p_value"] < 0.05,
             },
             "anomaly_above_chance": anomaly["hit_rate"] > anomaly["chance_hit_rate"],
             "pointing_game_above_chance": {

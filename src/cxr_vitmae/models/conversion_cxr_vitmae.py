@@ -13,12 +13,8 @@ from .conversion_utils import (
     ConvertedCheckpoint,
     classifier_label_options,
 )
-from .modeling_cxr_vitmae import (
-    CXRViTMAEForPreTraining,
-    CXRViTMAEModel,
-    ViTMAEForChestXray,
-    resize_position_table,
-)
+from .modeling_cxr_vitmae import CXRViTMAEForPreTraining, CXRViTMAEModel, ViTMAEForChestXray
+from .vit_building_blocks import resize_position_table
 
 # timm / MAE name -> ours, applied in order to every key (the block rules run after the prefix rules).
 _TIMM_RULES = [

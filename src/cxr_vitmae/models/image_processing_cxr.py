@@ -17,7 +17,6 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps
 from transformers import BatchFeature, ViTImageProcessor
-from transformers.image_utils import ChannelDimension, PILImageResampling
 
 __all__ = ["CXRImageProcessor", "RadiographReadError", "load_radiograph"]
 
@@ -287,11 +286,12 @@ def _load_dicom(path: Path, has_dicm_magic: bool) -> np.ndarray:
     return np.ascontiguousarray(scaled, dtype=np.float32)
 
 
-def _to_chw_255(image: Any, input_data_format: str | ChannelDimension | None = None) -> torch.Tensor:
+def _to_chw_255(image: Any, input_data_format: str | None = None) -> torch.Tensor:
     """One image of any supported kind as a float32 (C, H, W) tensor, C in {1, 3}, on the 0-255 scale."""
     if isinstance(image, torch.Tensor):
         image = _tensor_to_numpy(image)
-    channels_first = input_data_format is not None and ChannelDimension(input_data_format) == ChannelDimension.FIRST
+    # transformers' ChannelDimension is a str enum, so its members compare equal to their string values.
+    channels_first = input_data_format == "channels_first"
     if channels_first and isinstance(image, np.ndarray) and image.ndim == 3:
         image = image.transpose(1, 2, 0)
     arr = load_radiograph(image)
@@ -324,7 +324,7 @@ class CXRImageProcessor(ViTImageProcessor):
     ```
     """
 
-    resample = PILImageResampling.BICUBIC
+    resample = Image.Resampling.BICUBIC
     size = {"shortest_edge": 256}
     default_to_square = False
     do_resize = True
@@ -351,7 +351,7 @@ class CXRImageProcessor(ViTImageProcessor):
         self,
         image: Any,
         do_convert_rgb: bool | None = None,
-        input_data_format: str | ChannelDimension | None = None,
+        input_data_format: str | None = None,
         device: torch.device | str | None = None,
         **kwargs: Any,
     ) -> torch.Tensor:
@@ -372,7 +372,7 @@ class CXRImageProcessor(ViTImageProcessor):
         images: Any,
         *args: Any,
         expected_ndims: int = 3,
-        input_data_format: str | ChannelDimension | None = None,
+        input_data_format: str | None = None,
         device: torch.device | str | None = None,
         **kwargs: Any,
     ) -> list[torch.Tensor]:

@@ -13,10 +13,10 @@ from torch import nn
 from transformers import PreTrainedModel
 from transformers import initialization as init
 from transformers.modeling_outputs import BaseModelOutputWithPoolingAndNoAttention, ImageClassifierOutput
-from transformers.utils.generic import can_return_tuple
 
 from .classification_loss import chest_xray_classification_loss
 from .configuration_cxr_densenet import CXRDenseNetConfig
+from .model_outputs import as_requested
 from .saving import SavesImageProcessorMixin
 
 
@@ -97,10 +97,13 @@ class CXRDenseNetModel(CXRDenseNetPreTrainedModel):
             if hasattr(module, "grad_checkpointing"):
                 module.grad_checkpointing = bool(enable)
 
-    @can_return_tuple
     def forward(
-        self, pixel_values: torch.Tensor, output_hidden_states: bool | None = None, **kwargs
-    ) -> BaseModelOutputWithPoolingAndNoAttention:
+        self,
+        pixel_values: torch.Tensor,
+        output_hidden_states: bool | None = None,
+        return_dict: bool | None = None,
+        **kwargs,
+    ) -> BaseModelOutputWithPoolingAndNoAttention | tuple:
         """Run the backbone on `pixel_values` of shape `(batch, num_channels, height, width)`."""
         if output_hidden_states is None:
             output_hidden_states = self.config.output_hidden_states
@@ -112,9 +115,10 @@ class CXRDenseNetModel(CXRDenseNetPreTrainedModel):
             if output_hidden_states and (name == "pool0" or name.startswith("denseblock")):
                 hidden_states += (x,)
         pooled = x.mean(dim=(2, 3))
-        return BaseModelOutputWithPoolingAndNoAttention(
+        output = BaseModelOutputWithPoolingAndNoAttention(
             last_hidden_state=x, pooler_output=pooled, hidden_states=hidden_states
         )
+        return as_requested(output, return_dict, self.config)
 
 
 class DenseNetForChestXray(CXRDenseNetPreTrainedModel):
@@ -134,23 +138,24 @@ class DenseNetForChestXray(CXRDenseNetPreTrainedModel):
         )
         self.post_init()
 
-    @can_return_tuple
     def forward(
         self,
         pixel_values: torch.Tensor,
         labels: torch.Tensor | None = None,
         output_hidden_states: bool | None = None,
+        return_dict: bool | None = None,
         **kwargs,
-    ) -> ImageClassifierOutput:
+    ) -> ImageClassifierOutput | tuple:
         """Classify `pixel_values`; with `labels` ((batch, num_labels) multi-hot floats, NaN = unknown, or
         (batch,) class indices for single-label problems) also return the loss."""
-        outputs = self.densenet(pixel_values, output_hidden_states=output_hidden_states)
+        outputs = self.densenet(pixel_values, output_hidden_states=output_hidden_states, return_dict=True)
         logits = self.classifier(outputs.pooler_output)
 
         loss = None
         if labels is not None:
             loss = chest_xray_classification_loss(logits, labels.to(logits.device), self.config.problem_type)
-        return ImageClassifierOutput(loss=loss, logits=logits, hidden_states=outputs.hidden_states)
+        output = ImageClassifierOutput(loss=loss, logits=logits, hidden_states=outputs.hidden_states)
+        return as_requested(output, return_dict, self.config)
 
 
 # Makes save_pretrained write `auto_map` and copy this file, the config file and their relative imports, so the

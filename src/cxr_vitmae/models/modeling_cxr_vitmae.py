@@ -10,32 +10,37 @@ Every other stock key (embeddings, `layernorm_before/after`, `attention.o_proj`,
 whole `decoder.*`) has the same name and shape here.
 """
 
-from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import dataclass
-from functools import cache
 
 import torch
-from timm.layers import DropPath, resample_abs_pos_embed
 from torch import nn
-from transformers import PreTrainedModel
+from transformers import AttentionInterface, GradientCheckpointingLayer, PreTrainedModel
 from transformers import initialization as init
-from transformers.activations import ACT2FN
-from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.modeling_outputs import BaseModelOutput, ImageClassifierOutput
-from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
-from transformers.models.vit_mae.modeling_vit_mae import (
-    ViTMAEPatchEmbeddings,
-    build_2d_sinusoidal_position_embedding,
-    eager_attention_forward,
-)
 from transformers.utils import ModelOutput
-from transformers.utils.generic import can_return_tuple
-from transformers.utils.output_capturing import capture_outputs
 
 from .classification_loss import chest_xray_classification_loss
 from .configuration_cxr_vitmae import CXRViTMAEConfig
+from .model_outputs import as_requested
 from .saving import SavesImageProcessorMixin
+from .vit_building_blocks import (
+    ACTIVATIONS,
+    DropPath,
+    attention_needs_fp32,
+    eager_attention,
+    gather_tokens,
+    random_masking,
+    resize_position_table,
+    sincos_position_table,
+)
+
+# A saved model directory carries this file forever (remote code), so it imports only torch and the documented API of
+# transformers (`transformers.X`, `transformers.modeling_outputs`, `transformers.utils.ModelOutput`), never a module
+# of another model or a private helper: those move between releases. tests/test_remote_code.py checks it.
+
+# The attention kernels transformers dispatches to by `config._attn_implementation` ("sdpa", "flash_attention_2", ...).
+ATTENTION_FUNCTIONS = AttentionInterface()
 
 
 @dataclass
@@ -60,22 +65,25 @@ class CXRViTMAEForPreTrainingOutput(ModelOutput):
     attentions: tuple[torch.Tensor, ...] | None = None
 
 
-def sincos_position_table(grid_size: int, dim: int) -> torch.Tensor:
-    """The fixed (1, 1 + grid_size**2, dim) position table of MAE, with a zero row for the CLS token.
+class CXRViTMAEPatchEmbeddings(nn.Module):
+    """Non-overlapping patches embedded by a strided convolution (`projection`), as transformers' ViTMAE names it."""
 
-    MAE lays each row out as [sin_w | cos_w | sin_h | cos_h] (its meshgrid puts w first); released checkpoints
-    carry that layout, so the halves of transformers' [h | w] table are swapped to match it.
-    """
-    table = build_2d_sinusoidal_position_embedding(grid_size, grid_size, embed_dim=dim, cls_token=True)
-    half = dim // 2
-    return torch.cat([table[:, half:], table[:, :half]], dim=-1).unsqueeze(0)
+    def __init__(self, config: CXRViTMAEConfig):
+        super().__init__()
+        self.num_patches = config.num_patches
+        self.projection = nn.Conv2d(
+            config.num_channels, config.hidden_size, kernel_size=config.patch_size, stride=config.patch_size
+        )
 
+    def check_channels(self, pixel_values: torch.Tensor) -> None:
+        if pixel_values.shape[1] != self.projection.in_channels:
+            raise ValueError(
+                f"pixel_values has {pixel_values.shape[1]} channels; the model expects {self.projection.in_channels}"
+            )
 
-def resize_position_table(table: torch.Tensor, height: int, width: int) -> torch.Tensor:
-    """`table` (1, 1 + n, dim) resampled bicubically to a (height, width) patch grid; the CLS row is kept."""
-    if table.shape[1] - 1 == height * width:
-        return table
-    return resample_abs_pos_embed(table, new_size=[height, width], num_prefix_tokens=1)
+    def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        self.check_channels(pixel_values)
+        return self.projection(pixel_values).flatten(2).transpose(1, 2)
 
 
 class CXRViTMAEEmbeddings(nn.Module):
@@ -86,7 +94,7 @@ class CXRViTMAEEmbeddings(nn.Module):
         self.config = config
         self.patch_size = config.patch_size
         self.cls_token = nn.Parameter(torch.zeros(1, 1, config.hidden_size))
-        self.patch_embeddings = ViTMAEPatchEmbeddings(config)
+        self.patch_embeddings = CXRViTMAEPatchEmbeddings(config)
         # Fixed during MAE pre-training (as in MAE); the classifier makes it trainable, as the paper's fine-tuning does.
         self.position_embeddings = nn.Parameter(
             torch.zeros(1, self.patch_embeddings.num_patches + 1, config.hidden_size), requires_grad=False
@@ -125,11 +133,8 @@ class CXRViTMAEEmbeddings(nn.Module):
         """The patch embedding of the kept patches only, in `ids_keep` order: the convolution's weights applied as a
         matrix product to the gathered pixel patches. Equal to embedding every patch and gathering the kept ones,
         without embedding (forward and backward) the 90 % that MAE masks, which stock transformers does."""
+        self.patch_embeddings.check_channels(pixel_values)
         projection = self.patch_embeddings.projection
-        if pixel_values.shape[1] != projection.in_channels:
-            raise ValueError(
-                f"pixel_values has {pixel_values.shape[1]} channels; the model expects {projection.in_channels}"
-            )
         batch_size, channels, height, width = pixel_values.shape
         size = self.patch_size
         # (B, C, h, p, w, p) -> (B, h·w, C·p·p): the flattening order of the convolution's weight.
@@ -137,59 +142,6 @@ class CXRViTMAEEmbeddings(nn.Module):
         patches = patches.permute(0, 2, 4, 1, 3, 5).reshape(batch_size, -1, channels * size * size)
         weight = projection.weight.reshape(projection.out_channels, -1)
         return nn.functional.linear(gather_tokens(patches, ids_keep), weight, projection.bias)
-
-
-def gather_tokens(tokens: torch.Tensor, ids: torch.LongTensor) -> torch.Tensor:
-    """tokens[b, ids[b, i]] for every b, i: (B, L, D) -> (B, K, D)."""
-    return torch.gather(tokens, 1, ids[:, :, None].expand(-1, -1, tokens.shape[-1]))
-
-
-def random_masking(
-    batch_size: int,
-    num_patches: int,
-    mask_ratio: float,
-    noise: torch.Tensor | None,
-    device: torch.device,
-) -> tuple[torch.LongTensor, torch.Tensor, torch.LongTensor]:
-    """MAE's per-sample random masking: keep the `int(L * (1 - mask_ratio))` patches with the lowest `noise`.
-
-    Returns `ids_keep`, the indices of the kept patches (in ascending-noise order), the binary mask (1 = masked) in
-    the original patch order, and `ids_restore`, the permutation that puts the shuffled sequence back in order.
-    """
-    num_keep = int(num_patches * (1 - mask_ratio))
-    if noise is None:
-        noise = torch.rand(batch_size, num_patches, device=device)
-    elif noise.shape != (batch_size, num_patches):
-        raise ValueError(
-            f"noise must have shape (batch_size, num_patches) = {(batch_size, num_patches)}, got {tuple(noise.shape)}"
-        )
-    ids_shuffle = torch.argsort(noise.to(device), dim=1)
-    ids_restore = torch.argsort(ids_shuffle, dim=1)
-    # A patch is masked iff its rank in the shuffle is past the kept prefix.
-    mask = (ids_restore >= num_keep).float()
-    return ids_shuffle[:, :num_keep], mask, ids_restore
-
-
-@cache
-def cpu_bf16_attention_is_slow() -> bool:
-    """Whether this CPU lacks AMX, so that PyTorch's CPU flash-attention kernel runs slower in bf16 than in fp32.
-
-    Measured on a 2-core AVX512-BF16 EPYC without AMX (ViT-S MAE decoder shapes, forward + backward): 161 ms in bf16
-    against 115 ms in fp32 for 197 tokens, 9.1 against 2.5 ms for 20. CPUs with AMX tiles multiply bf16 blocks in
-    hardware and keep bf16."""
-    amx = getattr(torch.cpu, "_is_amx_tile_supported", None)
-    return not (amx is not None and amx())
-
-
-def attention_needs_fp32(query: torch.Tensor, attn_implementation: str) -> bool:
-    """SDPA on a CPU without AMX, with bf16 inputs (bf16 autocast or a bf16 model): attention runs in fp32 there,
-    which is faster (see `cpu_bf16_attention_is_slow`) and more precise."""
-    return (
-        attn_implementation == "sdpa"
-        and query.device.type == "cpu"
-        and query.dtype == torch.bfloat16
-        and cpu_bf16_attention_is_slow()
-    )
 
 
 class CXRViTMAEAttention(nn.Module):
@@ -209,15 +161,20 @@ class CXRViTMAEAttention(nn.Module):
         self.qkv = nn.Linear(hidden_size, 3 * hidden_size, bias=config.qkv_bias)
         self.o_proj = nn.Linear(hidden_size, hidden_size)
 
-    def forward(self, hidden_states: torch.Tensor, **kwargs) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def forward(
+        self, hidden_states: torch.Tensor, output_attentions: bool = False, **kwargs
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """`output_attentions=True` computes this call's attention written out (`eager_attention`), the only way to
+        get the weights: fused kernels never form them."""
         batch_size, seq_len, hidden_size = hidden_states.shape
         qkv = self.qkv(hidden_states).view(batch_size, seq_len, 3, self.num_heads, self.head_dim)
         query, key, value = qkv.permute(2, 0, 3, 1, 4).unbind(0)
-        attention_interface: Callable = ALL_ATTENTION_FUNCTIONS.get_interface(
-            self.config._attn_implementation, eager_attention_forward
+        implementation = "eager" if output_attentions else self.config._attn_implementation
+        attention_interface = (
+            eager_attention if implementation in (None, "eager") else ATTENTION_FUNCTIONS[implementation]
         )
         input_dtype = query.dtype
-        in_fp32 = attention_needs_fp32(query, self.config._attn_implementation)
+        in_fp32 = attention_needs_fp32(query, implementation)
         if in_fp32:
             query, key, value = query.float(), key.float(), value.float()
         # Autocast would cast the fp32 inputs straight back to bf16 inside SDPA.
@@ -236,11 +193,14 @@ class CXRViTMAEAttention(nn.Module):
         return self.o_proj(attn_output.reshape(batch_size, seq_len, hidden_size)), attn_weights
 
 
+# The activations `hidden_act` names, by transformers' names: "gelu" is the exact (erf) GELU of timm and MAE.
 class CXRViTMAEMLP(nn.Module):
     def __init__(self, config: CXRViTMAEConfig, hidden_size: int, intermediate_size: int):
         super().__init__()
         self.fc1 = nn.Linear(hidden_size, intermediate_size)
-        self.activation_fn = ACT2FN[config.hidden_act]
+        if config.hidden_act not in ACTIVATIONS:
+            raise ValueError(f"hidden_act must be one of {sorted(ACTIVATIONS)}, got {config.hidden_act!r}")
+        self.activation_fn = ACTIVATIONS[config.hidden_act]()
         self.fc2 = nn.Linear(intermediate_size, hidden_size)
 
     def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
@@ -261,11 +221,16 @@ class CXRViTMAELayer(GradientCheckpointingLayer):
         self.dropout = nn.Dropout(config.hidden_dropout_prob)
         self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
 
-    def forward(self, hidden_states: torch.Tensor, **kwargs) -> torch.Tensor:
-        attention_output, _ = self.attention(self.layernorm_before(hidden_states), **kwargs)
+    def forward(
+        self, hidden_states: torch.Tensor, output_attentions: bool = False, **kwargs
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The block's output and, with `output_attentions`, its attention weights (else None)."""
+        attention_output, attention_weights = self.attention(
+            self.layernorm_before(hidden_states), output_attentions=output_attentions, **kwargs
+        )
         hidden_states = hidden_states + self.drop_path(self.dropout(attention_output))
         mlp_output = self.mlp(self.layernorm_after(hidden_states))
-        return hidden_states + self.drop_path(self.dropout(mlp_output))
+        return hidden_states + self.drop_path(self.dropout(mlp_output)), attention_weights
 
 
 class CXRViTMAEDecoder(nn.Module):
@@ -302,7 +267,7 @@ class CXRViTMAEDecoder(nn.Module):
         hidden_states = torch.cat([hidden_states[:, :1], unshuffled], dim=1)
         hidden_states = hidden_states + resize_position_table(self.decoder_pos_embed, *grid)
         for layer in self.decoder_layers:
-            hidden_states = layer(hidden_states)
+            hidden_states, _ = layer(hidden_states)
         return self.decoder_pred(self.decoder_norm(hidden_states))[:, 1:]
 
 
@@ -320,7 +285,6 @@ class CXRViTMAEPreTrainedModel(SavesImageProcessorMixin, PreTrainedModel):
     _supports_flash_attn = True
     _supports_flex_attn = True
     _supports_attention_backend = True
-    _can_record_outputs = {"hidden_states": CXRViTMAELayer, "attentions": CXRViTMAEAttention}
 
     def _init_weights(self, module):
         # MAE's initialisation (models_mae.py::initialize_weights / _init_weights).
@@ -371,15 +335,17 @@ class CXRViTMAEModel(CXRViTMAEPreTrainedModel):
     def get_input_embeddings(self) -> nn.Module:
         return self.embeddings.patch_embeddings
 
-    @capture_outputs(tie_last_hidden_states=False)
     def forward(
         self,
         pixel_values: torch.Tensor,
         noise: torch.Tensor | None = None,
         mask_ratio: float | None = None,
         interpolate_pos_encoding: bool | None = None,
+        output_attentions: bool | None = None,
+        output_hidden_states: bool | None = None,
+        return_dict: bool | None = None,
         **kwargs,
-    ) -> CXRViTMAEModelOutput:
+    ) -> CXRViTMAEModelOutput | tuple:
         r"""
         pixel_values (`torch.Tensor` of shape `(batch_size, num_channels, height, width)`): normalised images.
         noise (`torch.Tensor` of shape `(batch_size, num_patches)`, *optional*): fixes MAE masking — patches are
@@ -387,17 +353,36 @@ class CXRViTMAEModel(CXRViTMAEPreTrainedModel):
         mask_ratio (`float`, *optional*): fraction of patches to hide (default: none, or `config.mask_ratio` when
             `noise` is given).
         interpolate_pos_encoding (`bool`, *optional*): resample the position table to the input's patch grid.
+        output_attentions, output_hidden_states, return_dict (`bool`, *optional*): as in transformers (defaults from
+            the config); `hidden_states` holds the embeddings and each block's output, before the final LayerNorm.
         """
+        if output_attentions is None:
+            output_attentions = self.config.output_attentions
+        if output_hidden_states is None:
+            output_hidden_states = self.config.output_hidden_states
         if mask_ratio is None:
             mask_ratio = self.config.mask_ratio if noise is not None else 0.0
         hidden_states, mask, ids_restore = self.embeddings(
             pixel_values, noise=noise, mask_ratio=mask_ratio, interpolate_pos_encoding=bool(interpolate_pos_encoding)
         )
+        all_hidden_states = (hidden_states,) if output_hidden_states else None
+        all_attentions = () if output_attentions else None
         for layer in self.layers:
-            hidden_states = layer(hidden_states, **kwargs)
+            hidden_states, attention_weights = layer(hidden_states, output_attentions=output_attentions, **kwargs)
+            if output_hidden_states:
+                all_hidden_states += (hidden_states,)
+            if output_attentions:
+                all_attentions += (attention_weights,)
         if self.layernorm is not None:
             hidden_states = self.layernorm(hidden_states)
-        return CXRViTMAEModelOutput(last_hidden_state=hidden_states, mask=mask, ids_restore=ids_restore)
+        output = CXRViTMAEModelOutput(
+            last_hidden_state=hidden_states,
+            hidden_states=all_hidden_states,
+            attentions=all_attentions,
+            mask=mask,
+            ids_restore=ids_restore,
+        )
+        return as_requested(output, return_dict, self.config)
 
 
 class CXRViTMAEForPreTraining(CXRViTMAEPreTrainedModel):
@@ -434,14 +419,14 @@ class CXRViTMAEForPreTraining(CXRViTMAEPreTrainedModel):
         pixels = patches.reshape(patches.shape[0], grid_h, grid_w, patch, patch, channels)
         return pixels.permute(0, 5, 1, 3, 2, 4).reshape(patches.shape[0], channels, height, width)
 
-    @can_return_tuple
     def forward(
         self,
         pixel_values: torch.Tensor,
         noise: torch.Tensor | None = None,
         interpolate_pos_encoding: bool | None = None,
+        return_dict: bool | None = None,
         **kwargs,
-    ) -> CXRViTMAEForPreTrainingOutput:
+    ) -> CXRViTMAEForPreTrainingOutput | tuple:
         r"""
         noise (`torch.Tensor` of shape `(batch_size, num_patches)`, *optional*): fixes the masking (argsort order,
             lowest kept), as in transformers' `ViTMAEForPreTraining`.
@@ -452,6 +437,7 @@ class CXRViTMAEForPreTraining(CXRViTMAEPreTrainedModel):
             noise=noise,
             mask_ratio=self.config.mask_ratio,
             interpolate_pos_encoding=interpolate_pos_encoding,
+            return_dict=True,
             **kwargs,
         )
         grid = (pixel_values.shape[-2] // self.config.patch_size, pixel_values.shape[-1] // self.config.patch_size)
@@ -465,7 +451,7 @@ class CXRViTMAEForPreTraining(CXRViTMAEPreTrainedModel):
         per_patch = ((logits - target) ** 2).mean(dim=-1)
         loss = (per_patch * outputs.mask).sum() / outputs.mask.sum()
 
-        return CXRViTMAEForPreTrainingOutput(
+        output = CXRViTMAEForPreTrainingOutput(
             loss=loss,
             logits=logits,
             mask=outputs.mask,
@@ -473,6 +459,7 @@ class CXRViTMAEForPreTraining(CXRViTMAEPreTrainedModel):
             hidden_states=outputs.hidden_states,
             attentions=outputs.attentions,
         )
+        return as_requested(output, return_dict, self.config)
 
 
 class ViTMAEForChestXray(CXRViTMAEPreTrainedModel):
@@ -495,29 +482,30 @@ class ViTMAEForChestXray(CXRViTMAEPreTrainedModel):
     def get_input_embeddings(self) -> nn.Module:
         return self.vit.embeddings.patch_embeddings
 
-    @can_return_tuple
     def forward(
         self,
         pixel_values: torch.Tensor,
         labels: torch.Tensor | None = None,
         interpolate_pos_encoding: bool | None = None,
+        return_dict: bool | None = None,
         **kwargs,
-    ) -> ImageClassifierOutput:
+    ) -> ImageClassifierOutput | tuple:
         r"""
         labels (`torch.Tensor`, *optional*): float multi-hot (batch, num_labels) with NaN for unknown entries, or
             class indices (batch,) for `single_label_classification`.
         interpolate_pos_encoding (`bool`, *optional*): run at a resolution other than `config.image_size`.
         """
-        outputs = self.vit(pixel_values, interpolate_pos_encoding=interpolate_pos_encoding, **kwargs)
+        outputs = self.vit(pixel_values, interpolate_pos_encoding=interpolate_pos_encoding, return_dict=True, **kwargs)
         tokens = outputs.last_hidden_state
         pooled = tokens[:, 1:].mean(dim=1) if self.config.use_mean_pooling else tokens[:, 0]
         logits = self.classifier(self.fc_norm(pooled))
         loss = None
         if labels is not None:
             loss = chest_xray_classification_loss(logits, labels.to(logits.device), self.config.problem_type)
-        return ImageClassifierOutput(
+        output = ImageClassifierOutput(
             loss=loss, logits=logits, hidden_states=outputs.hidden_states, attentions=outputs.attentions
         )
+        return as_requested(output, return_dict, self.config)
 
 
 CXRViTMAEConfig.register_for_auto_class()

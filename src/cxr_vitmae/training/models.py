@@ -20,7 +20,7 @@ from ..models import (
 )
 from ..models.configuration_cxr_densenet import CXR_DENSENET_PRESETS
 from ..models.configuration_cxr_vitmae import VIT_PRESETS
-from ..models.modeling_cxr_vitmae import resize_position_table
+from ..models.vit_building_blocks import resize_position_table
 
 # The position tables a cxr_vitmae state dict may hold (the decoder's in pre-training models only).
 _POSITION_TABLES = ("vit.embeddings.position_embeddings", "decoder.decoder_pos_embed")

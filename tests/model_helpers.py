@@ -1,9 +1,11 @@
 """Helpers shared by the model tests."""
 
+import argparse
 import os
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import torch
 
@@ -26,13 +28,13 @@ def randomize_(model: torch.nn.Module, std: float = 0.05) -> torch.nn.Module:
     return model
 
 
-def run_without_package(script: str, tmp_path) -> str:
-    """Run `script` in a fresh interpreter where `import cxr_vitmae` fails, offline, with an empty HF cache."""
-    guard = "import sys\nsys.modules['cxr_vitmae'] = None  # makes any import of the package raise ImportError\n"
+def run_python(script: str, tmp_path, *args: str) -> str:
+    """Run `script` (dedented) with ARGS as sys.argv[1:] in a fresh interpreter: offline, with an empty HF cache
+    under `tmp_path` and no PYTHONPATH; assert it exits 0 and return its stdout."""
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf_home")}
     env.pop("PYTHONPATH", None)
     result = subprocess.run(
-        [sys.executable, "-c", guard + textwrap.dedent(script)],
+        [sys.executable, "-c", textwrap.dedent(script), *args],
         env=env,
         cwd=tmp_path,
         capture_output=True,
@@ -41,6 +43,54 @@ def run_without_package(script: str, tmp_path) -> str:
     )
     assert result.returncode == 0, result.stderr[-3000:]
     return result.stdout
+
+
+# Makes any import of the package raise ImportError, and checks that it does before the script proper runs.
+_BLOCK_PACKAGE = """\
+import sys
+sys.modules["cxr_vitmae"] = None
+try:
+    import cxr_vitmae
+    raise SystemExit("cxr_vitmae should not be importable here")
+except ImportError:
+    pass
+"""
+
+
+def run_without_package(script: str, tmp_path, *args: str) -> str:
+    """`run_python` where `import cxr_vitmae` fails."""
+    return run_python(_BLOCK_PACKAGE + textwrap.dedent(script), tmp_path, *args)
+
+
+def save_like_mae(path: Path, weights: dict, *, optimizer: dict | None = None, epoch: int = 799, **args) -> Path:
+    """facebookresearch/mae's util/misc.py::save_model layout (the paper's code saves this way), ARGS being its
+    argparse namespace."""
+    if optimizer is None:
+        optimizer = {"state": {}, "param_groups": [{"lr": 1.2e-3, "weight_decay": 0.05, "params": [0, 1]}]}
+    scaler = {  # torch.cuda.amp.GradScaler.state_dict()
+        "scale": 65536.0,
+        "growth_factor": 2.0,
+        "backoff_factor": 0.5,
+        "growth_interval": 2000,
+        "_growth_tracker": 7,
+    }
+    checkpoint = {"model": weights, "optimizer": optimizer, "epoch": epoch, "scaler": scaler}
+    torch.save({**checkpoint, "args": argparse.Namespace(**args)}, path)
+    return path
+
+
+def tiny_vit_config(**overrides):
+    """The vit-tiny preset shrunk to 32 px and one block (OVERRIDES win)."""
+    from cxr_vitmae import CXRViTMAEConfig
+
+    return CXRViTMAEConfig.from_preset("vit-tiny", **{"image_size": 32, "num_hidden_layers": 1, **overrides})
+
+
+def small_densenet_config(**overrides):
+    """A DenseNet with growth rate 8 and two 2-layer blocks at 32 px: not one of torchvision's / timm's variants."""
+    from cxr_vitmae import CXRDenseNetConfig
+
+    return CXRDenseNetConfig(**{"growth_rate": 8, "block_config": (2, 2), "image_size": 32, **overrides})
 
 
 def one_error_line(capsys, argv: list[str]) -> str:

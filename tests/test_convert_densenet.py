@@ -12,7 +12,7 @@ import timm
 import torch
 import torch.nn.functional as F
 import torchvision
-from model_helpers import randomize_
+from model_helpers import randomize_, save_like_mae
 from safetensors.torch import save_file
 from torch import nn
 
@@ -89,7 +89,11 @@ def paper_finetuned(tmp_path_factory, torchvision121) -> Layout:
     # The paper's main_finetune_chestxray.py with `--model densenet121`: torchvision densenet121(num_classes=14),
     # saved by util/misc.py::save_model.
     path = tmp_path_factory.mktemp("paper-finetuned") / "checkpoint-74.pth"
-    args = argparse.Namespace(
+    save_like_mae(
+        path,
+        torchvision121.state_dict(),
+        optimizer=adam_state(torchvision121),
+        epoch=74,
         model="densenet121",
         nb_classes=14,
         finetune="densenet121_CXR_0.3M_mae.pth",
@@ -100,23 +104,6 @@ def paper_finetuned(tmp_path_factory, torchvision121) -> Layout:
         weight_decay=0.05,
         input_size=224,
         dataset="chestxray",
-    )
-    scaler = {
-        "scale": 65536.0,
-        "growth_factor": 2.0,
-        "backoff_factor": 0.5,
-        "growth_interval": 2000,
-        "_growth_tracker": 7,
-    }
-    torch.save(
-        {
-            "model": torchvision121.state_dict(),
-            "optimizer": adam_state(torchvision121),
-            "epoch": 74,
-            "scaler": scaler,
-            "args": args,
-        },
-        path,
     )
     return Layout(path, "medical-mae", DenseNetForChestXray, torchvision121)
 

@@ -1,7 +1,6 @@
 """`cxr-vitmae convert` for ViT checkpoints: each source written as its original code lays it out, converted, and held
 against an independent forward (plain-torch MAE / ViT, timm itself, stock transformers)."""
 
-import argparse
 import os
 import subprocess
 import sys
@@ -10,7 +9,7 @@ from pathlib import Path
 import pytest
 import timm
 import torch
-from model_helpers import randomize_
+from model_helpers import randomize_, save_like_mae
 from reference_vit import as_finetuned_classifier, mae_forward, random_mae_state_dict, vit_classifier_logits
 from safetensors.torch import save_file
 from timm.models.vision_transformer import checkpoint_filter_fn
@@ -31,23 +30,6 @@ from cxr_vitmae.models.conversion_utils import ConversionError
 # ViT-S widths (so the preset is inferred as the paper's vit-small) with 2 blocks at 64 px to stay fast.
 VIT_S = {"dim": 384, "depth": 2, "mlp": 1536, "patch_size": 16, "grid": 4}
 HEADS = 6
-
-
-def save_like_mae(path: Path, weights: dict, **args) -> Path:
-    """facebookresearch/mae's misc.save_model layout, as the paper's code writes it."""
-    optimizer = {"state": {}, "param_groups": [{"lr": 1.2e-3, "weight_decay": 0.05, "params": [0, 1]}]}
-    scaler = {
-        "scale": 65536.0,
-        "growth_factor": 2.0,
-        "backoff_factor": 0.5,
-        "growth_interval": 2000,
-        "_growth_tracker": 7,
-    }
-    torch.save(
-        {"model": weights, "optimizer": optimizer, "epoch": 799, "scaler": scaler, "args": argparse.Namespace(**args)},
-        path,
-    )
-    return path
 
 
 def max_diff(a: torch.Tensor, b: torch.Tensor) -> float:

@@ -6,6 +6,7 @@ from pathlib import Path
 import datasets
 import numpy as np
 import pytest
+from corpus_helpers import assert_refused, rewrite, truncate
 from PIL import Image
 
 from cxr_vitmae.data import CorpusError, label_names, load_cxr_dataset, split_source
@@ -260,19 +261,6 @@ def test_config_hashes_and_options_key_the_cache(chexpert_dir, tmp_path):
     assert math.isnan(first["train"][0]["labels"][0]) and second["train"][0]["labels"][0] == 1.0
 
 
-def _truncate(path: Path) -> None:
-    data = path.read_bytes()
-    path.write_bytes(data[:-4])  # the fixture's 32x32 JPEG has only a few bytes of scan data
-    with Image.open(path) as image:  # still identifiable: only a decode would fail
-        assert image.size
-
-
-def _rewrite(path: Path, old: str, new: str, count: int = 1) -> None:
-    text = path.read_text()
-    assert text.count(old) >= count
-    path.write_text(text.replace(old, new, count))
-
-
 ROOT = PREFIX
 
 
@@ -280,19 +268,19 @@ ROOT = PREFIX
     ("corrupt", "message"),
     [
         (
-            lambda d: _rewrite(d / ROOT / "train.csv", "Lateral,,,,1.0", "Lateral,,,,2.0"),
+            lambda d: rewrite(d / ROOT / "train.csv", "Lateral,,,,1.0", "Lateral,,,,2.0"),
             r"train\.csv, line 3, column 'Cardiomegaly': value '2\.0'; expected 1\.0, 0\.0, -1\.0 or blank",
         ),
         (
-            lambda d: _rewrite(d / ROOT / "train.csv", "Lateral,,,,1.0", "Lateral,,,,yes"),
+            lambda d: rewrite(d / ROOT / "train.csv", "Lateral,,,,1.0", "Lateral,,,,yes"),
             r"train\.csv, line 3, column 'Cardiomegaly': value 'yes'",
         ),
         (
-            lambda d: _rewrite(d / ROOT / "valid.csv", "Path,Sex,", "Path,"),
+            lambda d: rewrite(d / ROOT / "valid.csv", "Path,Sex,", "Path,"),
             r"valid\.csv: header mismatch: expected columns \['Path', 'Sex', 'Age'.*found \['Path', 'Age'",
         ),
         (
-            lambda d: _rewrite(d / ROOT / "test_labels.csv", "Path,No Finding", "Path,Sex,No Finding"),
+            lambda d: rewrite(d / ROOT / "test_labels.csv", "Path,No Finding", "Path,Sex,No Finding"),
             r"test_labels\.csv: header mismatch: expected columns \['Path', 'No Finding'",
         ),
         (
@@ -301,7 +289,8 @@ ROOT = PREFIX
         ),
         (
             # Cut short as by an interrupted download: the header opens, the pixels would fail mid-epoch.
-            lambda d: _truncate(d / ROOT / "valid/patient64541/study1/view1_frontal.jpg"),
+            # the fixture's 32x32 JPEG has only a few bytes of scan data
+            lambda d: truncate(d / ROOT / "valid/patient64541/study1/view1_frontal.jpg", 4),
             r"1 image\(s\) listed in .* or are truncated: .*valid/patient64541/study1/view1_frontal\.jpg",
         ),
         (
@@ -309,15 +298,15 @@ ROOT = PREFIX
             r"1 image\(s\) listed in .* or are truncated: .*valid/patient64541/study1/view1_frontal\.jpg",
         ),
         (
-            lambda d: _rewrite(d / ROOT / "valid.csv", "valid/patient64541/", "train/patient00003/"),
+            lambda d: rewrite(d / ROOT / "valid.csv", "valid/patient64541/", "train/patient00003/"),
             r"1 patient\(s\) have images in both the train and the validation split \(patient leakage\): patient00003",
         ),
         (
-            lambda d: _rewrite(d / ROOT / "train.csv", "Lateral,,", "Sideways,,"),
+            lambda d: rewrite(d / ROOT / "train.csv", "Lateral,,", "Sideways,,"),
             r"train\.csv, line 3, column 'Frontal/Lateral': 'Sideways'; expected Frontal or Lateral",
         ),
         (
-            lambda d: _rewrite(d / ROOT / "valid.csv", "Frontal,", "Lateral,", count=2),
+            lambda d: rewrite(d / ROOT / "valid.csv", "Frontal,", "Lateral,", count=2),
             r"valid\.csv: no image left after keeping views='frontal'",
         ),
         (
@@ -325,7 +314,7 @@ ROOT = PREFIX
             r"holds both CheXpert-v1\.0-small and CheXpert-v1\.0",
         ),
         (
-            lambda d: _rewrite(
+            lambda d: rewrite(
                 d / ROOT / "train.csv",
                 "00004/study1/view1_frontal.jpg,Female",
                 "00004/study1/view1_frontal.jpg,Female,68",
@@ -349,10 +338,7 @@ ROOT = PREFIX
     ],
 )
 def test_corpus_errors(tmp_path, corrupt, message):
-    data_dir = make_chexpert(tmp_path / "chexpert")
-    corrupt(data_dir)
-    with pytest.raises(CorpusError, match=message):
-        read_splits(data_dir, LOCALIZE)
+    assert_refused(make_chexpert(tmp_path / "chexpert"), corrupt, lambda d: read_splits(d, LOCALIZE), message)
 
 
 def test_label_vocabulary():

@@ -5,6 +5,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from corpus_helpers import assert_refused, rewrite, truncate
 from PIL import Image
 
 from cxr_vitmae.data import CorpusError, label_names, load_cxr_dataset
@@ -213,19 +214,6 @@ def test_split_files(tmp_path):
         read_splits(data_dir, NIHChestXray14Config(split_files_dir="data_splits"))
 
 
-def _truncate(path: Path) -> None:
-    data = path.read_bytes()
-    path.write_bytes(data[:-20])
-    with Image.open(path) as image:  # still identifiable: only a decode would fail
-        assert image.size
-
-
-def _rewrite(path: Path, old: str, new: str) -> None:
-    text = path.read_text()
-    assert old in text
-    path.write_text(text.replace(old, new, 1))
-
-
 @pytest.mark.parametrize(
     ("corrupt", "message"),
     [
@@ -234,21 +222,21 @@ def _rewrite(path: Path, old: str, new: str) -> None:
             r"2 of 14 image\(s\) listed in Data_Entry_2017\.csv are missing .*00000004_000\.png, 00000009_000\.png",
         ),
         (
-            lambda d: _rewrite(d / "Data_Entry_2017.csv", "Follow-up #,", ""),
+            lambda d: rewrite(d / "Data_Entry_2017.csv", "Follow-up #,", ""),
             r"Data_Entry_2017\.csv: header mismatch: expected columns \['Image Index', 'Finding Labels', "
             r"'Follow-up #'.*found \['Image Index', 'Finding Labels', 'Patient ID'",
         ),
         (
-            lambda d: _rewrite(d / "Data_Entry_2017.csv", "Mass|Nodule", "Mass|Nodules"),
+            lambda d: rewrite(d / "Data_Entry_2017.csv", "Mass|Nodule", "Mass|Nodules"),
             r"Data_Entry_2017\.csv, line 8, column 'Finding Labels': unknown label 'Nodules'",
         ),
         (
-            lambda d: _rewrite(d / "Data_Entry_2017.csv", "Hernia,", "Hernia|No Finding,"),
+            lambda d: rewrite(d / "Data_Entry_2017.csv", "Hernia,", "Hernia|No Finding,"),
             r"line 6, column 'Finding Labels': 'No Finding' must stand alone",
         ),
         (
             # Cut short as by an interrupted download: the header opens, the pixels would fail mid-epoch.
-            lambda d: _truncate(d / "images" / "00000006_000.png"),
+            lambda d: truncate(d / "images" / "00000006_000.png", 20),
             r"1 image\(s\) listed in .* or are truncated: .*00000006_000\.png",
         ),
         (
@@ -256,25 +244,25 @@ def _rewrite(path: Path, old: str, new: str) -> None:
             r"1 image\(s\) listed in .* or are truncated: .*00000006_000\.png",
         ),
         (
-            lambda d: _rewrite(d / "Data_Entry_2017.csv", "0.143,0.143,\n", "0.143,0.143,7\n"),
+            lambda d: rewrite(d / "Data_Entry_2017.csv", "0.143,0.143,\n", "0.143,0.143,7\n"),
             r"Data_Entry_2017\.csv, line 2: more fields than the 11 columns",
         ),
         (
-            lambda d: _rewrite(d / "test_list.txt", "00000009_000.png", "00000001_001.png\n00000009_000.png"),
+            lambda d: rewrite(d / "test_list.txt", "00000009_000.png", "00000001_001.png\n00000009_000.png"),
             r"1 image\(s\) are in both train_val_list\.txt and test_list\.txt: 00000001_001\.png",
         ),
         (
-            lambda d: _rewrite(
+            lambda d: rewrite(
                 d / "Data_Entry_2017.csv", "00000011_000.png,No Finding,0,11,", "00000011_000.png,No Finding,0,1,"
             ),
             r"1 patient\(s\) have images in both the train and the test split \(patient leakage\): 00000001",
         ),
         (
-            lambda d: _rewrite(d / "test_list.txt", "00000009_000.png", "00000099_000.png"),
+            lambda d: rewrite(d / "test_list.txt", "00000009_000.png", "00000099_000.png"),
             r"test_list\.txt: 1 image\(s\) are not in Data_Entry_2017\.csv: 00000099_000\.png",
         ),
         (
-            lambda d: _rewrite(d / "BBox_List_2017.csv", "Infiltrate", "Infiltrates"),
+            lambda d: rewrite(d / "BBox_List_2017.csv", "Infiltrate", "Infiltrates"),
             r"BBox_List_2017\.csv, line 3, column 'Finding Label': unknown label 'Infiltrates'",
         ),
     ],
@@ -293,10 +281,8 @@ def _rewrite(path: Path, old: str, new: str) -> None:
     ],
 )
 def test_corpus_errors(tmp_path, corrupt, message):
-    data_dir = make_nih(tmp_path / "nih")
-    corrupt(data_dir)
-    with pytest.raises(CorpusError, match=message):
-        read_splits(data_dir, NIHChestXray14Config(validation_fraction=0))
+    config = NIHChestXray14Config(validation_fraction=0)
+    assert_refused(make_nih(tmp_path / "nih"), corrupt, lambda d: read_splits(d, config), message)
 
 
 def test_empty_split_and_missing_metadata(tmp_path):

@@ -2,16 +2,13 @@
 
 import json
 import math
-import os
-import subprocess
-import sys
-import textwrap
 
 import pytest
 import timm
 import torch
 import torchvision
 from huggingface_hub.errors import StrictDataclassClassValidationError, StrictDataclassFieldValidationError
+from model_helpers import run_python
 
 from cxr_vitmae.models.chest_xray_labels import NIH_CHESTXRAY14_LABELS
 from cxr_vitmae.models.configuration_cxr_densenet import CXRDenseNetConfig
@@ -308,7 +305,7 @@ def test_saved_directory_loads_as_remote_code_in_a_fresh_process(tmp_path):
     with torch.no_grad():
         torch.save(model(x).logits, tmp_path / "expected.pt")
 
-    script = textwrap.dedent(
+    run_python(
         """
         import sys, torch
         from transformers import AutoModel, AutoModelForImageClassification
@@ -321,16 +318,9 @@ def test_saved_directory_loads_as_remote_code_in_a_fresh_process(tmp_path):
             logits = model(torch.load(sys.argv[2])).logits
         # not bit-exact: another process may pick other CPU kernels / thread splits
         torch.testing.assert_close(logits, torch.load(sys.argv[3]), rtol=0, atol=1e-5)
-        """
+        """,
+        tmp_path,
+        str(save_dir),
+        str(tmp_path / "x.pt"),
+        str(tmp_path / "expected.pt"),
     )
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    env.update(HF_HUB_OFFLINE="1", HF_MODULES_CACHE=str(tmp_path / "modules"))
-    result = subprocess.run(
-        [sys.executable, "-c", script, str(save_dir), str(tmp_path / "x.pt"), str(tmp_path / "expected.pt")],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]

@@ -6,30 +6,21 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from model_helpers import randomize_
+from model_helpers import randomize_, small_densenet_config, tiny_vit_config
 from PIL import Image
 
-from cxr_vitmae import (
-    CXRDenseNetConfig,
-    CXRImageProcessor,
-    CXRViTMAEConfig,
-    CXRViTMAEForPreTraining,
-    DenseNetForChestXray,
-    ViTMAEForChestXray,
-)
+from cxr_vitmae import CXRImageProcessor, CXRViTMAEForPreTraining, DenseNetForChestXray, ViTMAEForChestXray
 from cxr_vitmae.cli import main
 from cxr_vitmae.explain.gradcam import compute_gradcam, explain_image, gradcam_target, overlay_heatmap
 
 
 def tiny_vit(image_size: int = 32, **overrides) -> ViTMAEForChestXray:
-    config = CXRViTMAEConfig.from_preset(
-        "vit-tiny", image_size=image_size, patch_size=8, num_hidden_layers=2, **overrides
-    )
+    config = tiny_vit_config(image_size=image_size, patch_size=8, num_hidden_layers=2, **overrides)
     return randomize_(ViTMAEForChestXray(config), std=0.2).eval()
 
 
 def tiny_densenet(image_size: int = 48) -> DenseNetForChestXray:
-    config = CXRDenseNetConfig(growth_rate=8, block_config=(2, 2), image_size=image_size)
+    config = small_densenet_config(image_size=image_size)
     return randomize_(DenseNetForChestXray(config)).eval()
 
 
@@ -76,7 +67,7 @@ def test_vit_target_is_the_last_blocks_first_layernorm_with_a_patch_grid_reshape
 
 
 def test_gradcam_target_refuses_a_model_that_is_not_a_classifier():
-    config = CXRViTMAEConfig.from_preset("vit-tiny", image_size=32, patch_size=8, num_hidden_layers=1)
+    config = tiny_vit_config(patch_size=8)
     with pytest.raises(ValueError, match="CXRViTMAEForPreTraining"):
         gradcam_target(CXRViTMAEForPreTraining(config))
 
@@ -175,8 +166,7 @@ def model_dirs(tmp_path_factory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("models")
     tiny_vit(image_size=32).save_pretrained(root / "vit")
     tiny_densenet(image_size=48).save_pretrained(root / "densenet")
-    config = CXRViTMAEConfig.from_preset("vit-tiny", image_size=32, patch_size=8, num_hidden_layers=1)
-    CXRViTMAEForPreTraining(config).save_pretrained(root / "pretraining")
+    CXRViTMAEForPreTraining(tiny_vit_config(patch_size=8)).save_pretrained(root / "pretraining")
     return {"vit": root / "vit", "densenet": root / "densenet", "pretraining": root / "pretraining"}
 
 

@@ -77,10 +77,10 @@ def build_evaluate(parser: argparse.ArgumentParser):
 
 @subcommand("convert", "turn a released or stock checkpoint into a model directory the Auto classes load")
 def build_convert(parser: argparse.ArgumentParser):
+    from .data.corpora import CLASSIFIER_LABEL_NAMES
     from .hub.convert import SOURCES
     from .models.configuration_cxr_densenet import CXR_DENSENET_PRESETS
     from .models.configuration_cxr_vitmae import VIT_PRESETS
-    from .models.conversion_utils import LABEL_SETS
 
     parser.add_argument("--source", required=True, choices=SOURCES, help="the layout the checkpoint was saved in")
     parser.add_argument(
@@ -93,7 +93,9 @@ def build_convert(parser: argparse.ArgumentParser):
         help="model size (default: inferred from the tensor shapes)",
     )
     parser.add_argument(
-        "--labels", choices=sorted(LABEL_SETS), help="label set of a classifier head (default: from the head size)"
+        "--labels",
+        choices=CLASSIFIER_LABEL_NAMES,
+        help="the corpus whose labels a classifier head has (default: from the head size)",
     )
     parser.add_argument(
         "--image-size", type=int, help="input resolution of the converted ViT (position tables resampled)"

@@ -6,49 +6,14 @@ corpus's `BuilderConfig` (views, uncertainty policy, version, ...).
 """
 
 import hashlib
-import importlib
-from dataclasses import fields
 from pathlib import Path
 
 import datasets
 
+from .corpora import CORPORA, Corpus, builder_class, config_options, corpus, corpus_options
 from .errors import CorpusError
+from .prepared_copy import MANIFEST_NAME, load_prepared
 from .validation import check_cached_images
-
-# name -> (module, builder class); imported on first use so `import cxr_vitmae.data` stays cheap.
-CORPORA = {
-    "nih-chestxray14": ("nih", "NIHChestXray14"),
-    "chexpert": ("chexpert", "CheXpert"),
-    "mimic-cxr": ("mimic", "MIMICCXR"),
-    "covidx": ("covidx", "COVIDx"),
-    "pretrain-0.3m": ("pretrain", "Pretrain03M"),
-    "pretrain-0.5m": ("pretrain", "Pretrain05M"),
-}
-
-
-def builder_class(name: str) -> type[datasets.GeneratorBasedBuilder]:
-    if name not in CORPORA:
-        raise CorpusError(f"Unknown corpus {name!r}; expected one of {', '.join(CORPORA)}")
-    module, class_name = CORPORA[name]
-    return getattr(importlib.import_module(f".{module}", __name__), class_name)
-
-
-# BuilderConfig's own fields, which are not corpus options.
-_BUILDER_FIELDS = {"name", "version", "data_dir", "data_files", "description"}
-
-
-def _corpus_options(cls: type[datasets.GeneratorBasedBuilder], name: str, options: dict) -> dict:
-    """`options` checked against the corpus's config fields, with its aliases applied (e.g. COVIDx's `version`,
-    which cannot be a field name because every BuilderConfig has a `version` of its own)."""
-    aliases = getattr(cls, "OPTION_ALIASES", {})
-    options = {aliases.get(key, key): value for key, value in options.items()}
-    allowed = {f.name for f in fields(cls.BUILDER_CONFIG_CLASS)} - _BUILDER_FIELDS
-    unknown = sorted(set(options) - allowed)
-    if unknown:
-        raise CorpusError(
-            f"{name} has no option {', '.join(unknown)}; its options are {', '.join(sorted(allowed | set(aliases)))}"
-        )
-    return options
 
 
 def metadata_fingerprint(data_dir: str | Path) -> str:
@@ -78,9 +43,7 @@ def load_cxr_dataset(
     if not data_dir.is_dir():
         raise CorpusError(f"{data_dir}: no such directory (expected the {name} corpus as distributed)")
     cls = builder_class(name)
-    options = _corpus_options(cls, name, options)
-    from .prepare import MANIFEST_NAME, load_prepared  # here: prepare imports this module
-
+    options = corpus_options(name, options)
     if (data_dir / MANIFEST_NAME).is_file():
         # Written by `cxr-vitmae prepare`: the resized images are already in Arrow, there is nothing to build.
         return load_prepared(name, data_dir, **options)
@@ -101,8 +64,7 @@ def load_cxr_dataset(
 
 def label_names(name: str, **options) -> list[str]:
     """The order of the `labels` vector of corpus `name` under `options` (empty for pre-training unions)."""
-    cls = builder_class(name)
-    return list(cls.label_names(**_corpus_options(cls, name, options)))
+    return list(builder_class(name).label_names(**corpus_options(name, options)))
 
 
 def synthetic_corpus(name: str, data_dir: str | Path | None, **options) -> dict | None:
@@ -114,15 +76,14 @@ def synthetic_corpus(name: str, data_dir: str | Path | None, **options) -> dict 
     record = phantom_record(data_dir)
     cls = builder_class(name)
     if record is None and data_dir is not None and hasattr(cls, "phantom_record"):
-        record = cls.phantom_record(data_dir, **_corpus_options(cls, name, options))
+        record = cls.phantom_record(data_dir, **corpus_options(name, options))
     return record
 
 
 def split_source(name: str, split: str, **options) -> str:
     """What split `split` of corpus `name` is read from under `options` (e.g. CheXpert's default `test` is
     "valid.csv, the paper's CheXpert evaluation set"), for metrics.json and model cards."""
-    cls = builder_class(name)
-    sources = cls.BUILDER_CONFIG_CLASS(**_corpus_options(cls, name, options)).split_sources()
+    sources = builder_class(name).BUILDER_CONFIG_CLASS(**corpus_options(name, options)).split_sources()
     if split not in sources:
         raise CorpusError(f"{name} has no {split!r} split under these options; it has {', '.join(sources)}")
     return sources[split]
@@ -130,8 +91,12 @@ def split_source(name: str, split: str, **options) -> str:
 
 __all__ = [
     "CORPORA",
+    "Corpus",
     "CorpusError",
     "builder_class",
+    "config_options",
+    "corpus",
+    "corpus_options",
     "label_names",
     "load_cxr_dataset",
     "metadata_fingerprint",

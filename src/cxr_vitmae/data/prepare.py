@@ -32,7 +32,6 @@ import io
 import json
 import os
 import shutil
-from dataclasses import fields
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -45,95 +44,15 @@ from torchvision.transforms import InterpolationMode
 from torchvision.transforms.v2 import functional as tvF
 
 from ..models.image_processing_cxr import RadiographReadError, load_radiograph
-from . import _corpus_options, builder_class, load_cxr_dataset, metadata_fingerprint
+from . import load_cxr_dataset, metadata_fingerprint
+from .corpora import config_options
 from .errors import CorpusError
 from .phantoms import PHANTOM_RECORD
+from .prepared_copy import FORMAT_VERSION, MANIFEST_NAME, builder_version, read_manifest
 
-__all__ = ["MANIFEST_NAME", "load_prepared", "prepare_corpus", "resolved_options"]
-
-MANIFEST_NAME = "cxr_vitmae_prepared.json"
-FORMAT_VERSION = 1
 STORAGE = "binary netpbm in datasets.Image: 8-bit PGM/PPM for 8-bit sources, 16-bit PGM otherwise"
 _PARTIAL_DIR = ".prepare-partial"
 _REQUEST_FILE = "request.json"
-# BuilderConfig fields that are not corpus options.
-_NOT_OPTIONS = {"name", "version", "data_dir", "data_files", "description"}
-
-
-def _jsonable(value: Any) -> Any:
-    """`value` as JSON gives it back, so that options compare equal after a round trip through the manifest."""
-    return json.loads(json.dumps(value, default=lambda v: sorted(v) if isinstance(v, (set, frozenset)) else str(v)))
-
-
-def resolved_options(name: str, **options) -> dict[str, Any]:
-    """Every option of corpus `name`, explicit or default, as the builder's config normalises it (JSON types)."""
-    cls = builder_class(name)
-    config = cls.BUILDER_CONFIG_CLASS(**_corpus_options(cls, name, options))
-    return _jsonable({f.name: getattr(config, f.name) for f in fields(config) if f.name not in _NOT_OPTIONS})
-
-
-def _builder_version(name: str) -> str:
-    return str(getattr(builder_class(name), "VERSION", None))
-
-
-def _read_manifest(directory: Path) -> dict[str, Any]:
-    path = directory / MANIFEST_NAME
-    try:
-        manifest = json.loads(path.read_text())
-    except (OSError, ValueError) as error:
-        raise CorpusError(f"{path}: cannot be read as a prepared-corpus manifest ({error})") from error
-    if not isinstance(manifest, dict) or manifest.get("format_version") != FORMAT_VERSION:
-        raise CorpusError(
-            f"{path}: expected a cxr-vitmae prepared-corpus manifest with format_version {FORMAT_VERSION}, found "
-            f"{manifest.get('format_version') if isinstance(manifest, dict) else manifest!r}; prepare the corpus again"
-        )
-    return manifest
-
-
-def _mismatches(manifest: dict[str, Any], name: str, options: dict[str, Any]) -> list[str]:
-    if manifest.get("corpus") != name:
-        return [f"it holds the {manifest.get('corpus')!r} corpus, not {name!r}"]
-    prepared = manifest.get("options", {})
-    problems = [
-        f"option {key}={prepared.get(key)!r} when prepared, {options.get(key)!r} requested"
-        for key in sorted(set(prepared) | set(options))
-        if prepared.get(key) != options.get(key)
-    ]
-    if manifest.get("builder_version") != _builder_version(name):
-        problems.append(
-            f"it was built by {name} builder version {manifest.get('builder_version')}, the installed one is "
-            f"{_builder_version(name)}"
-        )
-    return problems
-
-
-def load_prepared(name: str, prepared_dir: str | Path, **options) -> datasets.DatasetDict:
-    """The DatasetDict that `prepare_corpus` wrote to `prepared_dir`, if it is corpus `name` under `options`.
-
-    Raises:
-        CorpusError: the directory holds another corpus, was prepared with other options or by another builder
-            version, or is incomplete.
-    """
-    prepared_dir = Path(prepared_dir)
-    manifest = _read_manifest(prepared_dir)
-    problems = _mismatches(manifest, name, resolved_options(name, **options))
-    if problems:
-        raise CorpusError(
-            f"{prepared_dir} is a prepared corpus that does not match this request: {'; '.join(problems)}. Load it "
-            f"with the options it was prepared with (see {MANIFEST_NAME}), or prepare the corpus again with these "
-            "options into another directory."
-        )
-    try:
-        dataset = datasets.load_from_disk(str(prepared_dir))
-    except (OSError, ValueError) as error:
-        raise CorpusError(f"{prepared_dir}: the prepared corpus cannot be read ({error}); prepare it again") from error
-    sizes = {split: len(dataset[split]) for split in dataset}
-    if sizes != manifest.get("splits"):
-        raise CorpusError(
-            f"{prepared_dir}: split sizes {sizes} differ from those in {MANIFEST_NAME} {manifest.get('splits')}; "
-            "the directory was modified after preparation, prepare it again"
-        )
-    return dataset
 
 
 def _source(image: dict[str, Any]) -> Any:
@@ -279,20 +198,20 @@ def prepare_corpus(
     data_dir, output_dir = Path(data_dir).absolute(), Path(output_dir).absolute()
     if (data_dir / MANIFEST_NAME).is_file():
         raise CorpusError(f"{data_dir} is already a prepared corpus; prepare from the corpus as distributed")
-    resolved = resolved_options(name, **options)
+    resolved = config_options(name, options)
     request = {
         "corpus": name,
         "options": resolved,
         "size": size,
         "source_data_dir": str(data_dir),
         "metadata_fingerprint": metadata_fingerprint(data_dir) if data_dir.is_dir() else None,
-        "builder_version": _builder_version(name),
+        "builder_version": builder_version(name),
         "storage": STORAGE,
     }
 
     partial = output_dir / _PARTIAL_DIR
     if (output_dir / MANIFEST_NAME).is_file():
-        manifest = _read_manifest(output_dir)
+        manifest = read_manifest(output_dir)
         if {key: manifest.get(key) for key in request} == request:
             shutil.rmtree(partial, ignore_errors=True)
             return output_dir
@@ -353,3 +272,6 @@ def prepare_corpus(
     _atomic_write_json(output_dir / MANIFEST_NAME, manifest)
     shutil.rmtree(partial, ignore_errors=True)
     return output_dir
+
+
+__all__ = ["MANIFEST_NAME", "STORAGE", "prepare_corpus"]

@@ -10,19 +10,18 @@ import json
 import math
 import tempfile
 from collections.abc import Sequence
-from dataclasses import MISSING, dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import datasets
 from huggingface_hub import EvalResult, ModelCard, ModelCardData, constants, hf_hub_url
 from safetensors import safe_open
 
-from ..data import builder_class
+from ..data import CORPORA, CorpusError, config_options
 from ..data.phantoms import generate_phantoms
 from ..models.configuration_cxr_densenet import CXR_DENSENET_PRESETS
 from ..models.configuration_cxr_vitmae import VIT_PRESETS
-from .provenance import CORPUS_SOURCES, NON_REDISTRIBUTABLE, TRAINING_ARGS_NAME, read_json
+from .provenance import TRAINING_ARGS_NAME, image_sources, read_json, restricted_sources
 
 TEMPLATES_DIR = Path(__file__).resolve().parent / "model_cards"
 # kind -> (template file, pipeline tag). The encoder's classification head would be untrained, so it is published as
@@ -59,44 +58,6 @@ PAPER_RESULTS = {
     ],
 }
 
-# What the card says about each corpus (facts of the corpus as distributed, not of this run).
-CORPUS_DESCRIPTIONS = {
-    "nih-chestxray14": (
-        "NIH ChestX-ray14",
-        "112,120 frontal radiographs of 30,805 patients from the NIH Clinical Center (Wang et al., CVPR 2017); 14 "
-        "findings text-mined from the radiology reports. Test split: the official `test_list.txt` (25,596 images); "
-        "validation: carved patient-disjoint from `train_val_list.txt` with a fixed seed, or given split files.",
-    ),
-    "chexpert": (
-        "CheXpert",
-        "CheXpert v1.0 (Irvin et al., AAAI 2019), Stanford Hospital: train.csv has 223,414 images of 64,540 "
-        "patients labelled by the rule-based CheXpert report labeler (positive / negative / uncertain / blank). "
-        "Results are reported on `valid.csv` (234 images, radiologist consensus), the set the paper reports on, "
-        "with validation carved patient-disjoint from train.csv, or on CheXlocalize's test set when asked for.",
-    ),
-    "mimic-cxr": (
-        "MIMIC-CXR-JPG",
-        "MIMIC-CXR-JPG (Johnson et al., 2019; PhysioNet, credentialed access), Beth Israel Deaconess Medical "
-        "Center: 377,110 images from 227,827 studies; labels are per study, from the CheXpert or NegBio report "
-        "labeler; splits from the official split file.",
-    ),
-    "covidx": (
-        "COVIDx CXR",
-        "COVIDx CXR (COVID-Net), a compilation of several public collections with different sources and "
-        "acquisition; one label per image (normal / pneumonia / COVID-19 for V9A, negative / positive otherwise). "
-        "Test: the distributed test file; validation: CXR-4's val.txt, or for V9A / V9B carved patient-disjoint "
-        "from the train file with a fixed seed.",
-    ),
-    "pretrain-0.3m": (
-        "X-rays 0.3M (NIH ChestX-ray14 + CheXpert)",
-        "The paper's pre-training union: NIH ChestX-ray14 training images and CheXpert frontal training images "
-        "(266,340 images in the paper); labels unused.",
-    ),
-    "pretrain-0.5m": (
-        "X-rays 0.5M (NIH ChestX-ray14 + CheXpert + MIMIC-CXR)",
-        "The paper's larger pre-training union: X-rays 0.3M plus MIMIC-CXR-JPG AP/PA training images; labels unused.",
-    ),
-}
 # Recipe arguments that say how the model was trained (the others are paths, logging and publishing settings).
 _HYPERPARAMETERS = (
     "image_size",
@@ -199,7 +160,8 @@ def describe_corpus(name: str, synthetic: dict | None = None) -> tuple[str, str]
     """(display name, description) of corpus `name` (e.g. `NIH ChestX-ray14` for `nih-chestxray14`; unknown names as
     given). `synthetic`, the `phantom_record` a run recorded, means the data were phantoms in that corpus's format,
     and the card says so instead of naming the real corpus."""
-    display_name, description = CORPUS_DESCRIPTIONS.get(name, (name, ""))
+    known = CORPORA.get(name)
+    display_name, description = (known.display_name, known.description) if known else (name, "")
     if synthetic is None:
         return display_name, description
     if "parts" in synthetic:  # a pre-training union with phantom parts
@@ -268,7 +230,7 @@ def build_model_card(
         library_name="transformers",
         pipeline_tag=pipeline_tag,
         license=license,
-        datasets=sorted({source for name in corpora for source in CORPUS_SOURCES.get(name, (name,))}) or None,
+        datasets=image_sources(corpora) or None,
         base_model=base_model,
         tags=_tags(kind, config),
         metrics=sorted({result.metric_type for result in eval_results(metrics)}) if metrics else None,
@@ -291,7 +253,7 @@ def build_model_card(
         evaluation=_evaluation(metrics),
         figures=list(figures),
         examples=examples,
-        restricted=[NON_REDISTRIBUTABLE[name] for name in NON_REDISTRIBUTABLE if name in (card_data.datasets or [])],
+        restricted=restricted_sources(corpora),
         paper_results=PAPER_RESULTS["densenet" if config["model_type"] == "cxr_densenet" else "vit"],
         citation=CITATION,
     )
@@ -392,28 +354,14 @@ def _corpus_options(dataset: str, given: dict) -> list[tuple[str, str]]:
     """Every option of the corpus's builder with the value the run used (its default unless given), so the card
     states the split and label policies in full; machine-local paths are only said to be set."""
     try:
-        cls = builder_class(dataset)
-    except ValueError:
+        options = config_options(dataset, given)
+    except CorpusError:  # a corpus this version does not know: what the run recorded
         return [(key, json.dumps(value)) for key, value in sorted(given.items())]
-    aliases = getattr(cls, "OPTION_ALIASES", {})
-    given = {aliases.get(key, key): value for key, value in given.items()}
-    own_fields = {field.name for field in fields(datasets.BuilderConfig)}
-    options = []
-    for field in fields(cls.BUILDER_CONFIG_CLASS):
-        if field.name in own_fields:
-            continue
-        if field.name in given:
-            value = given[field.name]
-        elif field.default is not MISSING:
-            value = field.default
-        else:
-            value = field.default_factory()
-        if field.name.endswith(_PATH_OPTION_SUFFIXES):
-            if value is not None:
-                options.append((field.name, "(set to a local path)"))
-            continue
-        options.append((field.name, json.dumps(list(value) if isinstance(value, tuple) else value)))
-    return options
+    return [
+        (key, "(set to a local path)" if key.endswith(_PATH_OPTION_SUFFIXES) else json.dumps(value))
+        for key, value in options.items()
+        if value is not None or not key.endswith(_PATH_OPTION_SUFFIXES)
+    ]
 
 
 def _evaluation(metrics: dict | None) -> dict | None:

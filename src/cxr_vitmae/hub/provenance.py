@@ -10,25 +10,9 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from ..data import synthetic_corpus
+from ..data import CORPORA, synthetic_corpus
 
 TRAINING_ARGS_NAME = "training_args.json"
-
-# The image corpora each corpus name draws from.
-CORPUS_SOURCES = {
-    "nih-chestxray14": ("nih-chestxray14",),
-    "chexpert": ("chexpert",),
-    "mimic-cxr": ("mimic-cxr",),
-    "covidx": ("covidx",),
-    "pretrain-0.3m": ("nih-chestxray14", "chexpert"),
-    "pretrain-0.5m": ("nih-chestxray14", "chexpert", "mimic-cxr"),
-}
-# Stanford's CheXpert Research Use Agreement and PhysioNet's credentialed data use agreement (MIMIC-CXR) forbid
-# sharing the images, and an image derived from them (a reconstruction, an overlay, an example) is still theirs.
-NON_REDISTRIBUTABLE = {
-    "chexpert": "CheXpert (Stanford Research Use Agreement)",
-    "mimic-cxr": "MIMIC-CXR (PhysioNet credentialed data use agreement)",
-}
 
 
 def write_training_args(output_dir: str | Path, args: Any, *, recipe: str, **facts: Any) -> Path:
@@ -86,14 +70,21 @@ def training_corpora(model_dir: str | Path) -> list[str]:
 
 def restricted_sources(corpora: list[str]) -> list[str]:
     """The agreements (as readable names) that forbid redistributing images of any corpus in `corpora`."""
-    sources = {source for name in corpora for source in CORPUS_SOURCES.get(name, (name,))}
-    return [NON_REDISTRIBUTABLE[source] for source in NON_REDISTRIBUTABLE if source in sources]
+    sources = image_sources(corpora)
+    return [CORPORA[source].restricted_by for source in sources if CORPORA[source].restricted_by]
+
+
+def image_sources(corpora: list[str]) -> list[str]:
+    """The corpora whose images `corpora` hold (a pre-training union holds several), sorted; names this package does
+    not know stand for themselves."""
+    return sorted(
+        {source for name in corpora for source in (CORPORA[name].image_sources if name in CORPORA else (name,))}
+    )
 
 
 __all__ = [
-    "CORPUS_SOURCES",
-    "NON_REDISTRIBUTABLE",
     "TRAINING_ARGS_NAME",
+    "image_sources",
     "published_id",
     "read_json",
     "restricted_sources",

@@ -23,7 +23,6 @@ import torch
 from .configuration_cxr_densenet import CXR_DENSENET_PRESETS, CXRDenseNetConfig
 from .conversion_utils import (
     IMAGENET_HEAD_SIZES,
-    LABEL_SETS,
     ConversionError,
     ConvertedCheckpoint,
     classifier_label_options,
@@ -177,8 +176,7 @@ def convert_densenet_state_dict(
         labels = labels or "nih"
         notes.append(f"replaced the {head_size}-class ImageNet head by a new, untrained {labels} head")
         head, fresh_prefixes = {}, ("classifier.",)
-        # An unknown label set gets 0 here and the usual "unknown label set" error from classifier_label_options.
-        head_size = len(LABEL_SETS.get(labels, ()))
+        head_size = None
     config_options.update(classifier_label_options(head_size, labels))
     config = CXRDenseNetConfig.from_preset(preset, **config_options)
     converted = {f"densenet.{name}": value for name, value in backbone.items()}

@@ -8,7 +8,6 @@ import torch
 from .configuration_cxr_vitmae import VIT_PRESETS, CXRViTMAEConfig
 from .conversion_utils import (
     IMAGENET_HEAD_SIZES,
-    LABEL_SETS,
     ConversionError,
     ConvertedCheckpoint,
     classifier_label_options,
@@ -151,7 +150,7 @@ def convert_timm_vit_state_dict(
         use_mean_pooling = "fc_norm.weight" in state_dict
         if not use_mean_pooling:
             state_dict = {re.sub(r"^norm\.", "fc_norm.", key): value for key, value in state_dict.items()}
-        num_outputs = len(LABEL_SETS.get(labels, ())) if fresh_prefixes else head_size
+        num_outputs = None if fresh_prefixes else head_size
         fields.update(use_mean_pooling=use_mean_pooling, **classifier_label_options(num_outputs, labels))
     elif "decoder_embed.weight" in state_dict:
         model_class = CXRViTMAEForPreTraining

@@ -5,20 +5,11 @@ from dataclasses import dataclass, field
 import torch
 from transformers import PreTrainedConfig, PreTrainedModel
 
-from .chest_xray_labels import (
-    CHEXPERT_COMPETITION_LABELS,
-    COVIDX_LABELS,
-    COVIDX_PAPER_CODE_LABELS,
-    NIH_CHESTXRAY14_LABELS,
-)
+from ..data.corpora import CLASSIFIER_LABEL_NAMES, CorpusError, corpus
+from .chest_xray_labels import COVIDX_PAPER_CODE_LABELS
 
-LABEL_SETS = {
-    "nih": NIH_CHESTXRAY14_LABELS,
-    "chexpert": CHEXPERT_COMPETITION_LABELS,
-    "covidx": COVIDX_LABELS,
-}
-# Head sizes of the paper's released classifiers -> the label set they were trained on.
-LABEL_SET_BY_HEAD_SIZE = {14: "nih", 5: "chexpert", 3: "covidx", 4: "covidx"}
+# Head sizes of the paper's released classifiers -> the corpus they were trained on.
+PAPER_HEAD_CORPORA = {14: "nih-chestxray14", 5: "chexpert", 3: "covidx", 4: "covidx"}
 
 
 class ConversionError(ValueError):
@@ -44,30 +35,35 @@ class ConvertedCheckpoint:
     notes: list[str] = field(default_factory=list)
 
 
-def classifier_label_options(num_outputs: int, labels: str | None) -> dict:
-    """`id2label` and `problem_type` for a head with `num_outputs` rows.
+def classifier_label_options(num_outputs: int | None, labels: str | None) -> dict:
+    """`id2label` and `problem_type` for a head with `num_outputs` rows (None: a new head, sized by `labels`).
 
-    `labels` names the label set ("nih", "chexpert", "covidx"); without it the set is inferred from the head size of
-    the paper's released files (14 NIH, 5 CheXpert, 3 or 4 COVIDx). COVIDx is single-label (softmax), the others
-    multi-label. A 4-output COVIDx head gets the paper code's class list, whose index 1 ('positive') is unused.
+    `labels` names the corpus whose labels the head has (`nih-chestxray14` or `nih`, `chexpert`, `covidx`: the
+    corpus registry's classifier labels); without it the corpus is inferred from the head size of the paper's
+    released files (14 NIH, 5 CheXpert, 3 or 4 COVIDx). A 4-output COVIDx head gets the paper code's class list,
+    whose index 1 ('positive') is unused.
     """
     if labels is None:
-        labels = LABEL_SET_BY_HEAD_SIZE.get(num_outputs)
+        labels = PAPER_HEAD_CORPORA.get(num_outputs)
         if labels is None:
             raise ConversionError(
                 f"The classification head has {num_outputs} outputs, which matches none of the paper's label sets "
-                f"({', '.join(f'{n} = {name}' for n, name in LABEL_SET_BY_HEAD_SIZE.items())}); pass --labels"
+                f"({', '.join(f'{n} = {name}' for n, name in PAPER_HEAD_CORPORA.items())}); pass --labels"
             )
-    if labels not in LABEL_SETS:
-        raise ConversionError(f"Unknown label set {labels!r}; expected one of {sorted(LABEL_SETS)}")
-    names = LABEL_SETS[labels]
-    if labels == "covidx" and num_outputs == len(COVIDX_PAPER_CODE_LABELS):
+    try:
+        entry = corpus(labels)
+    except CorpusError:
+        entry = None
+    if entry is None or not entry.classifier_labels:
+        raise ConversionError(f"Unknown label set {labels!r}; expected one of {', '.join(CLASSIFIER_LABEL_NAMES)}")
+    names = entry.classifier_labels
+    if entry.name == "covidx" and num_outputs == len(COVIDX_PAPER_CODE_LABELS):
         names = COVIDX_PAPER_CODE_LABELS
-    if len(names) != num_outputs:
+    if num_outputs is not None and len(names) != num_outputs:
         raise ConversionError(
             f"--labels {labels} has {len(names)} classes but the checkpoint's head has {num_outputs} outputs"
         )
-    problem_type = "single_label_classification" if labels == "covidx" else "multi_label_classification"
+    problem_type = "single_label_classification" if entry.single_label else "multi_label_classification"
     return {"id2label": dict(enumerate(names)), "problem_type": problem_type}
 
 

@@ -15,11 +15,18 @@ from PIL import Image
 
 from cxr_vitmae.cli import main
 from cxr_vitmae.data import load_cxr_dataset
-from cxr_vitmae.data import phantom_layouts as layouts
 from cxr_vitmae.data.covidx import COVIDxConfig
 from cxr_vitmae.data.mimic import MIMIC_CXR_LABELS
-from cxr_vitmae.data.phantom_layouts import LAYOUT_CORPORA, write_phantom_layout
-from cxr_vitmae.data.phantoms import PHANTOM_RECORD, _plan, _render, generate_phantoms, phantom_record
+from cxr_vitmae.data.phantoms import (
+    LAYOUT_CORPORA,
+    PHANTOM_RECORD,
+    generate_phantoms,
+    phantom_record,
+    write_phantom_layout,
+)
+from cxr_vitmae.data.phantoms.layout_files import LABELER_PREVALENCE, plan_layout
+from cxr_vitmae.data.phantoms.plan import plan_corpus
+from cxr_vitmae.data.phantoms.render import render
 
 SIZE = 48
 # The published layouts, restated here rather than imported from the readers.
@@ -176,14 +183,14 @@ def test_chexpert_labels_follow_the_findings(chexpert, chexpert_csv):
 
 
 def test_chexpert_images_show_their_plan(chexpert):
-    specs = _plan(120, 3, layouts._LABELER_PREVALENCE)
+    specs = plan_corpus(120, 3, LABELER_PREVALENCE)
     frontal = {image.plan_index: image for image in chexpert.images if image.view != "LATERAL"}
     laterals = [image for image in chexpert.images if image.view == "LATERAL"]
     assert laterals and len(frontal) == 120
     for image in laterals[:4]:
-        rendered = _render(specs[image.plan_index], SIZE, 0.5, 3)[0].astype(np.float64)
+        rendered = render(specs[image.plan_index], SIZE, 0.5, 3)[0].astype(np.float64)
         written = _decoded(chexpert.output_dir / frontal[image.plan_index].path)
-        other = _render(specs[(image.plan_index + 1) % 120], SIZE, 0.5, 3)[0]
+        other = render(specs[(image.plan_index + 1) % 120], SIZE, 0.5, 3)[0]
         assert np.abs(written - rendered).mean() < 3 < np.abs(written - other).mean()
         assert frontal[image.plan_index].findings == specs[image.plan_index].findings
         # the lateral stand-in: both halves of the film superimposed, so symmetric and unlike the frontal
@@ -327,7 +334,7 @@ def test_covidx_label_files_and_images(covidx):
                             files["test.txt"].assign(split="test")])  # fmt: skip
     assert (everything.groupby(["source", "patient"])["split"].nunique() == 1).all()
     plan = {Path(image.path).name: image.plan_index for image in covidx.images}
-    specs = _plan(120, 7)
+    specs = plan_corpus(120, 7)
     everything["plan_patient"] = [specs[plan[name]].patient for name in everything["filename"]]
     assert (everything.groupby(["source", "patient"])["plan_patient"].nunique() == 1).all()
     assert (everything.groupby("plan_patient")[["source", "patient", "label"]].nunique() == 1).all().all()
@@ -345,7 +352,7 @@ def test_covidx_images_are_drawn_for_their_class(covidx):
         assert image.findings in drawn[image.label]
     assert {image.label for image in covidx.images} == set(drawn)
     # roughly 9A's proportions (8,085 / 5,555 / 16,490), on a large plan (nothing rendered)
-    entries, _ = layouts._covidx(_plan(4000, 1), 1)
+    entries, _ = plan_layout("covidx", 4000, 1, SIZE)
     shares = Counter(entry.image.label for entry in entries)
     for label, count in {"normal": 8_085, "pneumonia": 5_555, "COVID-19": 16_490}.items():
         assert abs(shares[label] / len(entries) - count / 30_130) < 0.06, label
@@ -375,12 +382,12 @@ def test_covidx_read_by_the_builder(covidx, version):
 
 def test_labeler_prevalence():
     """CheXpert-like rates for the 5 competition tasks, and enough positives of each in a few hundred phantoms."""
-    plan = [set(spec.findings) for spec in _plan(20_000, 0, layouts._LABELER_PREVALENCE)]
+    plan = [set(spec.findings) for spec in plan_corpus(20_000, 0, LABELER_PREVALENCE)]
     for finding, rate in CHEXPERT_RATES.items():
         assert abs(sum(finding in findings for findings in plan) / len(plan) - rate) < 0.02, finding
     assert not any({"Emphysema", "Hernia"} & findings for findings in plan)
     for seed in range(3):
-        specs = _plan(300, seed, layouts._LABELER_PREVALENCE)
+        specs = plan_corpus(300, seed, LABELER_PREVALENCE)
         for split in ("train_val", "test"):
             counts = Counter(finding for spec in specs if spec.split == split for finding in spec.findings)
             assert min(counts[finding] for finding in CHEXPERT_RATES) >= 3, (seed, split, counts)

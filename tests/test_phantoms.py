@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from cxr_vitmae.data import phantoms
+from cxr_vitmae.data.nih import DATA_ENTRY_COLUMNS
 from cxr_vitmae.data.phantoms import (
     BBOX_HEADER,
     BOX_LABELS,
@@ -21,24 +21,12 @@ from cxr_vitmae.data.phantoms import (
     phantom_record,
     resolve_difficulty,
 )
+from cxr_vitmae.data.phantoms.plan import plan_corpus
+from cxr_vitmae.data.phantoms.render import render
 from cxr_vitmae.models.chest_xray_labels import NIH_CHESTXRAY14_LABELS
 
 SIZE = 96
 NUM_IMAGES = 400
-# What pandas makes of NIH's header: the commas inside the last two names split them.
-NIH_COLUMNS = [
-    "Image Index",
-    "Finding Labels",
-    "Follow-up #",
-    "Patient ID",
-    "Patient Age",
-    "Patient Gender",
-    "View Position",
-    "OriginalImage[Width",
-    "Height]",
-    "OriginalImagePixelSpacing[x",
-    "y]",
-]
 BOX_FILE_NAMES = {"Infiltration": "Infiltrate"}
 
 
@@ -81,7 +69,8 @@ def test_layout_and_images(corpus):
 
 def test_data_entry_reads_like_nih(corpus, data_entry):
     assert _lines(corpus.output_dir / "Data_Entry_2017.csv")[0] == DATA_ENTRY_HEADER
-    assert list(data_entry.columns) == NIH_COLUMNS
+    # what pandas makes of NIH's header: the commas inside the last two names split them
+    assert list(data_entry.columns) == list(DATA_ENTRY_COLUMNS)
     assert not data_entry.isna().any().any()
     assert data_entry["Image Index"].tolist() == [image.file_name for image in corpus.images]
     for column in ("Follow-up #", "Patient ID", "Patient Age", "OriginalImage[Width", "Height]"):
@@ -183,7 +172,7 @@ def test_prevalence_and_co_occurrence(corpus):
     assert counts["Infiltration"] in sorted(counts.values())[-3:]
     assert counts["Hernia"] <= min(counts[label] for label in NIH_CHESTXRAY14_LABELS if label != "Hernia")
     # co-occurrence on a large plan (labels only, nothing rendered): heart failure and infection clusters
-    plan = [set(spec.findings) for spec in phantoms._plan(20_000, 0)]
+    plan = [set(spec.findings) for spec in plan_corpus(20_000, 0)]
 
     def rate(label, given=None):
         pool = [findings for findings in plan if given is None or given in findings]
@@ -203,7 +192,7 @@ _DIRECTION = {label: 1.0 for label in BOX_LABELS} | {"Pneumothorax": -1.0}
 def test_findings_are_drawn_inside_their_boxes(corpus):
     """Re-render each boxed image without the boxed finding (every other random draw unchanged): the pixels change
     in the direction the finding should move them, and almost only inside its box."""
-    specs = {spec.file_name: spec for spec in phantoms._plan(NUM_IMAGES, corpus.seed)}
+    specs = {spec.file_name: spec for spec in plan_corpus(NUM_IMAGES, corpus.seed)}
     checked = Counter()
     for image in corpus.images:
         for label in {box.label for box in image.boxes}:
@@ -213,9 +202,9 @@ def test_findings_are_drawn_inside_their_boxes(corpus):
             spec = specs[image.file_name]
             with Image.open(corpus.output_dir / "images" / image.file_name) as written:
                 drawn = np.asarray(written, dtype=np.float64)
-            rendered, _ = phantoms._render(spec, SIZE, corpus.difficulty, corpus.seed)
+            rendered, _ = render(spec, SIZE, corpus.difficulty, corpus.seed)
             assert np.array_equal(rendered, drawn)
-            without, _ = phantoms._render(spec, SIZE, corpus.difficulty, corpus.seed, without=frozenset({label}))
+            without, _ = render(spec, SIZE, corpus.difficulty, corpus.seed, without=frozenset({label}))
             difference = drawn - without
             inside = np.zeros(difference.shape, bool)
             for box in image.boxes:

@@ -13,8 +13,7 @@ import yaml
 
 from cxr_vitmae.cli import main as cli
 from cxr_vitmae.data import load_cxr_dataset, split_source, synthetic_corpus
-from cxr_vitmae.data.phantom_layouts import write_phantom_layout
-from cxr_vitmae.data.phantoms import generate_phantoms
+from cxr_vitmae.data.phantoms import generate_phantoms, write_phantom_layout
 
 ROOT = Path(__file__).resolve().parent.parent
 CONFIGS = sorted((ROOT / "recipes" / "configs").glob("*.yaml"))

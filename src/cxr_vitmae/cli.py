@@ -169,8 +169,7 @@ def corpus_option(text: str) -> tuple[str, object]:
     "write a synthetic chest X-ray corpus in the on-disk format of NIH ChestX-ray14, CheXpert, MIMIC-CXR-JPG or COVIDx",
 )
 def build_phantoms(parser: argparse.ArgumentParser):
-    from .data.phantom_layouts import LAYOUT_CORPORA, LAYOUTS
-    from .data.phantoms import DIFFICULTY, DIFFICULTY_CHOICES
+    from .data.phantoms import DIFFICULTY, DIFFICULTY_CHOICES, LAYOUT_CORPORA, LAYOUTS
 
     parser.add_argument("--output", required=True, help="directory to write the images and the metadata files to")
     parser.add_argument(
@@ -195,7 +194,7 @@ def build_phantoms(parser: argparse.ArgumentParser):
     )
 
     def run(args: argparse.Namespace) -> None:
-        from .data.phantom_layouts import write_phantom_layout
+        from .data.phantoms import write_phantom_layout
 
         try:
             difficulty = float(args.difficulty)

@@ -117,7 +117,8 @@ def read_csv_strict(path: Path, expected: Callable[[list[str]], list[str]]) -> p
 
 @dataclass(frozen=True)
 class BoundingBox:
-    """One box of `BBox_List_2017.csv` in the image's pixel coordinates (x, y = top-left corner)."""
+    """One box of `BBox_List_2017.csv` in the image's pixel coordinates (x, y = top-left corner). `label` is the label
+    file's spelling (`Infiltration`, which the box file writes `Infiltrate`)."""
 
     label: str
     x: float

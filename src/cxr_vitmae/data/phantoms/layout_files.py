@@ -1,45 +1,10 @@
-"""The phantom corpus (`phantoms`) written in the exact on-disk layouts of CheXpert, MIMIC-CXR-JPG and COVIDx, so that
-every corpus builder can be read, trained and evaluated end to end without the real data. `write_phantom_layout(OUT,
-n, layout=...)` writes one of them; `load_cxr_dataset(<corpus>, OUT)` reads it (OUT itself, for every layout).
+"""What the CheXpert, MIMIC-CXR-JPG and COVIDx layouts hold for a phantom plan: each image's path, split, patient id
+and view, and each metadata file's content, in the corpus's own format (`layouts` describes each and writes them).
 
-Same generator as NIH's phantoms: `_plan` draws patients, follow-ups, findings (NIH names), views and the NIH
-train_val/test split from the seed, `_render` draws each image; same arguments, byte-identical files.
-
-- `chexpert` (v1.0-small): `CheXpert-v1.0-small/{train,valid}.csv` (the 19 columns, `Path` with the prefix) and
-  `{train,valid}/patientNNNNN/studyN/view1_frontal.jpg` (and `view2_lateral.jpg`); one plan image is one study. The
-  plan's test patients are valid.csv's, numbered after train.csv's (as CheXpert's patient64541+). The NIH findings
-  become CheXpert's observations through `CHEXPERT_OBSERVATIONS`. train.csv writes them as the CheXpert labeler
-  does, cell by cell from `_LABELER_CELLS`: a finding drawn is 1.0 or, sometimes, -1.0 (uncertain); one not drawn
-  is mostly blank, sometimes 0.0 (negated) or -1.0. For the 5 competition tasks the shares of 1.0, 0.0, -1.0 and
-  blank land within 1.5 points of CheXpert train's, so the readers' uncertainty and blank policies change the
-  labels as they would there. valid.csv is 0/1 in every column (radiologist consensus). No Finding is 1 only when
-  no observation but Support Devices is 1 or -1, the labeler's rule; nothing draws support devices or fractures.
-- `mimic-cxr` (MIMIC-CXR-JPG 2.0.0): `files/pNN/pSSSSSSSS/sTTTTTTTT/<dicom_id>.jpg`, the metadata, split, chexpert
-  and negbio files (gzipped CSVs) and `IMAGE_FILENAMES`. Subject ids are 8 digits from 1, study ids 8 digits from
-  5, dicom ids MIMIC's five dash-separated groups of 8 hex digits; dates are shifted into the 22nd century, in order
-  within a patient. Labels are per study, drawn like train.csv's (the two labelers read the same findings, their
-  uncertain and blank cells are drawn apart). The plan's test patients are `test`, a fixed 10 % of the others
-  `validate` (MIMIC's own is under 1 %, too few patients for a small corpus). The images are histogram-equalised,
-  as MIMIC-CXR-JPG's were. No 2.1.0 radiologist test file: the default `test_labels="auto"` reads the labeler's.
-- `covidx`: the header-less `patient_id filename class data_source` files of 9A (`train_COVIDx9A.txt`,
-  `test_COVIDx9A.txt`), 9B (`train_COVIDx9B.txt`, `test_COVIDx9B.txt`) and CXR-4 (`train.txt`, `val.txt`,
-  `test.txt`), each image once in `train/`, `val/` or `test/`. A patient's class is drawn with 9A's training
-  proportions (one diagnosis per patient, as in COVIDx) and each of its images is drawn for it (`_COVIDX_FINDINGS`):
-  normal with no finding, pneumonia with one focal opacity, COVID-19 with patchy airspace opacities over the
-  bilateral peripheral basal pattern of `Fibrosis`, the distribution typical of COVID-19 pneumonia. 9B and CXR-4
-  say positive for COVID-19, negative otherwise. The plan's test patients are `test`; a fixed 10 % of the others
-  are CXR-4's `val` and so in no 9A/9B list. Sources and names imitate COVIDx's (`_COVIDX_SOURCES`); patient ids
-  are unique within a source.
-
-Prevalence: CheXpert and MIMIC phantoms draw findings with `_LABELER_PREVALENCE` (CheXpert train's rate of 1 or -1
+Prevalence: CheXpert and MIMIC phantoms draw findings with `LABELER_PREVALENCE` (CheXpert train's rate of 1 or -1
 for the 5 competition tasks, NIH's for the rest, no emphysema or hernia, which neither labeler knows; about 12 % with
 no finding), so that a few hundred phantoms hold positives of each task in every split; COVIDx's draw NIH's, then
 the class replaces the findings.
-
-Lateral views: the renderer draws frontal films only. A study gets a second, lateral image with `_LATERAL_CHANCE`
-(PA studies usually, portable AP ones rarely), and that image is a stand-in, not a lateral radiograph: the frontal
-film averaged with its mirror image, both hemithoraces superimposed as a lateral projection superimposes them. It
-carries the study's labels; the readers' default views (frontal) leave it out.
 
 Random streams: besides the plan's and the renderer's, each purpose of `_STREAMS` draws from its own, so that the
 CheXpert labeler cells, say, never shift the views or the ids.
@@ -49,49 +14,21 @@ from __future__ import annotations
 
 import datetime
 import gzip
-import json
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageOps
-from tqdm.auto import tqdm
 
-from ..models.chest_xray_labels import COVIDX_LABELS
-from .chexpert import CHEXPERT_LABELS, CSV_COLUMNS, TRAIN_CSV, VALID_CSV
-from .covidx import BINARY_LABELS, IMAGE_FOLDERS, VERSIONS
-from .mimic import LABEL_FILES, METADATA_FILE, MIMIC_CXR_LABELS, SPLIT_FILE, SPLIT_NAMES
-from .phantoms import (
-    _PNG_OPTIONS,
-    DIFFICULTY,
-    PHANTOM_GENERATOR,
-    PHANTOM_RECORD,
-    _plan,
-    _Prevalence,
-    _render,
-    _Spec,
-    generate_phantoms,
-    phantom_record,
-    resolve_difficulty,
-)
+from ...models.chest_xray_labels import COVIDX_LABELS
+from ..chexpert import CHEXPERT_LABELS, CHEXPERT_PREFIXES, CSV_COLUMNS, TRAIN_CSV, VALID_CSV
+from ..covidx import BINARY_LABELS, IMAGE_FOLDERS, VERSIONS
+from ..mimic import LABEL_FILES, METADATA_FILE, MIMIC_CXR_LABELS, SPLIT_FILE
+from .plan import ImagePlan, Prevalence, plan_corpus
 
-# layout -> the `load_cxr_dataset` corpus that reads it.
-LAYOUT_CORPORA = {"nih": "nih-chestxray14", "chexpert": "chexpert", "mimic-cxr": "mimic-cxr", "covidx": "covidx"}
-LAYOUTS = tuple(LAYOUT_CORPORA)
-CHEXPERT_ROOT = "CheXpert-v1.0-small"
-# layout -> split (as its files name it) -> the files that list that split's images.
-SPLIT_FILES = {
-    "nih": {"train_val": ("train_val_list.txt",), "test": ("test_list.txt",)},
-    "chexpert": {"train": (f"{CHEXPERT_ROOT}/{TRAIN_CSV}",), "valid": (f"{CHEXPERT_ROOT}/{VALID_CSV}",)},
-    "mimic-cxr": dict.fromkeys(SPLIT_NAMES, (SPLIT_FILE,)),
-    "covidx": {
-        IMAGE_FOLDERS[split]: tuple(files[split] for files, _ in VERSIONS.values() if split in files)
-        for split in IMAGE_FOLDERS
-    },
-}
-
+# The downsampled release, CheXpert-v1.0-small.
+CHEXPERT_ROOT = CHEXPERT_PREFIXES[0]
 # NIH finding -> the CheXpert observations a report of it is labelled with (CheXpert and MIMIC share the labeler's
-# 14; Emphysema and Hernia have none and are never drawn for them, see _LABELER_PREVALENCE).
+# 14; Emphysema and Hernia have none and are never drawn for them, see LABELER_PREVALENCE).
 CHEXPERT_OBSERVATIONS = {
     "Atelectasis": ("Atelectasis",),
     "Cardiomegaly": ("Cardiomegaly",),
@@ -109,7 +46,7 @@ CHEXPERT_OBSERVATIONS = {
 # Finding counts per 100,000 images (NIH names), fitted on 80,000 planned images so that the share drawn after
 # co-occurrence is CheXpert train's share of 1 or -1 for the 5 competition tasks (Atelectasis 30.0 %, Cardiomegaly
 # 15.7 %, Consolidation 19.0 %, Edema 29.2 %, Pleural Effusion 43.8 %) and NIH's for the other findings.
-_LABELER_PREVALENCE = _Prevalence(
+LABELER_PREVALENCE = Prevalence(
     counts={"Atelectasis": 36_800, "Cardiomegaly": 24_800, "Effusion": 44_000, "Infiltration": 27_300, "Mass": 7_800,
             "Nodule": 7_000, "Pneumonia": 1_800, "Pneumothorax": 7_200, "Consolidation": 29_500, "Edema": 44_200,
             "Emphysema": 0, "Fibrosis": 2_200, "Pleural_Thickening": 4_100, "Hernia": 0},
@@ -119,27 +56,27 @@ _LABELER_PREVALENCE = _Prevalence(
 # Observation -> (P(-1.0) when present, P(0.0) when absent, P(-1.0) when absent); blank otherwise. For the 5
 # competition tasks, set so that with the rates above each value's share is within 1.5 points of CheXpert train's
 # (Atelectasis 1.0 / 0.0 / -1.0: 15.1 / 0.6 / 15.7 % on 31,000 rows, CheXpert's 14.9 / 0.6 / 15.1 %); the others,
-# without verified counts, share one guess.
+# without verified counts, share one guess. Keep the order: a study draws one number per cell, in this order.
+_GUESSED_CELLS = (0.15, 0.1, 0.02)
 _LABELER_CELLS = {
-    "Enlarged Cardiomediastinum": (0.15, 0.1, 0.02),
+    "Enlarged Cardiomediastinum": _GUESSED_CELLS,
     "Cardiomegaly": (0.22, 0.06, 0.01),
-    "Lung Opacity": (0.15, 0.1, 0.02),
-    "Lung Lesion": (0.15, 0.1, 0.02),
+    "Lung Opacity": _GUESSED_CELLS,
+    "Lung Lesion": _GUESSED_CELLS,
     "Edema": (0.15, 0.13, 0.02),
     "Consolidation": (0.6, 0.155, 0.03),
-    "Pneumonia": (0.15, 0.1, 0.02),
+    "Pneumonia": _GUESSED_CELLS,
     "Atelectasis": (0.5, 0.01, 0.015),
-    "Pneumothorax": (0.15, 0.1, 0.02),
+    "Pneumothorax": _GUESSED_CELLS,
     "Pleural Effusion": (0.1, 0.28, 0.015),
-    "Pleural Other": (0.15, 0.1, 0.02),
-    "Fracture": (0.15, 0.1, 0.02),
-    "Support Devices": (0.15, 0.1, 0.02),
+    "Pleural Other": _GUESSED_CELLS,
+    "Fracture": _GUESSED_CELLS,
+    "Support Devices": _GUESSED_CELLS,
 }
 # Frontal view -> chance that the study also has a (stand-in) lateral image.
 _LATERAL_CHANCE = {"PA": 0.6, "AP": 0.1}
 # Share of the non-test patients carved out as MIMIC's validate and CXR-4's val split.
 _CARVE_FRACTION = 0.1
-_JPEG_OPTIONS = {"format": "JPEG", "quality": 95}
 
 # MIMIC metadata per view: ViewCodeSequence_CodeMeaning, PatientOrientationCodeSequence_CodeMeaning; and per study
 # (by its frontal view) the procedure, which is also PerformedProcedureStepDescription.
@@ -191,7 +128,7 @@ class LayoutImage:
     """One image file a layout wrote. `path` is relative to the output directory; `split` is named as the layout's
     files name it (`SPLIT_FILES`); `patient_id` and `view` are what the corpus's reader reports (AP, PA or LATERAL,
     the stand-in); `findings` are the NIH findings drawn (a lateral shares its study's); `plan_index` is the
-    `_plan` entry rendered; `label` is the 9A class of a COVIDx image, else empty."""
+    `plan_corpus` entry rendered; `label` is the 9A class of a COVIDx image, else empty."""
 
     path: str
     split: str
@@ -203,44 +140,11 @@ class LayoutImage:
 
 
 @dataclass(frozen=True)
-class LayoutSplit:
-    """One split of a written layout: its image and patient counts and the files that list it."""
+class LayoutEntry:
+    """One image file to write: what the layout says about it, and the plan entry it renders."""
 
-    name: str
-    images: int
-    patients: int
-    listed_in: tuple[str, ...]
-
-
-@dataclass(frozen=True)
-class PhantomLayout:
-    """What `write_phantom_layout` wrote: the layout, its arguments and every image file."""
-
-    layout: str
-    output_dir: Path
-    size: int
-    seed: int
-    difficulty: float
-    images: tuple[LayoutImage, ...]
-
-    @property
-    def splits(self) -> tuple[LayoutSplit, ...]:
-        """Per split, in the layout's order: images, patients and the files listing them."""
-        return tuple(
-            LayoutSplit(
-                name,
-                sum(image.split == name for image in self.images),
-                len({image.patient_id for image in self.images if image.split == name}),
-                files,
-            )
-            for name, files in SPLIT_FILES[self.layout].items()
-        )
-
-
-@dataclass(frozen=True)
-class _Entry:
     image: LayoutImage
-    spec: _Spec
+    spec: ImagePlan
 
 
 def _observations(findings: tuple[str, ...]) -> set[str]:
@@ -272,7 +176,9 @@ def _consensus_cells(findings: tuple[str, ...]) -> dict[str, str]:
     return cells
 
 
-def _with_laterals(specs, views: np.random.Generator, frontal_path, lateral_path, split, patient_id) -> list[_Entry]:
+def _with_laterals(
+    specs, views: np.random.Generator, frontal_path, lateral_path, split, patient_id
+) -> list[LayoutEntry]:
     """Each plan image as its study's frontal image, plus the stand-in lateral with `_LATERAL_CHANCE`."""
     entries = []
     for spec in specs:
@@ -280,7 +186,7 @@ def _with_laterals(specs, views: np.random.Generator, frontal_path, lateral_path
         if views.random() < _LATERAL_CHANCE[spec.view]:
             paths.append((lateral_path(spec), "LATERAL"))
         entries += [
-            _Entry(LayoutImage(path, split(spec), patient_id(spec), view, spec.findings, spec.index), spec)
+            LayoutEntry(LayoutImage(path, split(spec), patient_id(spec), view, spec.findings, spec.index), spec)
             for path, view in paths
         ]
     return entries
@@ -296,22 +202,18 @@ def _csv(rows) -> str:
     return "".join(",".join(str(cell) for cell in row) + "\n" for row in rows)
 
 
-# --------------------------------------------------------------------------------------------------------------------
-# The layouts: plan entries -> image entries and metadata files (relative path -> content); nothing is written here.
-
-
-def _test_patients(specs: list[_Spec]) -> set[int]:
+def _test_patients(specs: list[ImagePlan]) -> set[int]:
     return {spec.patient for spec in specs if spec.split == "test"}
 
 
-def _chexpert(specs: list[_Spec], seed: int) -> tuple[list[_Entry], dict[str, str | bytes]]:
+def _chexpert(specs: list[ImagePlan], seed: int) -> tuple[list[LayoutEntry], dict[str, str | bytes]]:
     test = _test_patients(specs)
     # train.csv's patients first, valid.csv's numbered after them, each group in plan order
     ordered = sorted({spec.patient for spec in specs}, key=lambda patient: (patient in test, patient))
     number = {patient: i + 1 for i, patient in enumerate(ordered)}
     split = {patient: "valid" if patient in test else "train" for patient in ordered}
 
-    def study(spec: _Spec) -> str:
+    def study(spec: ImagePlan) -> str:
         return f"{CHEXPERT_ROOT}/{split[spec.patient]}/patient{number[spec.patient]:05d}/study{spec.follow_up + 1}"
 
     entries = _with_laterals(
@@ -340,7 +242,7 @@ def _chexpert(specs: list[_Spec], seed: int) -> tuple[list[_Entry], dict[str, st
     return entries, files
 
 
-def _mimic(specs: list[_Spec], seed: int, size: int) -> tuple[list[_Entry], dict[str, str | bytes]]:
+def _mimic(specs: list[ImagePlan], seed: int, size: int) -> tuple[list[LayoutEntry], dict[str, str | bytes]]:
     ids = _stream(seed, "ids")
     patients = sorted({spec.patient for spec in specs})
     subjects = 10_000_000 + ids.choice(10_000_000, len(patients), replace=False)
@@ -353,7 +255,7 @@ def _mimic(specs: list[_Spec], seed: int, size: int) -> tuple[list[_Entry], dict
         patient: "test" if patient in test else "validate" if patient in validate else "train" for patient in patients
     }
 
-    def path(spec: _Spec) -> str:
+    def path(spec: ImagePlan) -> str:
         sid = subject[spec.patient]
         # MIMIC's dicom ids: 160 random bits as five dash-separated groups of 8 hex digits (no collision to fear)
         dicom = "-".join(ids.bytes(20).hex()[i : i + 8] for i in range(0, 40, 8))
@@ -422,8 +324,8 @@ def _covidx_names(source: str, label: str, views: list[str], rng, numbers: dict)
     ]
 
 
-def _covidx(specs: list[_Spec], seed: int) -> tuple[list[_Entry], dict[str, str | bytes]]:
-    by_patient: dict[int, list[_Spec]] = {}
+def _covidx(specs: list[ImagePlan], seed: int) -> tuple[list[LayoutEntry], dict[str, str | bytes]]:
+    by_patient: dict[int, list[ImagePlan]] = {}
     for spec in specs:
         by_patient.setdefault(spec.patient, []).append(spec)
     test = _test_patients(specs)
@@ -446,7 +348,7 @@ def _covidx(specs: list[_Spec], seed: int) -> tuple[list[_Entry], dict[str, str 
         folder = "test" if patient in test else "val" if patient in val else "train"
         for spec, name in zip(drawn, file_names, strict=True):
             image = LayoutImage(f"{folder}/{name}", folder, patient_id, spec.view, spec.findings, spec.index, label)
-            entries.append((_Entry(image, spec), source))
+            entries.append((LayoutEntry(image, spec), source))
     files: dict[str, str | bytes] = {}
     for split_files, class_names in VERSIONS.values():
         for split, name in split_files.items():
@@ -460,126 +362,16 @@ def _covidx(specs: list[_Spec], seed: int) -> tuple[list[_Entry], dict[str, str 
     return [entry for entry, _ in entries], files
 
 
-# --------------------------------------------------------------------------------------------------------------------
-# Writing.
-
-
 def _gzip(text: str) -> bytes:
     # mtime 0 and no file name in the header: the same arguments give the same bytes
     return gzip.compress(text.encode(), mtime=0)
 
 
-def _lateral(pixels: np.ndarray) -> np.ndarray:
-    """The lateral stand-in: the frontal film averaged with its mirror image (see the module docstring)."""
-    return ((pixels.astype(np.uint16) + pixels[:, ::-1] + 1) // 2).astype(np.uint8)
-
-
-def _check(layout: str, num_images: int, entries: list[_Entry], output: Path) -> None:
-    """Refuse a corpus too small to fill every split (train needs two patients: readers carve validation patients
-    from it) and a directory holding image files of another corpus (refused, never deleted)."""
-    for name in SPLIT_FILES[layout]:
-        patients = {entry.image.patient_id for entry in entries if entry.image.split == name}
-        needed = 2 if name == "train" else 1
-        if len(patients) < needed:
-            raise ValueError(
-                f"num_images={num_images} is too few for the {layout} layout: its {name} split would hold "
-                f"{len(patients)} patient(s), it needs {needed}; use more images"
-            )
-    ours = {entry.image.path for entry in entries}
-    roots = {Path(path).parts[0] for path in ours}
-    strangers = sorted(
-        str(path.relative_to(output))
-        for root in roots
-        for path in (output / root).rglob("*")
-        if path.suffix in (".jpg", ".png") and path.relative_to(output).as_posix() not in ours
-    )
-    if strangers:
-        raise ValueError(
-            f"{output} holds {len(strangers)} image(s) that are not part of this corpus (e.g. "
-            f"{', '.join(strangers[:3])}); write the phantoms to an empty directory"
-        )
-
-
-def _nih(output: Path, num_images: int, size: int, seed: int, difficulty, progress: bool) -> PhantomLayout:
-    corpus = generate_phantoms(output, num_images, size=size, seed=seed, difficulty=difficulty, progress=progress)
-    images = tuple(
-        LayoutImage(f"images/{image.file_name}", image.split, image.patient_id, image.view, image.findings, index)
-        for index, image in enumerate(corpus.images)
-    )
-    return PhantomLayout("nih", corpus.output_dir, corpus.size, corpus.seed, corpus.difficulty, images)
-
-
-def write_phantom_layout(
-    output_dir: str | Path,
-    num_images: int,
-    *,
-    layout: str,
-    size: int = 1024,
-    seed: int = 0,
-    difficulty: str | float = DIFFICULTY,
-    progress: bool = False,
-) -> PhantomLayout:
-    """Write `num_images` phantom studies to `output_dir` in the on-disk layout `layout` (one of `LAYOUTS`; the
-    module docstring says what each holds) and return what was written. `"nih"` is `generate_phantoms`, file for
-    file. Same arguments, byte-identical files; `load_cxr_dataset(LAYOUT_CORPORA[layout], output_dir)` reads them.
-
-    Raises:
-        ValueError: an unknown layout, an argument out of range, too few images to fill the layout's splits, or a
-            directory that already holds another corpus.
-    """
-    if layout not in LAYOUTS:
-        raise ValueError(f"layout {layout!r}: expected one of {', '.join(LAYOUTS)}")
-    if int(num_images) < 1:
-        raise ValueError(f"num_images must be at least 1, got {num_images}")
-    if int(size) < 32:
-        raise ValueError(f"size must be at least 32 pixels, got {size}")
-    level = resolve_difficulty(difficulty)
-    output, num_images, size, seed = Path(output_dir), int(num_images), int(size), int(seed)
-    existing = phantom_record(output)
-    if existing is not None and existing.get("layout", "nih") != layout:
-        raise ValueError(
-            f"{output} holds {existing.get('layout', 'nih')} phantoms ({PHANTOM_RECORD}); write the {layout} layout "
-            "to an empty directory"
-        )
-    if layout == "nih":
-        return _nih(output, num_images, size, seed, level, progress)
-
+def plan_layout(layout: str, num_images: int, seed: int, size: int) -> tuple[list[LayoutEntry], dict[str, str | bytes]]:
+    """The image files of the `layout` corpus (not NIH's) in writing order, each study's lateral after its frontal
+    image, and its metadata files (relative path -> content); nothing is rendered or written here."""
     if layout == "chexpert":
-        entries, files = _chexpert(_plan(num_images, seed, _LABELER_PREVALENCE), seed)
-    elif layout == "mimic-cxr":
-        entries, files = _mimic(_plan(num_images, seed, _LABELER_PREVALENCE), seed, size)
-    else:
-        entries, files = _covidx(_plan(num_images, seed), seed)
-    _check(layout, num_images, entries, output)
-
-    rendered: tuple[int, np.ndarray] | None = None
-    for entry in tqdm(entries, desc=f"{layout} phantoms", unit="img") if progress else entries:
-        # a study's lateral follows its frontal image: each plan entry is rendered once
-        if rendered is None or rendered[0] != entry.image.plan_index:
-            rendered = (entry.image.plan_index, _render(entry.spec, size, level, seed)[0])
-        pixels = _lateral(rendered[1]) if entry.image.view == "LATERAL" else rendered[1]
-        image = Image.fromarray(pixels)
-        if layout == "mimic-cxr":  # as MIMIC-CXR-JPG's images were made
-            image = ImageOps.equalize(image)
-        path = output / entry.image.path
-        path.parent.mkdir(parents=True, exist_ok=True)
-        image.save(path, **(_JPEG_OPTIONS if path.suffix == ".jpg" else _PNG_OPTIONS))
-    for name, content in files.items():
-        (output / name).parent.mkdir(parents=True, exist_ok=True)
-        (output / name).write_bytes(content if isinstance(content, bytes) else content.encode())
-    record = {"generator": PHANTOM_GENERATOR, "layout": layout, "num_images": num_images, "size": size, "seed": seed,
-              "difficulty": level}  # fmt: skip
-    (output / PHANTOM_RECORD).write_text(json.dumps(record, indent=2) + "\n")
-    return PhantomLayout(layout, output, size, seed, level, tuple(entry.image for entry in entries))
-
-
-__all__ = [
-    "CHEXPERT_OBSERVATIONS",
-    "LAYOUTS",
-    "LAYOUT_CORPORA",
-    "SPLIT_FILES",
-    "LayoutImage",
-    "LayoutSplit",
-    "PhantomLayout",
-    "write_phantom_layout",
-]
+        return _chexpert(plan_corpus(num_images, seed, LABELER_PREVALENCE), seed)
+    if layout == "mimic-cxr":
+        return _mimic(plan_corpus(num_images, seed, LABELER_PREVALENCE), seed, size)
+    return _covidx(plan_corpus(num_images, seed), seed)

@@ -112,3 +112,40 @@ def test_predict_refuses_a_pretraining_directory(tmp_path):
 def test_help(args):
     result = cxr_vitmae(*args)
     assert result.returncode == 0 and "usage: cxr-vitmae" in result.stdout
+
+
+def test_an_unexpected_error_keeps_its_traceback_while_a_user_error_is_one_line(model_dir, tmp_path, monkeypatch,
+                                                                               capsys):  # fmt: skip
+    # A ValueError from inside the package is a bug, not bad input: the one-line catch must not swallow it.
+    import cxr_vitmae.predict
+    from cxr_vitmae.cli import main
+    from cxr_vitmae.errors import InputError
+
+    image = tmp_path / "x.png"
+    Image.fromarray(np.zeros((64, 64), dtype=np.uint8)).save(image)
+
+    def broken(*args, **kwargs):
+        raise ValueError("an internal inconsistency")
+
+    monkeypatch.setattr(cxr_vitmae.predict, "predict_images", broken)
+    with pytest.raises(ValueError, match="an internal inconsistency"):
+        main(["predict", str(model_dir), str(image)])
+
+    def refused(*args, **kwargs):
+        raise InputError("x.png: not what predict needs")
+
+    monkeypatch.setattr(cxr_vitmae.predict, "predict_images", refused)
+    assert main(["predict", str(model_dir), str(image)]) == 1
+    assert capsys.readouterr().err == "cxr-vitmae predict: error: x.png: not what predict needs\n"
+
+
+@pytest.mark.parametrize("command", ["gradcam", "reconstruct"])
+def test_an_output_path_in_a_missing_directory_is_refused_before_any_work(command, tmp_path):
+    image = tmp_path / "x.png"
+    Image.fromarray(np.zeros((64, 64), dtype=np.uint8)).save(image)
+    # The model directory does not exist either: only the output check can be what answers.
+    result = cxr_vitmae(command, str(tmp_path / "no_such_model"), str(image), "--output", str(tmp_path / "nodir/x.png"))
+    assert result.returncode == 1
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "nodir" in lines[0] and "does not exist" in lines[0], result.stderr
+    assert not (tmp_path / "nodir").exists()

@@ -17,6 +17,7 @@ from cxr_vitmae import (
     CXRViTMAEForPreTraining,
     ViTMAEForChestXray,
 )
+from cxr_vitmae.errors import InputError
 from cxr_vitmae.explain.reconstruction import (
     anomaly_map,
     load_pretraining_model,
@@ -175,7 +176,7 @@ def test_only_an_mae_pretraining_directory_loads(tmp_path, mae_dir):
     for directory, holds in ((classifier, "ViTMAEForChestXray"), (densenet, "cxr_densenet")):
         with pytest.raises(ValueError, match=f"holds .*{holds}.*needs an MAE pre-training directory"):
             load_pretraining_model(directory)
-    with pytest.raises(ValueError, match="not a model directory"):
+    with pytest.raises(InputError, match="no such model directory"):
         load_pretraining_model(tmp_path / "nowhere")
 
 

@@ -4,20 +4,41 @@ import argparse
 import json
 import os
 import sys
+from pathlib import Path
 
 import torch
+
+from .errors import InputError, MissingExtraError
+from .models.image_processing_cxr import RadiographReadError
+
+# What the user can fix from the message alone (corpus and conversion errors are InputErrors), printed as one line;
+# anything else is a bug and keeps its traceback.
+USER_ERRORS = (InputError, RadiographReadError, MissingExtraError)
 
 SUBCOMMANDS = {}
 
 
-def subcommand(name: str, help_text: str):
-    """Register `function(parser)` as the argument builder of subcommand `name`; it returns the runner."""
+def subcommand(name: str, help_text: str, output_files: tuple[str, ...] = ()):
+    """Register `function(parser)` as the argument builder of subcommand `name`; it returns the runner.
+    `output_files` name the arguments that are files the command writes: their directories are checked before any
+    work starts, so a typo does not cost a finished computation."""
 
     def decorate(build):
-        SUBCOMMANDS[name] = (help_text, build)
+        SUBCOMMANDS[name] = (help_text, build, output_files)
         return build
 
     return decorate
+
+
+def check_output_file(path: str | None) -> None:
+    """InputError unless `path` (when given) can be created as a file: its directory exists and it is no directory."""
+    if path is None:
+        return
+    target = Path(path)
+    if target.is_dir():
+        raise InputError(f"{path}: is a directory; expected the path of a file to write")
+    if not target.absolute().parent.is_dir():
+        raise InputError(f"{path}: directory {target.absolute().parent} does not exist; create it first")
 
 
 @subcommand("predict", "print JSON label probabilities for one or more images")
@@ -39,7 +60,9 @@ def build_predict(parser: argparse.ArgumentParser):
     return run
 
 
-@subcommand("evaluate", "metrics.json of a saved classifier on a corpus split (AUROC/AUPRC, bootstrap CIs)")
+@subcommand(
+    "evaluate", "metrics.json of a saved classifier on a corpus split (AUROC/AUPRC, bootstrap CIs)", ("output",)
+)
 def build_evaluate(parser: argparse.ArgumentParser):
     from .data import CORPORA
 
@@ -54,8 +77,6 @@ def build_evaluate(parser: argparse.ArgumentParser):
     add_corpus_options(parser)
 
     def run(args: argparse.Namespace) -> None:
-        from pathlib import Path
-
         from .evaluation.evaluate_model import evaluate_model
 
         metrics = evaluate_model(
@@ -135,8 +156,6 @@ def build_export_native(parser: argparse.ArgumentParser):
 
 def _model_name(model_dir: str) -> str:
     """How a figure title names the model: its directory's name (a Hub id as given)."""
-    from pathlib import Path
-
     return Path(model_dir).resolve().name if Path(model_dir).exists() else model_dir
 
 
@@ -241,7 +260,9 @@ def build_prepare(parser: argparse.ArgumentParser):
     return run
 
 
-@subcommand("gradcam", "Grad-CAM overlay PNG of one image (DenseNet: last dense block; ViT: last LayerNorm)")
+@subcommand(
+    "gradcam", "Grad-CAM overlay PNG of one image (DenseNet: last dense block; ViT: last LayerNorm)", ("output",)
+)
 def build_gradcam(parser: argparse.ArgumentParser):
     parser.add_argument("model_dir", metavar="MODEL_DIR", help="a saved classifier directory")
     parser.add_argument("image", metavar="IMAGE", help="PNG (8/16-bit), JPEG or DICOM file")
@@ -272,7 +293,7 @@ def build_gradcam(parser: argparse.ArgumentParser):
     return run
 
 
-@subcommand("localize", "Grad-CAM localisation of NIH's boxes: pointing game, IoU, AP25/AP50 (JSON)")
+@subcommand("localize", "Grad-CAM localisation of NIH's boxes: pointing game, IoU, AP25/AP50 (JSON)", ("output",))
 def build_localize(parser: argparse.ArgumentParser):
     from .data import CORPORA
 
@@ -290,8 +311,6 @@ def build_localize(parser: argparse.ArgumentParser):
     add_corpus_options(parser)
 
     def run(args: argparse.Namespace) -> None:
-        from pathlib import Path
-
         from .explain.localization import localize
 
         result = localize(
@@ -315,7 +334,7 @@ def build_localize(parser: argparse.ArgumentParser):
     return run
 
 
-@subcommand("reconstruct", "MAE reconstruction strip PNG: original / masked / reconstruction / error map")
+@subcommand("reconstruct", "MAE reconstruction strip PNG: original / masked / reconstruction / error map", ("output",))
 def build_reconstruct(parser: argparse.ArgumentParser):
     parser.add_argument("model_dir", metavar="MODEL_DIR", help="an MAE pre-training directory (with the decoder)")
     parser.add_argument("image", metavar="IMAGE", help="PNG (8/16-bit), JPEG or DICOM file")
@@ -355,7 +374,9 @@ def build_reconstruct(parser: argparse.ArgumentParser):
     return run
 
 
-@subcommand("anomaly-eval", "plant nodules into healthy phantoms and score MAE anomaly maps (pointing game, JSON)")
+@subcommand(
+    "anomaly-eval", "plant nodules into healthy phantoms and score MAE anomaly maps (pointing game, JSON)", ("output",)
+)
 def build_anomaly_eval(parser: argparse.ArgumentParser):
     parser.add_argument("model_dir", metavar="MODEL_DIR", help="an MAE pre-training directory (with the decoder)")
     parser.add_argument("--data-dir", required=True, help="a phantom corpus (cxr-vitmae phantoms)")
@@ -372,8 +393,6 @@ def build_anomaly_eval(parser: argparse.ArgumentParser):
     add_device_option(parser)
 
     def run(args: argparse.Namespace) -> None:
-        from pathlib import Path
-
         from .explain.anomaly import evaluate_planted_nodules
         from .explain.reconstruction import load_pretraining_model
 
@@ -442,9 +461,9 @@ def build_parser() -> argparse.ArgumentParser:
         prog="cxr-vitmae", description="Masked-autoencoder ViTs and DenseNets for chest X-ray classification."
     )
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for name, (help_text, build) in SUBCOMMANDS.items():
+    for name, (help_text, build, output_files) in SUBCOMMANDS.items():
         command = commands.add_parser(name, help=help_text, description=help_text)
-        command.set_defaults(run=build(command))
+        command.set_defaults(run=build(command), output_files=output_files)
         command.add_argument(
             "--debug", action="store_true", help=f"show the traceback of any error (also {DEBUG_ENVIRONMENT}=1)"
         )
@@ -462,14 +481,14 @@ def main(argv: list[str] | None = None) -> int:
         sys.modules["datasets"].disable_progress_bars()
     else:
         os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
-    if args.debug or os.environ.get(DEBUG_ENVIRONMENT, "") not in ("", "0"):
-        args.run(args)  # any error propagates with its traceback
-        return 0
+    debug = args.debug or os.environ.get(DEBUG_ENVIRONMENT, "") not in ("", "0")
     try:
+        for name in args.output_files:
+            check_output_file(getattr(args, name))
         args.run(args)
-    except (OSError, ValueError, ImportError) as error:
-        # Bad input (missing/unreadable file, wrong format) or a missing optional extra is the user's to fix: one
-        # line, no traceback.
+    except USER_ERRORS as error:
+        if debug:
+            raise
         print(f"cxr-vitmae {args.command}: error: {error}", file=sys.stderr)
         return 1
     return 0

@@ -9,6 +9,8 @@ from PIL import Image
 from transformers import AutoConfig, AutoImageProcessor, AutoModelForImageClassification
 from transformers.models.auto.modeling_auto import MODEL_FOR_IMAGE_CLASSIFICATION_MAPPING
 
+from .errors import InputError
+from .model_directory import model_directory
 from .models import CXRImageProcessor, load_radiograph
 
 
@@ -18,18 +20,17 @@ def load_classifier(model_dir: str | Path, device: str | torch.device = "cpu"):
     The saved architecture is checked first: a pre-training checkpoint or a bare backbone would load into the
     classifier class with a freshly initialised head, and its predictions and maps would mean nothing.
 
+    `model_dir` may also be a Hub repository id (see `model_directory`).
+
     Raises:
-        FileNotFoundError: `model_dir` has no config.json.
-        ValueError: the directory holds another kind of model.
+        InputError: `model_dir` is no model directory or Hub model, or holds another kind of model.
     """
-    model_dir = Path(model_dir)
-    if not (model_dir / "config.json").is_file():
-        raise FileNotFoundError(f"{model_dir}: not a model directory (no config.json)")
+    model_dir = model_directory(model_dir)
     config = AutoConfig.from_pretrained(model_dir)
     saved_as = config.architectures or []
     classifier = MODEL_FOR_IMAGE_CLASSIFICATION_MAPPING.get(type(config), None)
     if classifier is None or (saved_as and classifier.__name__ not in saved_as):
-        raise ValueError(
+        raise InputError(
             f"{model_dir} holds a {' / '.join(saved_as) or config.model_type} model, not an image classifier "
             "(its classification head would be random): pass a fine-tuned classifier directory"
         )

@@ -19,6 +19,7 @@ import torch
 
 from ..data.nih import BoundingBox, read_splits
 from ..data.phantoms import NODULE_RADII, plant_nodule
+from ..errors import InputError
 from ..models import CXRViTMAEForPreTraining, load_radiograph
 from .localization import box_mask, box_to_model_input, pointing_hit
 from .reconstruction import anomaly_map
@@ -54,11 +55,11 @@ def plant_nodules(
         try:
             image, box = plant_nodule(film, rng, radii=radii)
         except ValueError as error:
-            raise ValueError(f"{path}: {error}") from None
+            raise InputError(f"{path}: {error}") from None
         height, width = film.shape
-        mapped = box_to_model_input(BoundingBox(box.label, box.x, box.y, box.w, box.h), (width, height), processor)
+        mapped = box_to_model_input(box, (width, height), processor)
         if mapped is None:
-            raise ValueError(f"{path}: the planted nodule {box} lies outside the image processor's center crop")
+            raise InputError(f"{path}: the planted nodule {box} lies outside the image processor's center crop")
         films.append(film)
         planted.append(image)
         boxes.append(mapped)
@@ -103,17 +104,17 @@ def evaluate_planted_nodules(
         `box` ([x, y, w, h] in model-input pixels), `hit` and `control_hit`.
     """
     if num_images < 1:
-        raise ValueError(f"num_images must be at least 1, got {num_images}")
+        raise InputError(f"num_images must be at least 1, got {num_images}")
     if num_maskings < 1:
-        raise ValueError(f"num_maskings must be at least 1, got {num_maskings}")
+        raise InputError(f"num_maskings must be at least 1, got {num_maskings}")
     if nodule_scale <= 0:
-        raise ValueError(f"nodule_scale must be positive, got {nodule_scale}")
+        raise InputError(f"nodule_scale must be positive, got {nodule_scale}")
     splits = read_splits(data_dir)
     if split not in splits:
-        raise ValueError(f"split {split!r}: expected one of {', '.join(splits)}")
+        raise InputError(f"split {split!r}: expected one of {', '.join(splits)}")
     healthy = [record for record in splits[split] if not any(record.labels)]
     if len(healthy) < num_images:
-        raise ValueError(
+        raise InputError(
             f"{data_dir}: the {split} split has {len(healthy)} 'No Finding' image(s); {num_images} were asked for"
         )
     rng = np.random.default_rng(seed)

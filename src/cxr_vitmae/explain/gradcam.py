@@ -22,6 +22,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from ..errors import InputError, MissingExtraError
 from ..predict import scores_from_logits
 
 try:
@@ -30,7 +31,7 @@ try:
     from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
     from pytorch_grad_cam.utils.reshape_transforms import vit_reshape_transform
 except ImportError as error:  # an optional dependency: say which extra brings it
-    raise ImportError(f'Grad-CAM needs pytorch-grad-cam ({error}): pip install "cxr-vitmae[explain]"') from error
+    raise MissingExtraError(f'Grad-CAM needs pytorch-grad-cam ({error}): pip install "cxr-vitmae[explain]"') from error
 
 __all__ = [
     "GradCamResult",
@@ -158,7 +159,7 @@ def explain_image(model, processor, image, label: str | None = None) -> GradCamR
         ValueError: `label` is not one of the model's labels.
     """
     if label is not None and label not in model.config.label2id:
-        raise ValueError(f"unknown label {label!r}; this model predicts {', '.join(model.config.id2label.values())}")
+        raise InputError(f"unknown label {label!r}; this model predicts {', '.join(model.config.id2label.values())}")
     device = next(model.parameters()).device
     pixel_values = processor(image, return_tensors="pt")["pixel_values"].to(device)
     model.eval()

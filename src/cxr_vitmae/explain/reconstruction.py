@@ -6,7 +6,6 @@ app shows [`reconstruction_panel`]; the pre-training recipe's per-epoch figures 
 """
 
 from os import PathLike
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -14,6 +13,8 @@ from matplotlib import colormaps
 from PIL import Image
 from transformers import AutoConfig, AutoImageProcessor
 
+from ..errors import InputError
+from ..model_directory import model_directory
 from ..models import CXRViTMAEConfig, CXRViTMAEForPreTraining
 
 PRETRAINING_ARCHITECTURE = "CXRViTMAEForPreTraining"
@@ -22,20 +23,20 @@ PRETRAINING_ARCHITECTURE = "CXRViTMAEForPreTraining"
 def load_pretraining_model(model_dir: str | PathLike, device: str | torch.device = "cpu"):
     """The MAE pre-training model (encoder and decoder) and its image processor from `model_dir`, in eval mode.
 
+    `model_dir` may also be a Hub repository id (see `model_directory`).
+
     Raises:
-        ValueError: `model_dir` is not a model directory, or holds a model without the MAE decoder (a fine-tuned
-            classifier, a DenseNet): reconstruction needs an MAE pre-training directory.
+        InputError: `model_dir` is no model directory or Hub model, or holds a model without the MAE decoder (a
+            fine-tuned classifier, a DenseNet): reconstruction needs an MAE pre-training directory.
     """
-    model_dir = Path(model_dir)
-    if not (model_dir / "config.json").is_file():
-        raise ValueError(f"'{model_dir}' is not a model directory (no config.json)")
+    model_dir = model_directory(model_dir)
     config = AutoConfig.from_pretrained(model_dir)
     # Loading a classifier into the pre-training class would "work" with a randomly initialised decoder, so the
     # saved architecture decides, before any weight is read.
     architectures = config.architectures or []
     if not isinstance(config, CXRViTMAEConfig) or PRETRAINING_ARCHITECTURE not in architectures:
         found = ", ".join(architectures) or f"a {config.model_type} model"
-        raise ValueError(
+        raise InputError(
             f"'{model_dir}' holds {found}, which has no MAE decoder; reconstruction needs an MAE pre-training "
             f"directory ({PRETRAINING_ARCHITECTURE}, e.g. the output of recipes/pretrain.py)"
         )
@@ -57,9 +58,9 @@ def _num_patches(model: CXRViTMAEForPreTraining, pixel_values: torch.Tensor) -> 
 
 def _check_mask_ratio(mask_ratio: float, num_patches: int) -> None:
     if not 0.0 < mask_ratio < 1.0:
-        raise ValueError(f"mask_ratio must be in (0, 1), got {mask_ratio}")
+        raise InputError(f"mask_ratio must be in (0, 1), got {mask_ratio}")
     if int(num_patches * (1 - mask_ratio)) < 1:
-        raise ValueError(f"mask_ratio {mask_ratio} hides all {num_patches} patches; the encoder must see at least one")
+        raise InputError(f"mask_ratio {mask_ratio} hides all {num_patches} patches; the encoder must see at least one")
 
 
 @torch.no_grad()
@@ -133,7 +134,7 @@ def anomaly_map(
         (N, H, W) float tensor on the input's device.
     """
     if num_maskings < 1:
-        raise ValueError(f"num_maskings must be at least 1, got {num_maskings}")
+        raise InputError(f"num_maskings must be at least 1, got {num_maskings}")
     generator = torch.Generator().manual_seed(seed)
     batch_size, _, height, width = pixel_values.shape
     num_patches = _num_patches(model, pixel_values)
@@ -171,7 +172,7 @@ def reconstruction_views(
         anomaly_maskings: K for the anomaly map; 0 leaves it out.
     """
     if anomaly_maskings < 0:
-        raise ValueError(f"anomaly_maskings must be 0 (no anomaly map) or more, got {anomaly_maskings}")
+        raise InputError(f"anomaly_maskings must be 0 (no anomaly map) or more, got {anomaly_maskings}")
     device = next(model.parameters()).device
     pixel_values = processor(image, return_tensors="pt")["pixel_values"].to(device)
     noise = random_noise(1, _num_patches(model, pixel_values), torch.Generator().manual_seed(seed))

@@ -31,6 +31,8 @@ from transformers import (
 )
 from transformers.image_utils import PILImageResampling
 
+from ..errors import InputError
+from ..model_directory import model_directory
 from ..models import CXRDenseNetConfig, CXRViTMAEConfig, DenseNetForChestXray, ViTMAEForChestXray
 from ..models.configuration_cxr_densenet import CXR_DENSENET_PRESETS
 from ..models.conversion_utils import ConversionError
@@ -54,20 +56,21 @@ def export_native(model_dir: str | Path, output_dir: str | Path) -> Path:
     `problem_type`, holds no code and no `auto_map`, and works with `pipeline("image-classification", model=...)`
     without `trust_remote_code`. Its logits are checked against the original model before anything is written.
 
+    `model_dir` may also be a Hub repository id (see `model_directory`).
+
     Raises:
-        ValueError: `model_dir` is not a fine-tuned cxr-vitmae classifier (e.g. a pre-training checkpoint), its
-            architecture or preprocessing has no stock equivalent, `output_dir` is not empty, or the exported logits
-            differ from the original ones.
+        InputError: `model_dir` is not a fine-tuned cxr-vitmae classifier (e.g. a pre-training checkpoint), its
+            architecture or preprocessing has no stock equivalent, or `output_dir` is not empty.
     """
-    model_dir, output_dir = Path(model_dir), Path(output_dir)
+    model_dir, output_dir = model_directory(model_dir), Path(output_dir)
     _check_is_classifier(model_dir)
     if output_dir.exists() and (not output_dir.is_dir() or any(output_dir.iterdir())):
         # Stale code files or an `auto_map` config left there would defeat the point of a code-free export.
-        raise ValueError(f"Output directory '{output_dir}' exists and is not empty; choose a new or empty directory.")
+        raise InputError(f"Output directory '{output_dir}' exists and is not empty; choose a new or empty directory.")
 
     model, loading_info = AutoModelForImageClassification.from_pretrained(model_dir, output_loading_info=True)
     if loading_info.get("missing_keys"):
-        raise ValueError(
+        raise InputError(
             f"'{model_dir}' lacks weights of the classifier ({', '.join(sorted(loading_info['missing_keys'])[:5])}"
             "...); only fine-tuned classifiers can be exported."
         )
@@ -94,12 +97,10 @@ def export_native(model_dir: str | Path, output_dir: str | Path) -> Path:
 
 
 def _check_is_classifier(model_dir: Path) -> None:
-    if not (model_dir / "config.json").is_file():
-        raise ValueError(f"'{model_dir}' is not a model directory (no config.json).")
     config = AutoConfig.from_pretrained(model_dir)
     expected = _CLASSIFIERS.get(config.model_type)
     if expected is None:
-        raise ValueError(
+        raise InputError(
             f"'{model_dir}' holds a model of type {config.model_type!r}; export-native converts cxr-vitmae "
             f"classifiers ({', '.join(sorted(_CLASSIFIERS))})."
         )
@@ -107,12 +108,12 @@ def _check_is_classifier(model_dir: Path) -> None:
     architectures = config.architectures or []
     if expected not in architectures:
         found = ", ".join(architectures) or "no architecture"
-        raise ValueError(
+        raise InputError(
             f"'{model_dir}' holds {found}, not a {expected}; only fine-tuned classifiers can be exported "
             "(fine-tune the pre-training checkpoint first)."
         )
     if not config.num_labels:
-        raise ValueError(f"'{model_dir}' has no classification head (num_labels = 0); nothing to export.")
+        raise InputError(f"'{model_dir}' has no classification head (num_labels = 0); nothing to export.")
 
 
 def _label_kwargs(config) -> dict:
@@ -224,7 +225,7 @@ def _densenet_architecture(config: CXRDenseNetConfig) -> str:
             and config.num_channels == 3
         ):
             return name
-    raise ValueError(
+    raise InputError(
         f"This DenseNet (growth_rate={config.growth_rate}, block_config={list(config.block_config)}, "
         f"num_init_features={config.num_init_features}, bn_size={config.bn_size}, num_channels={config.num_channels}) "
         f"is not one of timm's {', '.join(CXR_DENSENET_PRESETS)}, so timm_wrapper cannot rebuild it."
@@ -245,7 +246,7 @@ def _timm_pretrained_cfg(processor, num_labels: int) -> dict:
         and PILImageResampling(processor.resample) == PILImageResampling.BICUBIC
     )
     if not expressible:
-        raise ValueError(
+        raise InputError(
             "The model's image processor cannot be expressed as timm's eval transform (it needs a bicubic resize of "
             "the short side, a square center crop, rescaling by 1/255 and normalisation); got "
             f"size={size}, crop_size={crop}, resample={processor.resample}."

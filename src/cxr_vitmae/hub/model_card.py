@@ -19,6 +19,7 @@ from safetensors import safe_open
 
 from ..data import CORPORA, CorpusError, config_options
 from ..data.phantoms import generate_phantoms
+from ..errors import InputError
 from ..models.configuration_cxr_densenet import CXR_DENSENET_PRESETS
 from ..models.configuration_cxr_vitmae import VIT_PRESETS
 from .provenance import TRAINING_ARGS_NAME, image_sources, read_json, restricted_sources
@@ -125,7 +126,7 @@ def card_kind(config: dict) -> str:
         return "densenet-classifier"
     if model_type == "cxr_vitmae":
         return "pretrained-encoder" if "CXRViTMAEForPreTraining" in architectures else "vit-classifier"
-    raise ValueError(
+    raise InputError(
         f"config.json has model_type {model_type!r}; model cards exist for cxr-vitmae models "
         "(model_type cxr_vitmae or cxr_densenet)"
     )
@@ -201,18 +202,18 @@ def build_model_card(
     `base_model` defaults to the Hub id the starting model was published under, when the recipe recorded one.
 
     Raises:
-        ValueError: `model_dir` holds no cxr-vitmae model, or one of its JSON files is malformed.
+        InputError: `model_dir` holds no cxr-vitmae model, or one of its JSON files is malformed.
     """
     model_dir = Path(model_dir)
     config = read_json(model_dir / "config.json")
     if config is None:
-        raise ValueError(f"{model_dir}: not a model directory (no config.json)")
+        raise InputError(f"{model_dir}: not a model directory (no config.json)")
     kind = card_kind(config)
     template, pipeline_tag = CARD_KINDS[kind]
     training = read_json(model_dir / TRAINING_ARGS_NAME)
     metrics = read_json(model_dir / "metrics.json")
     if metrics is not None and "dataset" not in metrics:
-        raise ValueError(f"{model_dir / 'metrics.json'}: has no 'dataset' field (the metrics.json schema needs one)")
+        raise InputError(f"{model_dir / 'metrics.json'}: has no 'dataset' field (the metrics.json schema needs one)")
     base_model = base_model or (training or {}).get("base_model")
     # The Hub HfApi talks to (HF_ENDPOINT), so that widget links point where the files are uploaded.
     endpoint = endpoint or constants.ENDPOINT
@@ -308,7 +309,7 @@ def _parameter_count(model_dir: Path) -> str:
             # Shapes come from the header: no tensor is read. (safe_open handles are not iterable.)
             total += sum(math.prod(weights.get_slice(key).get_shape()) for key in weights.keys())  # noqa: SIM118
     if not total:
-        raise ValueError(f"{model_dir}: no *.safetensors weights")
+        raise InputError(f"{model_dir}: no *.safetensors weights")
     return f"{total / 1e6:.1f}M" if total >= 1e5 else f"{total / 1e3:.1f}k"
 
 

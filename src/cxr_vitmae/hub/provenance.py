@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from ..data import CORPORA, synthetic_corpus
+from ..errors import InputError
 
 TRAINING_ARGS_NAME = "training_args.json"
 
@@ -50,9 +51,9 @@ def read_json(path: Path) -> dict | None:
     try:
         value = json.loads(path.read_text())
     except json.JSONDecodeError as error:
-        raise ValueError(f"{path}: not valid JSON ({error})") from error
+        raise InputError(f"{path}: not valid JSON ({error})") from error
     if not isinstance(value, dict):
-        raise ValueError(f"{path}: expected a JSON object, got {type(value).__name__}")
+        raise InputError(f"{path}: expected a JSON object, got {type(value).__name__}")
     return value
 
 

@@ -17,6 +17,7 @@ from huggingface_hub import CommitInfo, CommitOperationAdd, HfApi
 from huggingface_hub.errors import HfHubHTTPError
 from huggingface_hub.utils import validate_repo_id
 
+from ..errors import HubRequestError, InputError
 from .model_card import DEFAULT_LICENSE, build_model_card, phantom_examples
 from .provenance import TRAINING_ARGS_NAME, restricted_sources, training_corpora
 
@@ -40,7 +41,7 @@ def check_repo_id(repo_id: str | None) -> str:
     """`repo_id` if it is a valid `ORG/NAME` Hub model id, else a ValueError saying what is expected. The namespace
     is required: the card's widget links and usage snippets need the full id."""
     if not repo_id or "/" not in repo_id:
-        raise ValueError(f"expected a Hub repository id ORG/NAME, got {repo_id!r}")
+        raise InputError(f"expected a Hub repository id ORG/NAME, got {repo_id!r}")
     validate_repo_id(repo_id)
     return repo_id
 
@@ -49,7 +50,7 @@ def publishable_figures(model_dir: str | Path) -> list[Path]:
     """The figures of `model_dir/figures` that may be published.
 
     Raises:
-        ValueError: a figure other than ROC/training curves comes from a model trained or evaluated on CheXpert or
+        InputError: a figure other than ROC/training curves comes from a model trained or evaluated on CheXpert or
             MIMIC-CXR (their images may not be redistributed), or the directory records no corpus at all, so that
             nothing tells what the figure shows.
     """
@@ -63,12 +64,12 @@ def publishable_figures(model_dir: str | Path) -> list[Path]:
         if any(fnmatch(figure.name, pattern) for pattern in PLOT_FIGURE_PATTERNS):
             continue
         if not corpora:
-            raise ValueError(
+            raise InputError(
                 f"{figure}: cannot tell which corpus this image shows (neither {TRAINING_ARGS_NAME} nor metrics.json "
                 "records a dataset); remove it, or record the dataset, before publishing"
             )
         if restricted:
-            raise ValueError(
+            raise InputError(
                 f"{figure}: refusing to publish an image derived from {' and '.join(restricted)}, which forbids "
                 "redistributing its images; remove it from the model directory (ROC and training curves may stay)"
             )
@@ -89,20 +90,20 @@ def upload_set(
     synthetic phantom images as widget examples.
 
     Raises:
-        ValueError: `repo_id` is not `ORG/NAME`, `model_dir` holds no cxr-vitmae model with safetensors weights, or
+        InputError: `repo_id` is not `ORG/NAME`, `model_dir` holds no cxr-vitmae model with safetensors weights, or
             a figure may not be published (see `publishable_figures`).
     """
     check_repo_id(repo_id)
     model_dir = Path(model_dir)
     if not (model_dir / "config.json").is_file():
-        raise ValueError(f"{model_dir}: not a model directory (no config.json)")
+        raise InputError(f"{model_dir}: not a model directory (no config.json)")
     files: dict[str, Path | bytes] = {
         path.name: path
         for path in sorted(model_dir.iterdir())
         if path.is_file() and any(fnmatch(path.name, pattern) for pattern in MODEL_FILE_PATTERNS)
     }
     if not any(name.endswith(".safetensors") for name in files):
-        raise ValueError(f"{model_dir}: no *.safetensors weights to publish")
+        raise InputError(f"{model_dir}: no *.safetensors weights to publish")
     figures = publishable_figures(model_dir)
     files.update({figure.relative_to(model_dir).as_posix(): figure for figure in figures})
     examples = phantom_examples()
@@ -126,7 +127,7 @@ def write_upload_set(files: dict[str, Path | bytes], output_dir: str | Path) -> 
     output_dir = Path(output_dir)
     if output_dir.exists() and (not output_dir.is_dir() or any(output_dir.iterdir())):
         # Leftover files would make the directory differ from what is uploaded.
-        raise ValueError(f"{output_dir}: exists and is not empty; the dry run needs a new or empty directory")
+        raise InputError(f"{output_dir}: exists and is not empty; the dry run needs a new or empty directory")
     for path_in_repo, source in files.items():
         target = output_dir / path_in_repo
         target.parent.mkdir(parents=True, exist_ok=True)
@@ -150,8 +151,8 @@ def push_to_hub(
     (HF_TOKEN or the saved login, HF_ENDPOINT or huggingface.co).
 
     Raises:
-        ValueError: see `upload_set`; nothing is sent then.
-        OSError: the Hub refused a request (authentication, permissions, invalid card metadata, ...).
+        InputError: see `upload_set`; nothing is sent then.
+        HubRequestError: the Hub refused a request (authentication, permissions, invalid card metadata, ...).
     """
     api = HfApi(endpoint=endpoint, token=token)
     files = upload_set(model_dir, repo_id, license=license, base_model=base_model, endpoint=api.endpoint)
@@ -163,7 +164,7 @@ def push_to_hub(
         return api.create_commit(repo_id, operations=operations, commit_message=commit_message)
     except HfHubHTTPError as error:
         # The Hub's message comes with request ids and hints over several lines; its first line says what failed.
-        raise OSError(f"pushing to {repo_id} on {api.endpoint} failed: {str(error).splitlines()[0]}") from error
+        raise HubRequestError(f"pushing to {repo_id} on {api.endpoint} failed: {str(error).splitlines()[0]}") from error
 
 
 __all__ = [

@@ -1,5 +1,8 @@
-"""Model code. Every file here is self-contained apart from single-dot relative imports, because `save_pretrained`
-copies exactly these files into a model directory for `trust_remote_code` loading where cxr_vitmae is absent."""
+"""Model code. The configuration, modeling and image-processing files, and what they import, are self-contained
+apart from single-dot relative imports, because `save_pretrained` copies exactly these files into a model directory
+for `trust_remote_code` loading where cxr_vitmae is absent (tests/test_remote_code.py checks their imports). The
+checkpoint converters (`conversion_*`) sit next to the models they map to but are package code: they read the corpus
+registry (`cxr_vitmae.data.corpora`) and are never copied."""
 
 from transformers import (
     AutoConfig,

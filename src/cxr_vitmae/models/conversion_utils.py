@@ -6,13 +6,14 @@ import torch
 from transformers import PreTrainedConfig, PreTrainedModel
 
 from ..data.corpora import CLASSIFIER_LABEL_NAMES, CorpusError, corpus
+from ..errors import InputError
 from .chest_xray_labels import COVIDX_PAPER_CODE_LABELS
 
 # Head sizes of the paper's released classifiers -> the corpus they were trained on.
 PAPER_HEAD_CORPORA = {14: "nih-chestxray14", 5: "chexpert", 3: "covidx", 4: "covidx"}
 
 
-class ConversionError(ValueError):
+class ConversionError(InputError):
     """A checkpoint does not match the architecture or the options it is converted with."""
 
 

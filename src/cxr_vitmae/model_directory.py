@@ -1,0 +1,47 @@
+"""A model as users name it, to a command or a function: a local model directory, or a Hub repository id
+(`ORG/NAME`), which huggingface_hub downloads into its cache (or finds there when offline)."""
+
+from os import PathLike
+from pathlib import Path
+
+from huggingface_hub import snapshot_download
+from huggingface_hub.utils import HFValidationError, validate_repo_id
+
+from .errors import InputError
+
+
+def model_directory(model: str | PathLike) -> Path:
+    """The local directory holding `model`: the directory itself, or the Hub repository's downloaded snapshot.
+
+    Raises:
+        InputError: a local path without `config.json`, a name that is neither a path nor a repository id, or a
+            repository the Hub does not give (unknown, private, or not cached while offline).
+    """
+    path = Path(model)
+    if path.exists():
+        if not (path / "config.json").is_file():
+            raise InputError(f"{path}: not a model directory (no config.json)")
+        return path
+    name = str(model)
+    try:
+        validate_repo_id(name)
+        is_repo_id = name.count("/") == 1
+    except HFValidationError:
+        is_repo_id = False
+    if not is_repo_id:
+        raise InputError(f"{name}: no such model directory, and not a Hub repository id ORG/NAME either")
+    try:
+        snapshot = Path(snapshot_download(name))
+    # Whatever keeps the Hub from giving this one repository (unknown id, no access, offline without a cached copy)
+    # is the user's to fix; huggingface_hub raises these as OSError or ValueError subclasses.
+    except (OSError, ValueError) as error:
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise InputError(
+            f"{name}: no such local directory, and the Hub did not give this repository ({reason})"
+        ) from error
+    if not (snapshot / "config.json").is_file():
+        raise InputError(f"{name}: the Hub repository holds no model (no config.json)")
+    return snapshot
+
+
+__all__ = ["model_directory"]

@@ -4,41 +4,11 @@ Importing the package registers every configuration, model and the image process
 classes, so `AutoModelForImageClassification.from_pretrained(dir)` works on any cxr-vitmae model directory.
 """
 
-from .models import (
-    NIH_CHESTXRAY14_LABELS,
-    CXRDenseNetConfig,
-    CXRDenseNetModel,
-    CXRDenseNetPreTrainedModel,
-    CXRImageProcessor,
-    CXRViTMAEConfig,
-    CXRViTMAEForPreTraining,
-    CXRViTMAEModel,
-    CXRViTMAEPreTrainedModel,
-    DenseNetForChestXray,
-    RadiographReadError,
-    ViTMAEForChestXray,
-    load_radiograph,
-    register_auto_classes,
-)
+from . import models
+from .models import *  # noqa: F403 (the public model API, listed once, in models/__init__.py)
 
 __version__ = "0.1.0"
 
-register_auto_classes()
+models.register_auto_classes()
 
-__all__ = [
-    "NIH_CHESTXRAY14_LABELS",
-    "CXRDenseNetConfig",
-    "CXRDenseNetModel",
-    "CXRDenseNetPreTrainedModel",
-    "CXRImageProcessor",
-    "CXRViTMAEConfig",
-    "CXRViTMAEForPreTraining",
-    "CXRViTMAEModel",
-    "CXRViTMAEPreTrainedModel",
-    "DenseNetForChestXray",
-    "RadiographReadError",
-    "ViTMAEForChestXray",
-    "__version__",
-    "load_radiograph",
-    "register_auto_classes",
-]
+__all__ = [*models.__all__, "__version__"]

@@ -20,7 +20,8 @@ from safetensors import safe_open
 from ..data import CORPORA, CorpusError, config_options
 from ..data.phantoms import generate_phantoms
 from ..errors import InputError
-from ..models.configuration_cxr_densenet import CXR_DENSENET_PRESETS
+from ..models import MODEL_CLASSES
+from ..models.configuration_cxr_densenet import CXR_DENSENET_PRESETS, CXRDenseNetConfig
 from ..models.configuration_cxr_vitmae import VIT_PRESETS
 from .provenance import TRAINING_ARGS_NAME, image_sources, read_json, restricted_sources
 
@@ -118,18 +119,22 @@ def phantom_examples(count: int = _PHANTOM_EXAMPLES, seed: int = 0) -> list[Widg
 
 def card_kind(config: dict) -> str:
     """`pretrained-encoder`, `backbone` (a ViT or DenseNet without head, as `convert` writes for encoder-only
-    checkpoints), `vit-classifier` or `densenet-classifier`, from a model directory's config.json."""
-    model_type, architectures = config.get("model_type"), config.get("architectures") or []
-    if model_type in ("cxr_vitmae", "cxr_densenet") and {"CXRViTMAEModel", "CXRDenseNetModel"} & set(architectures):
+    checkpoints), `vit-classifier` or `densenet-classifier`, from a model directory's config.json: the Auto class
+    its saved architecture loads as decides."""
+    model_type = config.get("model_type")
+    model_types = sorted({model_class.config_class.model_type for model_class in MODEL_CLASSES})
+    if model_type not in model_types:
+        raise InputError(
+            f"config.json has model_type {model_type!r}; model cards exist for cxr-vitmae models "
+            f"(model_type {' or '.join(model_types)})"
+        )
+    classes = {model_class.__name__: model_class for model_class in MODEL_CLASSES}
+    auto_classes = {classes[name]._auto_class for name in config.get("architectures") or [] if name in classes}
+    if "AutoModel" in auto_classes:
         return "backbone"
-    if model_type == "cxr_densenet":
-        return "densenet-classifier"
-    if model_type == "cxr_vitmae":
-        return "pretrained-encoder" if "CXRViTMAEForPreTraining" in architectures else "vit-classifier"
-    raise InputError(
-        f"config.json has model_type {model_type!r}; model cards exist for cxr-vitmae models "
-        "(model_type cxr_vitmae or cxr_densenet)"
-    )
+    if "AutoModelForPreTraining" in auto_classes:
+        return "pretrained-encoder"
+    return "densenet-classifier" if model_type == CXRDenseNetConfig.model_type else "vit-classifier"
 
 
 def eval_results(metrics: dict) -> list[EvalResult]:

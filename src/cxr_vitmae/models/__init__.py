@@ -4,14 +4,8 @@ for `trust_remote_code` loading where cxr_vitmae is absent (tests/test_remote_co
 checkpoint converters (`conversion_*`) sit next to the models they map to but are package code: they read the corpus
 registry (`cxr_vitmae.data.corpora`) and are never copied."""
 
-from transformers import (
-    AutoConfig,
-    AutoImageProcessor,
-    AutoModel,
-    AutoModelForImageClassification,
-    AutoModelForPreTraining,
-    AutoVideoProcessor,
-)
+import transformers
+from transformers import AutoConfig, AutoImageProcessor, AutoVideoProcessor
 
 from .chest_xray_labels import NIH_CHESTXRAY14_LABELS
 from .configuration_cxr_densenet import CXRDenseNetConfig
@@ -25,11 +19,15 @@ from .modeling_cxr_vitmae import (
     ViTMAEForChestXray,
 )
 
+# Every model class, each registered in its modeling file with the Auto class it loads as (`register_for_auto_class`,
+# which saved directories' `auto_map` also records): the one place a new model class is added.
+MODEL_CLASSES = (CXRViTMAEModel, CXRViTMAEForPreTraining, ViTMAEForChestXray, CXRDenseNetModel, DenseNetForChestXray)
+
 
 def register_auto_classes() -> None:
     """Make `AutoConfig`, `AutoModel*` and `AutoImageProcessor` resolve the cxr_vitmae model types in-process.
     Idempotent: registering the same class again is a no-op."""
-    for config_class in (CXRViTMAEConfig, CXRDenseNetConfig):
+    for config_class in dict.fromkeys(model_class.config_class for model_class in MODEL_CLASSES):
         AutoConfig.register(config_class.model_type, config_class, exist_ok=True)
         # The processor is a torchvision-backend one (transformers 5 picks the class by backend).
         AutoImageProcessor.register(
@@ -38,11 +36,8 @@ def register_auto_classes() -> None:
         # Declares "no video processor" locally. Without it, `pipeline()` probes AutoVideoProcessor, finds the image
         # processor's auto_map and stops at an interactive trust_remote_code prompt for a class that does not exist.
         AutoVideoProcessor.register(config_class, video_processor_classes={}, exist_ok=True)
-    AutoModel.register(CXRViTMAEConfig, CXRViTMAEModel, exist_ok=True)
-    AutoModelForPreTraining.register(CXRViTMAEConfig, CXRViTMAEForPreTraining, exist_ok=True)
-    AutoModelForImageClassification.register(CXRViTMAEConfig, ViTMAEForChestXray, exist_ok=True)
-    AutoModel.register(CXRDenseNetConfig, CXRDenseNetModel, exist_ok=True)
-    AutoModelForImageClassification.register(CXRDenseNetConfig, DenseNetForChestXray, exist_ok=True)
+    for model_class in MODEL_CLASSES:
+        getattr(transformers, model_class._auto_class).register(model_class.config_class, model_class, exist_ok=True)
 
 
 __all__ = [
@@ -56,6 +51,7 @@ __all__ = [
     "CXRViTMAEModel",
     "CXRViTMAEPreTrainedModel",
     "DenseNetForChestXray",
+    "MODEL_CLASSES",
     "RadiographReadError",
     "ViTMAEForChestXray",
     "load_radiograph",

@@ -24,6 +24,6 @@ lint: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/python scripts/demo.py --output demo_output
 
-# The reproduction study: at most 60 minutes on 2 CPU cores (README, "Reproduction study").
+# The reproduction study: at most 60 minutes on 2 CPU cores (docs/results.md, "Reproduction study").
 reproduce: $(STAMP)
 	$(BIN)/python scripts/reproduce.py --output reproduce_output

@@ -14,7 +14,7 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-from readme_section import machine, update_readme_section
+from results_section import machine, update_results_section
 
 from cxr_vitmae.evaluation.comparison import paired_auroc_difference
 from cxr_vitmae.evaluation.prediction import PREDICTIONS_FILE, load_predictions
@@ -51,7 +51,13 @@ def main() -> None:
     parser.add_argument("--output", type=Path, default=Path("demo_output"))
     parser.add_argument("--num-images", type=int, default=3000)
     parser.add_argument("--size", type=int, default=128, help="phantom image side (the models see 64 px crops)")
-    parser.add_argument("--update-readme", action="store_true", help="put the results table into README.md")
+    parser.add_argument(
+        "--update-results",
+        "--update-readme",  # its name before the results moved out of README
+        dest="update_results",
+        action="store_true",
+        help="put the results table into docs/results.md",
+    )
     args = parser.parse_args()
     out = args.output
     phantoms, pretrained = out / "phantoms", out / "mae-pretrain"
@@ -146,13 +152,13 @@ def main() -> None:
     report = demo_report(summary)
     print("\n" + report)
     print(f"models, metrics.json, figures and the model card are in {out}/")
-    if args.update_readme:
-        update_readme_section("demo", report)
+    if args.update_results:
+        update_results_section("demo", report)
 
 
 def demo_report(summary: dict) -> str:
     """The demo's results as Markdown, every number from `summary` (demo_summary.json): what the demo prints and
-    what `--update-readme` puts into README."""
+    what `--update-results` puts into docs/results.md."""
     run, seconds = summary["run"], summary["seconds"]
     lines = [
         f"Measured {run['date']} on {run['machine']}: `{run['command']}`, {sum(seconds.values()):.0f} s of steps.",

@@ -2,7 +2,7 @@
 
     make reproduce                                    # 2 CPU cores, at most 60 minutes -> reproduce_output/
     python scripts/reproduce.py --profile cuda        # a larger scale on one GPU
-    python scripts/reproduce.py --update-readme       # also copy the table and figure into README.md
+    python scripts/reproduce.py --update-results      # also copy the table and figure into docs/results.md
 
 Every step is the command a user runs on real corpora (`cxr-vitmae ...`, `accelerate launch recipes/...`), one YAML
 per arm in `recipes/configs/reproduce/` (every value that departs from the paper is marked "ours" there):
@@ -41,7 +41,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import yaml
-from readme_section import machine, update_readme_section
+from results_section import RESULTS, machine, update_results_section
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
@@ -73,7 +73,7 @@ CPU_LAUNCH = (
 )  # fmt: skip
 GPU_LAUNCH = ("--num_processes", "1", "--num_machines", "1", "--mixed_precision", "bf16", "--dynamo_backend", "no")
 PROFILES = {
-    # Sized to finish in at most 60 minutes on 2 CPU cores (measured: README's reproduction section).
+    # Sized to finish in at most 60 minutes on 2 CPU cores (measured: docs/results.md, "Reproduction study").
     "cpu": Profile(
         nih_images=5000, pool_images=6000, phantom_size=128, pretrain_epochs=30, snapshots=2, ablation_epochs=30,
         finetune_steps={0.1: 100, 1.0: 160}, seeds=3, anomaly_images=96, nodule_scale=2.5, launch=CPU_LAUNCH,
@@ -147,7 +147,13 @@ def main() -> None:
     parser.add_argument("--output", type=Path, default=Path("reproduce_output"))
     parser.add_argument("--profile", choices=sorted(PROFILES), default="cpu")
     parser.add_argument("--seeds", type=int, default=None, help="fine-tuning seeds per arm (default: the profile's)")
-    parser.add_argument("--update-readme", action="store_true", help="copy the table and figure into README.md")
+    parser.add_argument(
+        "--update-results",
+        "--update-readme",  # its name before the results moved out of README
+        dest="update_results",
+        action="store_true",
+        help="copy the table and figure into docs/results.md",
+    )
     args = parser.parse_args()
     profile = PROFILES[args.profile]
     if args.seeds is not None:
@@ -257,8 +263,8 @@ def main() -> None:
     table = study_markdown(results, figure="reproduce.png")
     (out / "results.md").write_text(table)
     print("\n" + table)
-    if args.update_readme:
-        _update_readme(table, out / "reproduce.png")
+    if args.update_results:
+        _update_results(table, out / "reproduce.png")
 
 
 def _pretraining_steps(model_dir: Path) -> int:
@@ -266,14 +272,16 @@ def _pretraining_steps(model_dir: Path) -> int:
     return max(int(record["step"]) for record in history if "step" in record)
 
 
-README_FIGURE = Path("docs") / "figures" / "reproduce.png"
+RESULTS_FIGURE = RESULTS.parent / "figures" / "reproduce.png"
 
 
-def _update_readme(table: str, figure: Path) -> None:
-    """README's reproduction section becomes this run's table, with the figure copied into docs/figures/."""
-    (ROOT / README_FIGURE).parent.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(figure, ROOT / README_FIGURE)
-    update_readme_section("reproduce", table.replace("](reproduce.png)", f"]({README_FIGURE.as_posix()})"))
+def _update_results(table: str, figure: Path) -> None:
+    """The results page's reproduction section becomes this run's table, with the figure copied into docs/figures/
+    (linked relative to the page)."""
+    RESULTS_FIGURE.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(figure, RESULTS_FIGURE)
+    link = RESULTS_FIGURE.relative_to(RESULTS.parent).as_posix()
+    update_results_section("reproduce", table.replace("](reproduce.png)", f"]({link})"))
 
 
 if __name__ == "__main__":

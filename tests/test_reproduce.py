@@ -109,15 +109,17 @@ def test_study_end_to_end_and_resume(tmp_path):
     assert np.isclose(again["run"]["seconds"]["pretrain mae"], results["run"]["seconds"]["pretrain mae"])
 
 
-def test_readme_section_is_replaced_between_its_markers_only(tmp_path):
+def test_results_section_is_replaced_between_its_markers_only(tmp_path):
     sys.path.insert(0, str(ROOT / "scripts"))
     try:
-        from readme_section import update_readme_section
+        from results_section import RESULTS, update_results_section
     finally:
         sys.path.pop(0)
-    readme = tmp_path / "README.md"
-    readme.write_text("# t\n\nbefore\n<!-- demo:start -->\nold table\n<!-- demo:end -->\nafter\n")
-    update_readme_section("demo", "| new | table |\n", readme)
-    assert readme.read_text() == "# t\n\nbefore\n<!-- demo:start -->\n| new | table |\n<!-- demo:end -->\nafter\n"
+    # The scripts write into the results page, which README links to; README itself carries no generated section.
+    assert RESULTS == ROOT / "docs" / "results.md"
+    page = tmp_path / "results.md"
+    page.write_text("# t\n\nbefore\n<!-- demo:start -->\nold table\n<!-- demo:end -->\nafter\n")
+    update_results_section("demo", "| new | table |\n", page)
+    assert page.read_text() == "# t\n\nbefore\n<!-- demo:start -->\n| new | table |\n<!-- demo:end -->\nafter\n"
     with pytest.raises(SystemExit, match="reproduce:start"):
-        update_readme_section("reproduce", "x", readme)
+        update_results_section("reproduce", "x", page)

@@ -1,23 +1,24 @@
 """What the demo and the reproduction study share: the machine's description, and replacing a generated section of
-README.md (the text between `<!-- NAME:start -->` and `<!-- NAME:end -->`), so that the numbers README shows are
-the ones a script wrote (`demo.py --update-readme`, `reproduce.py --update-readme`)."""
+the results page, docs/results.md (the text between `<!-- NAME:start -->` and `<!-- NAME:end -->`), so that the
+numbers it shows are the ones a script wrote (`demo.py --update-results`, `reproduce.py --update-results`).
+README.md links to that page and carries no measurements itself."""
 
 import os
 import platform
 from pathlib import Path
 
-README = Path(__file__).resolve().parent.parent / "README.md"
+RESULTS = Path(__file__).resolve().parent.parent / "docs" / "results.md"
 
 
-def update_readme_section(name: str, body: str, readme: Path = README) -> None:
-    """Put `body` between the section's markers; SystemExit naming the markers when README lacks them."""
+def update_results_section(name: str, body: str, page: Path = RESULTS) -> None:
+    """Put `body` between the section's markers; SystemExit naming the markers when the page lacks them."""
     start, end = f"<!-- {name}:start -->", f"<!-- {name}:end -->"
-    text = readme.read_text()
+    text = page.read_text()
     if text.count(start) != 1 or text.count(end) != 1 or text.index(start) > text.index(end):
-        raise SystemExit(f"{readme} needs exactly one {start} ... {end} section to update")
+        raise SystemExit(f"{page} needs exactly one {start} ... {end} section to update")
     head, rest = text.split(start, 1)
     tail = rest.split(end, 1)[1]
-    readme.write_text(f"{head}{start}\n{body.strip()}\n{end}{tail}")
+    page.write_text(f"{head}{start}\n{body.strip()}\n{end}{tail}")
 
 
 def machine() -> str:

@@ -14,7 +14,7 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-from results_section import machine, update_results_section
+from results_section import add_update_results_flag, machine, update_results_section
 
 from cxr_vitmae.evaluation.comparison import paired_auroc_difference
 from cxr_vitmae.evaluation.prediction import PREDICTIONS_FILE, load_predictions
@@ -51,13 +51,7 @@ def main() -> None:
     parser.add_argument("--output", type=Path, default=Path("demo_output"))
     parser.add_argument("--num-images", type=int, default=3000)
     parser.add_argument("--size", type=int, default=128, help="phantom image side (the models see 64 px crops)")
-    parser.add_argument(
-        "--update-results",
-        "--update-readme",  # its name before the results moved out of README
-        dest="update_results",
-        action="store_true",
-        help="put the results table into docs/results.md",
-    )
+    add_update_results_flag(parser, "put the results table into docs/results.md")
     args = parser.parse_args()
     out = args.output
     phantoms, pretrained = out / "phantoms", out / "mae-pretrain"

@@ -41,7 +41,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import yaml
-from results_section import RESULTS, machine, update_results_section
+from results_section import RESULTS, add_update_results_flag, machine, update_results_section
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
@@ -147,13 +147,7 @@ def main() -> None:
     parser.add_argument("--output", type=Path, default=Path("reproduce_output"))
     parser.add_argument("--profile", choices=sorted(PROFILES), default="cpu")
     parser.add_argument("--seeds", type=int, default=None, help="fine-tuning seeds per arm (default: the profile's)")
-    parser.add_argument(
-        "--update-results",
-        "--update-readme",  # its name before the results moved out of README
-        dest="update_results",
-        action="store_true",
-        help="copy the table and figure into docs/results.md",
-    )
+    add_update_results_flag(parser, "copy the table and figure into docs/results.md")
     args = parser.parse_args()
     profile = PROFILES[args.profile]
     if args.seeds is not None:

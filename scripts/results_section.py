@@ -34,3 +34,11 @@ def machine() -> str:
         cpu = names[0] if names else cpu
     gpu = f", {torch.cuda.get_device_name()}" if torch.cuda.is_available() else ""
     return f"{cpu}, {os.cpu_count()} cores{gpu}"
+
+
+def add_update_results_flag(parser, help_text: str) -> None:
+    """`--update-results`: write the script's section of docs/results.md. `--update-readme`, its name before the
+    results moved out of README, stays accepted: the recorded runs on the results page were made with it."""
+    parser.add_argument(
+        "--update-results", "--update-readme", dest="update_results", action="store_true", help=help_text
+    )

@@ -43,7 +43,7 @@ def check_output_file(path: str | None) -> None:
 
 @subcommand("predict", "print JSON label probabilities for one or more images")
 def build_predict(parser: argparse.ArgumentParser):
-    parser.add_argument("model_dir", metavar="MODEL_DIR", help="a saved model directory (save_pretrained output)")
+    parser.add_argument("model_dir", metavar="MODEL_DIR", help="a saved classifier directory or a Hub repo id")
     parser.add_argument("images", metavar="IMAGE", nargs="+", help="PNG (8/16-bit), JPEG or DICOM files")
     parser.add_argument("--batch-size", type=int, default=8, help="images per forward pass (default: 8)")
     add_device_option(parser)
@@ -64,17 +64,10 @@ def build_predict(parser: argparse.ArgumentParser):
     "evaluate", "metrics.json of a saved classifier on a corpus split (AUROC/AUPRC, bootstrap CIs)", ("output",)
 )
 def build_evaluate(parser: argparse.ArgumentParser):
-    from .data import CORPORA
-
-    parser.add_argument("model_dir", metavar="MODEL_DIR", help="a saved classifier directory")
-    parser.add_argument("--dataset", required=True, choices=list(CORPORA), help="the corpus name")
-    parser.add_argument("--data-dir", required=True, help="the corpus as distributed, or a prepared copy")
-    parser.add_argument("--split", default="test", help="default: %(default)s")
-    parser.add_argument("--output", default="metrics.json", help="default: %(default)s")
+    add_model_on_split_arguments(parser, "the corpus name", output="metrics.json")
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--num-workers", type=int, default=0)
     parser.add_argument("--n-bootstrap", type=int, default=1000, help="patient-level bootstrap resamples")
-    add_corpus_options(parser)
 
     def run(args: argparse.Namespace) -> None:
         from .evaluation.evaluate_model import evaluate_model
@@ -142,7 +135,7 @@ def build_convert(parser: argparse.ArgumentParser):
 
 @subcommand("export-native", "export a classifier to stock transformers classes (no remote code)")
 def build_export_native(parser: argparse.ArgumentParser):
-    parser.add_argument("model_dir", metavar="MODEL_DIR", help="a cxr-vitmae classifier directory")
+    parser.add_argument("model_dir", metavar="MODEL_DIR", help="a cxr-vitmae classifier directory or a Hub repo id")
     parser.add_argument("output_dir", metavar="OUTPUT_DIR", help="where to write the native model")
 
     def run(args: argparse.Namespace) -> None:
@@ -157,6 +150,19 @@ def build_export_native(parser: argparse.ArgumentParser):
 def _model_name(model_dir: str) -> str:
     """How a figure title names the model: its directory's name (a Hub id as given)."""
     return Path(model_dir).resolve().name if Path(model_dir).exists() else model_dir
+
+
+def add_model_on_split_arguments(parser: argparse.ArgumentParser, dataset_help: str, output: str) -> None:
+    """MODEL_DIR, the corpus split it is run on (`--dataset --data-dir --split`, corpus `--option`s) and the JSON
+    `--output`: what `evaluate` and `localize` take."""
+    from .data import CORPORA
+
+    parser.add_argument("model_dir", metavar="MODEL_DIR", help="a saved classifier directory or a Hub repo id")
+    parser.add_argument("--dataset", required=True, choices=list(CORPORA), help=dataset_help)
+    parser.add_argument("--data-dir", required=True, help="the corpus as distributed, or a prepared copy")
+    parser.add_argument("--split", default="test", help="default: %(default)s")
+    parser.add_argument("--output", default=output, help="default: %(default)s")
+    add_corpus_options(parser)
 
 
 def add_device_option(parser: argparse.ArgumentParser) -> None:
@@ -264,7 +270,7 @@ def build_prepare(parser: argparse.ArgumentParser):
     "gradcam", "Grad-CAM overlay PNG of one image (DenseNet: last dense block; ViT: last LayerNorm)", ("output",)
 )
 def build_gradcam(parser: argparse.ArgumentParser):
-    parser.add_argument("model_dir", metavar="MODEL_DIR", help="a saved classifier directory")
+    parser.add_argument("model_dir", metavar="MODEL_DIR", help="a saved classifier directory or a Hub repo id")
     parser.add_argument("image", metavar="IMAGE", help="PNG (8/16-bit), JPEG or DICOM file")
     parser.add_argument(
         "--output", required=True, help="the figure to write (PNG): the input and the Grad-CAM overlay, 384+ px panels"
@@ -295,20 +301,13 @@ def build_gradcam(parser: argparse.ArgumentParser):
 
 @subcommand("localize", "Grad-CAM localisation of NIH's boxes: pointing game, IoU, AP25/AP50 (JSON)", ("output",))
 def build_localize(parser: argparse.ArgumentParser):
-    from .data import CORPORA
-
-    parser.add_argument("model_dir", metavar="MODEL_DIR", help="a saved classifier directory")
-    parser.add_argument("--dataset", required=True, choices=list(CORPORA), help="a corpus with boxes (nih-chestxray14)")
-    parser.add_argument("--data-dir", required=True, help="the corpus as distributed, or a prepared copy")
-    parser.add_argument("--split", default="test", help="default: %(default)s")
-    parser.add_argument("--output", default="localization.json", help="default: %(default)s")
+    add_model_on_split_arguments(parser, "a corpus with boxes (nih-chestxray14)", output="localization.json")
     parser.add_argument(
         "--tune-fraction", type=float, default=0.5, help="share of patients whose boxes choose the threshold"
     )
     parser.add_argument("--seed", type=int, default=0, help="seed of the patient split (default: 0)")
     parser.add_argument("--batch-size", type=int, default=16)
     add_device_option(parser)
-    add_corpus_options(parser)
 
     def run(args: argparse.Namespace) -> None:
         from .explain.localization import localize
@@ -336,7 +335,9 @@ def build_localize(parser: argparse.ArgumentParser):
 
 @subcommand("reconstruct", "MAE reconstruction strip PNG: original / masked / reconstruction / error map", ("output",))
 def build_reconstruct(parser: argparse.ArgumentParser):
-    parser.add_argument("model_dir", metavar="MODEL_DIR", help="an MAE pre-training directory (with the decoder)")
+    parser.add_argument(
+        "model_dir", metavar="MODEL_DIR", help="an MAE pre-training directory (with the decoder) or a Hub repo id"
+    )
     parser.add_argument("image", metavar="IMAGE", help="PNG (8/16-bit), JPEG or DICOM file")
     parser.add_argument(
         "--output", required=True, help="the figure to write (PNG): one row of 384+ px panels with colour bars"
@@ -378,7 +379,9 @@ def build_reconstruct(parser: argparse.ArgumentParser):
     "anomaly-eval", "plant nodules into healthy phantoms and score MAE anomaly maps (pointing game, JSON)", ("output",)
 )
 def build_anomaly_eval(parser: argparse.ArgumentParser):
-    parser.add_argument("model_dir", metavar="MODEL_DIR", help="an MAE pre-training directory (with the decoder)")
+    parser.add_argument(
+        "model_dir", metavar="MODEL_DIR", help="an MAE pre-training directory (with the decoder) or a Hub repo id"
+    )
     parser.add_argument("--data-dir", required=True, help="a phantom corpus (cxr-vitmae phantoms)")
     parser.add_argument("--num-images", type=int, default=32, help="healthy images to plant into (default: 32)")
     parser.add_argument("--num-maskings", type=int, default=8, help="random maskings per anomaly map (default: 8)")

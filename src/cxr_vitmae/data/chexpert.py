@@ -44,7 +44,7 @@ from ..models.chest_xray_labels import CHEXPERT_COMPETITION_LABELS
 from .errors import CorpusError
 from .label_vocabulary import canonical_label
 from .nih import read_csv_strict
-from .schema import ImageRecord, classification_features
+from .schema import ImageRecord, RecordCorpusBuilder, classification_features
 from .validation import carve_validation_patients, check_fraction, check_images, check_patients_disjoint
 
 # The 14 label columns in the order of train.csv / valid.csv.
@@ -381,7 +381,7 @@ def read_splits(data_dir: str | Path, config: CheXpertConfig | None = None) -> d
     return splits
 
 
-class CheXpert(datasets.GeneratorBasedBuilder):
+class CheXpert(RecordCorpusBuilder):
     """CheXpert v1.0: 224,316 radiographs of 65,240 patients, 14 labeller-extracted observations with uncertainty."""
 
     BUILDER_CONFIG_CLASS = CheXpertConfig
@@ -400,17 +400,8 @@ class CheXpert(datasets.GeneratorBasedBuilder):
             "Comparison, AAAI 2019.",
         )
 
-    def _split_generators(self, dl_manager):
-        if not self.config.data_dir:
-            raise CorpusError("chexpert needs data_dir: the folder holding the corpus as distributed")
-        splits = read_splits(self.config.data_dir, self.config)
-        return [
-            datasets.SplitGenerator(name=split, gen_kwargs={"records": records}) for split, records in splits.items()
-        ]
-
-    def _generate_examples(self, records: list[ImageRecord]):
-        for record in records:
-            yield record.image_id, record.example()
+    def read_records(self) -> dict[str, list[ImageRecord]]:
+        return read_splits(self.config.data_dir, self.config)
 
 
 __all__ = [

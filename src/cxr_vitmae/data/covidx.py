@@ -27,7 +27,7 @@ import datasets
 
 from ..models.chest_xray_labels import COVIDX_LABELS
 from .errors import CorpusError
-from .schema import ImageRecord, classification_features
+from .schema import ImageRecord, RecordCorpusBuilder, classification_features
 from .validation import carve_validation_patients, check_fraction, check_images
 
 BINARY_LABELS = ("negative", "positive")
@@ -195,7 +195,7 @@ def read_splits(data_dir: str | Path, config: COVIDxConfig) -> dict[str, list[Im
     return records
 
 
-class COVIDx(datasets.GeneratorBasedBuilder):
+class COVIDx(RecordCorpusBuilder):
     """COVIDx CXR: single-label (`label` index, plus `labels` one-hot), train / [validation] / test."""
 
     BUILDER_CONFIG_CLASS = COVIDxConfig
@@ -213,10 +213,5 @@ class COVIDx(datasets.GeneratorBasedBuilder):
             features=classification_features(self.config.class_names, single_label=True),
         )
 
-    def _split_generators(self, dl_manager):
-        records = read_splits(self.config.data_dir, self.config)
-        return [datasets.SplitGenerator(name=split, gen_kwargs={"records": rows}) for split, rows in records.items()]
-
-    def _generate_examples(self, records):
-        for record in records:
-            yield record.image_id, record.example()
+    def read_records(self) -> dict[str, list[ImageRecord]]:
+        return read_splits(self.config.data_dir, self.config)

@@ -24,7 +24,7 @@ import pandas as pd
 
 from .errors import CorpusError
 from .label_vocabulary import canonical_label
-from .schema import ImageRecord, classification_features
+from .schema import ImageRecord, RecordCorpusBuilder, classification_features
 from .validation import check_images, first_few
 
 logger = logging.getLogger(__name__)
@@ -410,7 +410,7 @@ def read_splits(data_dir: str | Path, config: MIMICCXRConfig) -> dict[str, list[
     return records
 
 
-class MIMICCXR(datasets.GeneratorBasedBuilder):
+class MIMICCXR(RecordCorpusBuilder):
     """MIMIC-CXR-JPG: 14 CheXpert-labeler observations per study, train / validation / test from the split file."""
 
     BUILDER_CONFIG_CLASS = MIMICCXRConfig
@@ -427,10 +427,5 @@ class MIMICCXR(datasets.GeneratorBasedBuilder):
             features=classification_features(MIMIC_CXR_LABELS),
         )
 
-    def _split_generators(self, dl_manager):
-        records = read_splits(self.config.data_dir, self.config)
-        return [datasets.SplitGenerator(name=split, gen_kwargs={"records": rows}) for split, rows in records.items()]
-
-    def _generate_examples(self, records):
-        for record in records:
-            yield record.image_id, record.example()
+    def read_records(self) -> dict[str, list[ImageRecord]]:
+        return read_splits(self.config.data_dir, self.config)

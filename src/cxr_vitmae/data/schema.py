@@ -5,6 +5,8 @@ from pathlib import Path
 
 import datasets
 
+from .errors import CorpusError
+
 
 @dataclass(frozen=True)
 class ImageRecord:
@@ -33,6 +35,27 @@ class ImageRecord:
         if self.label is not None:
             example["label"] = self.label
         return example
+
+
+class RecordCorpusBuilder(datasets.GeneratorBasedBuilder):
+    """A labelled corpus whose reader gives `{split: [ImageRecord]}`: the split and example generators the
+    single-reader corpora (CheXpert, MIMIC-CXR, COVIDx) share; subclasses say how their corpus is read
+    (`read_records`)."""
+
+    def read_records(self) -> dict[str, list[ImageRecord]]:
+        raise NotImplementedError
+
+    def _split_generators(self, dl_manager):
+        if not self.config.data_dir:
+            raise CorpusError(f"{self.dataset_name} needs data_dir: the folder holding the corpus as distributed")
+        return [
+            datasets.SplitGenerator(name=split, gen_kwargs={"records": records})
+            for split, records in self.read_records().items()
+        ]
+
+    def _generate_examples(self, records: list[ImageRecord]):
+        for record in records:
+            yield record.image_id, record.example()
 
 
 def classification_features(label_names: list[str] | tuple[str, ...], single_label: bool = False) -> datasets.Features:

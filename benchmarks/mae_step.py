@@ -28,26 +28,16 @@ from transformers import ViTMAEConfig, ViTMAEForPreTraining
 
 from cxr_vitmae import CXRViTMAEConfig
 from cxr_vitmae.hub.convert import load_exactly
+from cxr_vitmae.models.configuration_cxr_vitmae import VIT_PRESETS
 from cxr_vitmae.models.conversion_cxr_vitmae import convert_hf_vitmae_state_dict
 
 
 def stock_config(preset: str, mask_ratio: float) -> ViTMAEConfig:
+    """Stock transformers' configuration of our preset: its architecture (the preset table's fields, which both
+    configurations name alike) and our LayerNorm epsilon, image and patch size."""
     ours = CXRViTMAEConfig.from_preset(preset)
-    return ViTMAEConfig(
-        hidden_size=ours.hidden_size,
-        num_hidden_layers=ours.num_hidden_layers,
-        num_attention_heads=ours.num_attention_heads,
-        intermediate_size=ours.intermediate_size,
-        decoder_hidden_size=ours.decoder_hidden_size,
-        decoder_num_hidden_layers=ours.decoder_num_hidden_layers,
-        decoder_num_attention_heads=ours.decoder_num_attention_heads,
-        decoder_intermediate_size=ours.decoder_intermediate_size,
-        layer_norm_eps=ours.layer_norm_eps,
-        image_size=ours.image_size,
-        patch_size=ours.patch_size,
-        mask_ratio=mask_ratio,
-        attn_implementation="sdpa",
-    )
+    geometry = {name: getattr(ours, name) for name in ("layer_norm_eps", "image_size", "patch_size")}
+    return ViTMAEConfig(**VIT_PRESETS[preset], **geometry, mask_ratio=mask_ratio, attn_implementation="sdpa")
 
 
 def analytic_forward_flops(config: ViTMAEConfig) -> int:

@@ -18,17 +18,15 @@ from cxr_vitmae.data import label_names
 from cxr_vitmae.data.transforms import evaluation_transform, finetuning_transform
 from cxr_vitmae.evaluation import classification_metrics, roc_curves
 from cxr_vitmae.evaluation.evaluate_model import evaluate_split
-from cxr_vitmae.evaluation.figures import plot_roc_curves, plot_training_curves
+from cxr_vitmae.evaluation.figures import plot_roc_curves
 from cxr_vitmae.evaluation.prediction import PREDICTIONS_FILE, predict, save_predictions
-from cxr_vitmae.hub.provenance import write_training_args
-from cxr_vitmae.hub.push import push_to_hub
 from cxr_vitmae.training import supports_layer_decay
 from cxr_vitmae.training.arguments import FinetuneArguments, parse_recipe_arguments
-from cxr_vitmae.training.checkpointing import resolve_checkpoint
-from cxr_vitmae.training.data import TransformedCorpus, default_num_workers, make_loader, place_augmentation
-from cxr_vitmae.training.loop import Schedule, resume_state, train
+from cxr_vitmae.training.data import TransformedCorpus, make_loader, make_train_loader
+from cxr_vitmae.training.finish import finish_run, save_history
+from cxr_vitmae.training.loop import train
 from cxr_vitmae.training.models import build_classifier
-from cxr_vitmae.training.setup import global_batch_size, load_corpus, make_accelerator, make_optimizer
+from cxr_vitmae.training.setup import announce_run, load_corpus, make_accelerator, make_optimizer, plan_schedule
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -51,20 +49,7 @@ def main(argv: list[str] | None = None) -> None:
     # The crop and flip run on the training device when that is all the augmentation is (`--augment_on`);
     # RandAugment's PIL operations keep it in the loader.
     augmentation = finetuning_transform(args.image_size, args.auto_augment, scale=(args.crop_scale_min, 1.0))
-    loader_transform, device_transform, args.augment_on = place_augmentation(
-        augmentation, args.augment_on, accelerator.device
-    )
-    if args.dataloader_num_workers is None:
-        args.dataloader_num_workers = default_num_workers(accelerator.device)
-    train_corpus = TransformedCorpus(splits["train"], loader_transform, seed=args.seed, label_key=label_key)
-    train_loader = make_loader(
-        train_corpus,
-        batch_size=args.per_device_train_batch_size,
-        shuffle=True,
-        num_workers=args.dataloader_num_workers,
-        drop_last=True,
-        persistent_workers=True,
-    )
+    train_loader, device_transform = make_train_loader(args, accelerator, splits["train"], augmentation, label_key)
     validation_loader = make_loader(
         TransformedCorpus(
             splits["validation"], evaluation_transform(args.image_size), seed=args.seed, label_key=label_key
@@ -87,35 +72,15 @@ def main(argv: list[str] | None = None) -> None:
     model, train_loader, validation_loader = accelerator.prepare(model, train_loader, validation_loader)
     # The model itself, under the DDP and torch.compile (`--dynamo_backend`) wrappers: for saving and reloading.
     bare_model = accelerator.unwrap_model(model, keep_torch_compile=False)
-    schedule = Schedule.plan(
-        len(train_loader),
-        args.gradient_accumulation_steps,
-        args.num_train_epochs,
-        args.max_train_steps,
-        args.warmup_epochs,
-    )
+    schedule = plan_schedule(args, len(train_loader))
     layer_decay = args.layer_decay if supports_layer_decay(bare_model) else None
     optimizer, scheduler, peak_lr = make_optimizer(model, args, accelerator, schedule, layer_decay)
     optimizer = accelerator.prepare(optimizer)
-    if accelerator.is_main_process:
-        write_training_args(
-            output_dir,
-            args,
-            recipe="finetune",
-            n_train_images=len(splits["train"]),
-            global_batch_size=global_batch_size(args, accelerator),
-            peak_learning_rate=peak_lr,
-        )
-    accelerator.print(
-        f"fine-tuning {type(bare_model).__name__} on {args.dataset}: {len(splits['train'])} "
-        f"training images, {accelerator.num_processes} process(es) × {args.per_device_train_batch_size} per device × "
-        f"{args.gradient_accumulation_steps} accumulation = global batch {global_batch_size(args, accelerator)}; "
-        f"{schedule.total_steps} steps, warmup {schedule.warmup_steps}, peak lr {peak_lr:.3g}, "
-        f"layer decay {layer_decay}; mixed precision {accelerator.mixed_precision}; augmentation on "
-        f"{args.augment_on}, {args.dataloader_num_workers} loader worker(s)"
+    # training_args.json, the start banner, the trackers.
+    title = f"fine-tuning {type(bare_model).__name__} on {args.dataset}, layer decay {layer_decay}"
+    announce_run(
+        accelerator, args, schedule, peak_lr, recipe="finetune", title=title, n_train_images=len(splits["train"])
     )
-    if args.report_to != "none":
-        accelerator.init_trackers("cxr-vitmae-finetune", config=vars(args))
 
     # Validation at epoch ends; the best model so far is kept in output_dir/best.
     selection_metric = "accuracy" if single_label else "mean_auroc"
@@ -156,21 +121,8 @@ def main(argv: list[str] | None = None) -> None:
         )
         accelerator.wait_for_everyone()
 
-    state = resume_state(accelerator, resolve_checkpoint(args.resume_from_checkpoint, output_dir))
-    state = train(
-        accelerator,
-        model=model,
-        optimizer=optimizer,
-        scheduler=scheduler,
-        train_loader=train_loader,
-        schedule=schedule,
-        state=state,
-        output_dir=output_dir,
-        checkpointing_steps=args.checkpointing_steps,
-        logging_steps=args.logging_steps,
-        on_epoch_end=validate,
-        prepare_batch=device_transform,
-    )
+    # Training, resumed from --resume_from_checkpoint when given; validation at epoch ends.
+    state = train(accelerator, args, model, optimizer, scheduler, train_loader, schedule, validate, device_transform)
 
     # The checkpoint selected on validation becomes the final model; the test split is evaluated once, from that
     # directory, by the function `cxr-vitmae evaluate` runs (its image processor, float32), so both give one number.
@@ -198,7 +150,7 @@ def main(argv: list[str] | None = None) -> None:
         metrics.update(selected_by=f"validation {selection_metric}", checkpoint=checkpoint)
         (output_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
         save_predictions(output_dir / PREDICTIONS_FILE, prediction, splits["test"])
-        (output_dir / "trainer_history.json").write_text(json.dumps(state.history, indent=2) + "\n")
+        save_history(state.history, output_dir)
         plot_roc_curves(
             roc_curves(prediction["scores"], prediction["labels"], names, problem_type=_problem(single_label)),
             {name: values["auroc"] for name, values in metrics["per_class"].items()},
@@ -207,15 +159,11 @@ def main(argv: list[str] | None = None) -> None:
             title=f"{args.dataset} test ({metrics['split_source']}), mean AUROC "
             + ("undefined" if metrics["mean_auroc"] is None else f"{metrics['mean_auroc']:.3f}"),
         )
-        plot_training_curves(state.history, output_dir / "figures" / "training_curves.png")
         shutil.rmtree(best_dir)
         accelerator.print(
             json.dumps({k: metrics[k] for k in ("split_source", "mean_auroc", "mean_auroc_ci95", "accuracy")})
         )
-    accelerator.end_training()
-    if args.push_to_hub and accelerator.is_main_process:
-        commit = push_to_hub(output_dir, args.hub_model_id, private=args.hub_private_repo)
-        print(f"pushed {output_dir} to {commit.commit_url}")
+    finish_run(accelerator, args)
 
 
 def _problem(single_label: bool) -> str:

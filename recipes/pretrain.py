@@ -9,22 +9,20 @@ lr = 1.5e-4 × global batch / 256, per-iteration warmup then half-cosine. The de
 loads the encoder of `output_dir` and drops the rest.
 """
 
-import json
 from pathlib import Path
 
 import torch
 
 from cxr_vitmae.data.transforms import evaluation_transform, pretraining_transform
-from cxr_vitmae.evaluation.figures import plot_reconstructions, plot_training_curves
+from cxr_vitmae.evaluation.figures import plot_reconstructions
 from cxr_vitmae.explain.reconstruction import reconstruct
-from cxr_vitmae.hub.provenance import restricted_sources, write_training_args
-from cxr_vitmae.hub.push import push_to_hub
+from cxr_vitmae.hub.provenance import restricted_sources
 from cxr_vitmae.training.arguments import PretrainArguments, parse_recipe_arguments
-from cxr_vitmae.training.checkpointing import resolve_checkpoint
-from cxr_vitmae.training.data import TransformedCorpus, default_num_workers, make_loader, place_augmentation
-from cxr_vitmae.training.loop import Schedule, resume_state, train
+from cxr_vitmae.training.data import TransformedCorpus, make_train_loader
+from cxr_vitmae.training.finish import finish_run, save_history
+from cxr_vitmae.training.loop import train
 from cxr_vitmae.training.models import build_pretraining_model
-from cxr_vitmae.training.setup import global_batch_size, load_corpus, make_accelerator, make_optimizer
+from cxr_vitmae.training.setup import announce_run, load_corpus, make_accelerator, make_optimizer, plan_schedule
 
 FIGURE_IMAGES = 4
 
@@ -46,20 +44,7 @@ def main(argv: list[str] | None = None) -> None:
     # training device by default (`--augment_on`): the loader then only decodes and draws each image's crop.
     splits = load_corpus(args, accelerator)
     augmentation = pretraining_transform(args.image_size, scale=(args.crop_scale_min, 1.0))
-    loader_transform, device_transform, args.augment_on = place_augmentation(
-        augmentation, args.augment_on, accelerator.device
-    )
-    if args.dataloader_num_workers is None:
-        args.dataloader_num_workers = default_num_workers(accelerator.device)
-    corpus = TransformedCorpus(splits["train"], loader_transform, seed=args.seed, label_key=None)
-    train_loader = make_loader(
-        corpus,
-        batch_size=args.per_device_train_batch_size,
-        shuffle=True,
-        num_workers=args.dataloader_num_workers,
-        drop_last=True,
-        persistent_workers=True,
-    )
+    train_loader, device_transform = make_train_loader(args, accelerator, splits["train"], augmentation, None)
     # A fixed handful of images, evaluation-transformed, for the reconstruction figures.
     held_out = splits["validation"] if "validation" in splits else splits["train"]
     figure_corpus = TransformedCorpus(held_out, evaluation_transform(args.image_size), seed=args.seed, label_key=None)
@@ -76,35 +61,16 @@ def main(argv: list[str] | None = None) -> None:
     model, train_loader = accelerator.prepare(model, train_loader)
     # The model itself, under the DDP and torch.compile (`--dynamo_backend`) wrappers: for figures and saving.
     bare_model = accelerator.unwrap_model(model, keep_torch_compile=False)
-    schedule = Schedule.plan(
-        len(train_loader),
-        args.gradient_accumulation_steps,
-        args.num_train_epochs,
-        args.max_train_steps,
-        args.warmup_epochs,
-    )
+    schedule = plan_schedule(args, len(train_loader))
     optimizer, scheduler, peak_lr = make_optimizer(model, args, accelerator, schedule)
     optimizer = accelerator.prepare(optimizer)
-    if accelerator.is_main_process:
-        write_training_args(
-            output_dir,
-            args,
-            recipe="pretrain",
-            n_train_images=len(splits["train"]),
-            global_batch_size=global_batch_size(args, accelerator),
-            peak_learning_rate=peak_lr,
-        )
-    accelerator.print(
-        f"MAE pre-training on {args.dataset}: {len(splits['train'])} images, {accelerator.num_processes} process(es) "
-        f"× {args.per_device_train_batch_size} per device × {args.gradient_accumulation_steps} accumulation = global "
-        f"batch {global_batch_size(args, accelerator)}; mask ratio {args.mask_ratio}; {schedule.total_steps} steps, "
-        f"warmup {schedule.warmup_steps}, peak lr {peak_lr:.3g}; mixed precision {accelerator.mixed_precision}; "
-        f"augmentation on {args.augment_on}, {args.dataloader_num_workers} loader worker(s)"
+    # training_args.json, the start banner, the trackers.
+    title = f"MAE pre-training on {args.dataset}, mask ratio {args.mask_ratio}"
+    announce_run(
+        accelerator, args, schedule, peak_lr, recipe="pretrain", title=title, n_train_images=len(splits["train"])
     )
-    if args.report_to != "none":
-        accelerator.init_trackers("cxr-vitmae-pretrain", config=vars(args))
 
-    def snapshot_and_figures(state, is_last: bool) -> None:
+    def on_epoch_end(state, is_last: bool) -> None:
         if args.snapshot_every_epochs and not is_last and state.epoch % max(1, round(args.snapshot_every_epochs)) == 0:
             bare_model.save_pretrained(
                 output_dir / "snapshots" / f"step-{state.step}",
@@ -127,30 +93,16 @@ def main(argv: list[str] | None = None) -> None:
         )
         bare_model.train()
 
-    state = resume_state(accelerator, resolve_checkpoint(args.resume_from_checkpoint, output_dir))
+    # Training, resumed from --resume_from_checkpoint when given; figures (and snapshots) at epoch ends.
     state = train(
-        accelerator,
-        model=model,
-        optimizer=optimizer,
-        scheduler=scheduler,
-        train_loader=train_loader,
-        schedule=schedule,
-        state=state,
-        output_dir=output_dir,
-        checkpointing_steps=args.checkpointing_steps,
-        logging_steps=args.logging_steps,
-        on_epoch_end=snapshot_and_figures,
-        prepare_batch=device_transform,
+        accelerator, args, model, optimizer, scheduler, train_loader, schedule, on_epoch_end, device_transform
     )
 
+    # The final model, the history and its curves.
     bare_model.save_pretrained(output_dir, is_main_process=accelerator.is_main_process, save_function=accelerator.save)
     if accelerator.is_main_process:
-        (output_dir / "trainer_history.json").write_text(json.dumps(state.history, indent=2) + "\n")
-        plot_training_curves(state.history, output_dir / "figures" / "training_curves.png")
-    accelerator.end_training()
-    if args.push_to_hub and accelerator.is_main_process:
-        commit = push_to_hub(output_dir, args.hub_model_id, private=args.hub_private_repo)
-        print(f"pushed {output_dir} to {commit.commit_url}")
+        save_history(state.history, output_dir)
+    finish_run(accelerator, args)
 
 
 if __name__ == "__main__":

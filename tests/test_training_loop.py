@@ -14,7 +14,7 @@ from accelerate import Accelerator
 from accelerate.state import AcceleratorState, GradientState
 
 from cxr_vitmae.evaluation.prediction import predict
-from cxr_vitmae.training.loop import Schedule, TrainerState, train
+from cxr_vitmae.training.loop import Schedule, train
 
 
 class ModeRecorder(torch.nn.Module):
@@ -55,19 +55,15 @@ def run_loop(accelerator: Accelerator, *, batches: int, epochs: int, model: torc
     model, optimizer, loader = accelerator.prepare(model, optimizer, loader)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
     schedule = Schedule.plan(len(loader), accelerator.gradient_accumulation_steps, epochs, None, 0)
-    state = train(
-        accelerator,
-        model=model,
-        optimizer=optimizer,
-        scheduler=scheduler,
-        train_loader=loader,
-        schedule=schedule,
-        state=TrainerState(),
-        output_dir=tmp_path,
-        checkpointing_steps=None,
-        logging_steps=100,
-        on_epoch_end=lambda state, is_last: on_epoch_end(model, loader, state, is_last),
+    # What the loop reads of a recipe's arguments: a fresh run, no checkpoints, one log record at the end.
+    args = SimpleNamespace(
+        output_dir=tmp_path, resume_from_checkpoint=None, checkpointing_steps=None, logging_steps=100
     )
+
+    def hook(state, is_last):
+        on_epoch_end(model, loader, state, is_last)
+
+    state = train(accelerator, args, model, optimizer, scheduler, loader, schedule, hook)
     return schedule, state
 
 

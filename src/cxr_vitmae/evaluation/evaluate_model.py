@@ -41,6 +41,19 @@ def check_model_labels(model_dir: str | Path, dataset: str, options: dict[str, A
     return names
 
 
+def load_split(dataset: str, data_dir: str | Path, split: str, **options: Any) -> datasets.Dataset:
+    """Split `split` of corpus `dataset` read from `data_dir` with `options`, for the commands that score a saved
+    model on one split (`evaluate`, `localize`).
+
+    Raises:
+        CorpusError: the corpus has no such split (the message names the splits it has).
+    """
+    splits = load_cxr_dataset(dataset, data_dir, **options)
+    if split not in splits:
+        raise CorpusError(f"{dataset} has no {split!r} split; it has {', '.join(splits)}")
+    return splits[split]
+
+
 def evaluate_split(
     accelerator: Accelerator,
     model_dir: str | Path,
@@ -116,13 +129,10 @@ def evaluate_model(
         raise FileNotFoundError(f"{model_dir}: not a model directory (no config.json)")
     check_model_labels(model_dir, dataset, options)
     accelerator = Accelerator(cpu=not torch.cuda.is_available())
-    splits = load_cxr_dataset(dataset, data_dir, **options)
-    if split not in splits:
-        raise CorpusError(f"{dataset} has no {split!r} split; it has {', '.join(splits)}")
     metrics, _ = evaluate_split(
         accelerator,
         model_dir,
-        splits[split],
+        load_split(dataset, data_dir, split, **options),
         dataset=dataset,
         split=split,
         data_dir=data_dir,

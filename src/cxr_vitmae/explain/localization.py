@@ -30,9 +30,8 @@ import torch
 from transformers.image_transforms import get_resize_output_image_size
 from transformers.image_utils import ChannelDimension
 
-from ..data import load_cxr_dataset
-from ..data.errors import CorpusError
 from ..data.nih import BoundingBox
+from ..evaluation.evaluate_model import load_split
 from ..predict import load_classifier
 from .gradcam import compute_gradcam, gradcam_target
 
@@ -266,10 +265,7 @@ def localize(
         raise ValueError(f"batch_size={batch_size}: expected a positive number of images")
     device = device if device is not None else ("cuda" if torch.cuda.is_available() else "cpu")
     model, processor = load_classifier(model_dir, device)
-    splits = load_cxr_dataset(dataset, data_dir, **options)
-    if split not in splits:
-        raise CorpusError(f"{dataset} has no {split!r} split; it has {', '.join(splits)}")
-    rows = splits[split]
+    rows = load_split(dataset, data_dir, split, **options)
     if "boxes" not in rows.features:
         raise ValueError(f"{dataset} has no bounding boxes to localise (nih-chestxray14's BBox_List_2017.csv has)")
     metadata = rows.select_columns(["boxes", "image_id", "patient_id"])

@@ -14,11 +14,13 @@ from typing import Any
 import datasets
 import numpy as np
 import torch
+from accelerate import Accelerator
 from torch.utils.data import DataLoader, Dataset, Sampler, default_collate
 
 from ..data.device_augmentation import BatchedResizedCrop, collate_pixels, split_for_device
 from ..data.errors import CorpusError
 from ..data.transforms import collate_radiographs
+from .arguments import RecipeArguments
 
 # The entropy word that tells the shuffle's seed apart from every example's seed (example indices are >= 0).
 _SHUFFLE = 2**32 - 1
@@ -235,3 +237,30 @@ def make_loader(
         persistent_workers=persistent_workers and num_workers > 0,
         generator=torch.Generator().manual_seed(corpus.seed),
     )
+
+
+def make_train_loader(
+    args: RecipeArguments,
+    accelerator: Accelerator,
+    split: datasets.Dataset,
+    augmentation: Callable[[Any], torch.Tensor],
+    label_key: str | None,
+) -> tuple[DataLoader, BatchedResizedCrop | None]:
+    """The shuffled training loader over `split` and the device half of `augmentation` (None when it all runs in
+    the loader): `--augment_on` decides where the crop and flip run, and `args` records what was chosen
+    (`augment_on`, `dataloader_num_workers`, whose default depends on the device) for training_args.json."""
+    loader_transform, device_transform, args.augment_on = place_augmentation(
+        augmentation, args.augment_on, accelerator.device
+    )
+    if args.dataloader_num_workers is None:
+        args.dataloader_num_workers = default_num_workers(accelerator.device)
+    corpus = TransformedCorpus(split, loader_transform, seed=args.seed, label_key=label_key)
+    loader = make_loader(
+        corpus,
+        batch_size=args.per_device_train_batch_size,
+        shuffle=True,
+        num_workers=args.dataloader_num_workers,
+        drop_last=True,
+        persistent_workers=True,
+    )
+    return loader, device_transform

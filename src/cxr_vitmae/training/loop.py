@@ -19,7 +19,8 @@ from accelerate import Accelerator
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from .checkpointing import latest_checkpoint, load_checkpoint, save_checkpoint
+from .arguments import RecipeArguments
+from .checkpointing import latest_checkpoint, load_checkpoint, resolve_checkpoint, save_checkpoint
 
 
 class NonFiniteLossError(RuntimeError):
@@ -61,22 +62,25 @@ class Schedule:
 
 def train(
     accelerator: Accelerator,
-    *,
+    args: RecipeArguments,
     model: torch.nn.Module,
     optimizer: torch.optim.Optimizer,
     scheduler: torch.optim.lr_scheduler.LRScheduler,
     train_loader: DataLoader,
     schedule: Schedule,
-    state: TrainerState,
-    output_dir: str | Path,
-    checkpointing_steps: int | None,
-    logging_steps: int,
     on_epoch_end: Callable[[TrainerState, bool], None],
     prepare_batch: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
 ) -> TrainerState:
-    """Run optimiser steps until `schedule.total_steps` over the `prepare`d `train_loader`. `on_epoch_end(state,
-    is_last)` runs after every complete epoch but the last, and once at the end of the run. `prepare_batch` turns
-    each batch, already on the device, into the model's inputs (the device half of augmentation)."""
+    """Run optimiser steps until `schedule.total_steps` over the `prepare`d `train_loader`, and return the final
+    `TrainerState`. `on_epoch_end(state, is_last)` runs after every complete epoch but the last, and once at the end
+    of the run. `prepare_batch` turns each batch, already on the device, into the model's inputs (the device half of
+    augmentation).
+
+    From the recipe's `args`: the run resumes from `resume_from_checkpoint` when given (a checkpoint directory, or
+    "latest" in output_dir/checkpoints, which starts afresh when there is none yet), saves a checkpoint every
+    `checkpointing_steps` into `output_dir`, and logs every `logging_steps`."""
+    output_dir, checkpointing_steps, logging_steps = args.output_dir, args.checkpointing_steps, args.logging_steps
+    state = resume_state(accelerator, resolve_checkpoint(args.resume_from_checkpoint, output_dir))
     progress = tqdm(
         total=schedule.total_steps, initial=state.step, disable=not accelerator.is_local_main_process, desc="train"
     )

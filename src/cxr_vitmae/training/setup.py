@@ -1,4 +1,5 @@
-"""Set-up steps both recipes take in the same way: the Accelerator, the corpus, the optimiser and its schedule."""
+"""Set-up steps both recipes take in the same way: the Accelerator, the corpus, the optimiser and its schedule, and
+the record of the run (training_args.json, the start banner, the trackers)."""
 
 import os
 
@@ -8,6 +9,7 @@ from accelerate import Accelerator, DataLoaderConfiguration
 from accelerate.utils import set_seed
 
 from ..data import load_cxr_dataset
+from ..hub.provenance import write_training_args
 from .arguments import RecipeArguments
 from .loop import Schedule
 from .optim import cosine_schedule_with_warmup, parameter_groups, scaled_learning_rate
@@ -80,6 +82,17 @@ def global_batch_size(args: RecipeArguments, accelerator: Accelerator) -> int:
     return args.per_device_train_batch_size * accelerator.num_processes * args.gradient_accumulation_steps
 
 
+def plan_schedule(args: RecipeArguments, batches_per_epoch: int) -> Schedule:
+    """The run's optimiser steps and warmup from `--num_train_epochs` / `--max_train_steps` / `--warmup_epochs`."""
+    return Schedule.plan(
+        batches_per_epoch,
+        args.gradient_accumulation_steps,
+        args.num_train_epochs,
+        args.max_train_steps,
+        args.warmup_epochs,
+    )
+
+
 def make_optimizer(
     model: torch.nn.Module,
     args: RecipeArguments,
@@ -105,3 +118,31 @@ def make_optimizer(
     )
     accelerator.register_for_checkpointing(scheduler)
     return optimizer, scheduler, peak_lr
+
+
+def announce_run(
+    accelerator: Accelerator,
+    args: RecipeArguments,
+    schedule: Schedule,
+    peak_lr: float,
+    *,
+    recipe: str,
+    title: str,
+    n_train_images: int,
+) -> None:
+    """Record the run before its first step: `training_args.json` in output_dir (main process), one banner line
+    (`title`, then the batch arithmetic, the schedule, precision and where the data is prepared), and the
+    `--report_to` trackers, as project `cxr-vitmae-{recipe}`."""
+    batch = global_batch_size(args, accelerator)
+    if accelerator.is_main_process:
+        facts = {"n_train_images": n_train_images, "global_batch_size": batch, "peak_learning_rate": peak_lr}
+        write_training_args(args.output_dir, args, recipe=recipe, **facts)
+    accelerator.print(
+        f"{title}: {n_train_images} training images, {accelerator.num_processes} process(es) × "
+        f"{args.per_device_train_batch_size} per device × {args.gradient_accumulation_steps} accumulation = global "
+        f"batch {batch}; {schedule.total_steps} steps, warmup {schedule.warmup_steps}, peak lr {peak_lr:.3g}; "
+        f"mixed precision {accelerator.mixed_precision}; augmentation on {args.augment_on}, "
+        f"{args.dataloader_num_workers} loader worker(s)"
+    )
+    if args.report_to != "none":
+        accelerator.init_trackers(f"cxr-vitmae-{recipe}", config=vars(args))

@@ -73,12 +73,16 @@ def test_finetune_selects_on_validation_and_evaluates_test_once(phantoms, tmp_pa
     for name in ("roc_test.png", "training_curves.png"):
         assert (tmp_path / "run" / "figures" / name).stat().st_size > 1000
 
-    # One evaluation path: `cxr-vitmae evaluate` on the saved model gives the recipe's test metrics.
+    # One evaluation path: `cxr-vitmae evaluate` on the saved model gives the recipe's test metrics, by default (the
+    # bootstrap settings come from the recipe's metrics.json), and prints them named and rounded.
+    assert metrics["precision"] == "float32" and metrics["bootstrap"]["n_resamples"] == 20
     evaluated = tmp_path / "evaluated.json"
-    run([str(BIN / "cxr-vitmae"), "evaluate", str(tmp_path / "run"), "--dataset", "nih-chestxray14",
-         "--data-dir", str(phantoms), "--option", "validation_fraction=0.3", "--n-bootstrap", "20",
-         "--output", str(evaluated)])  # fmt: skip
+    printed = run([str(BIN / "cxr-vitmae"), "evaluate", str(tmp_path / "run"), "--dataset", "nih-chestxray14",
+                   "--data-dir", str(phantoms), "--option", "validation_fraction=0.3",
+                   "--output", str(evaluated)])  # fmt: skip
     assert_same_numbers(json.loads(evaluated.read_text()), metrics, tolerance=1e-6)
+    low, high = metrics["mean_auroc_ci95"]
+    assert f"mean AUROC {metrics['mean_auroc']:.4f} [{low:.4f}, {high:.4f}]" in printed.stdout
     assert metrics["split_source"] == "test_list.txt, the official test list"
 
 

@@ -67,7 +67,14 @@ def build_evaluate(parser: argparse.ArgumentParser):
     add_model_on_split_arguments(parser, "the corpus name", output="metrics.json")
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--num-workers", type=int, default=0)
-    parser.add_argument("--n-bootstrap", type=int, default=1000, help="patient-level bootstrap resamples")
+    parser.add_argument(
+        "--n-bootstrap",
+        type=int,
+        help="patient bootstrap resamples (default: as MODEL_DIR/metrics.json records for this split, else 1000)",
+    )
+    parser.add_argument(
+        "--bootstrap-seed", type=int, help="seed of the resampling (default: as recorded there, else 0)"
+    )
 
     def run(args: argparse.Namespace) -> None:
         from .evaluation.evaluate_model import evaluate_model
@@ -80,11 +87,11 @@ def build_evaluate(parser: argparse.ArgumentParser):
             batch_size=args.batch_size,
             num_workers=args.num_workers,
             n_bootstrap=args.n_bootstrap,
+            bootstrap_seed=args.bootstrap_seed,
             **dict(args.option),
         )
         Path(args.output).write_text(json.dumps(metrics, indent=2) + "\n")
-        summary = metrics["accuracy"] if metrics["accuracy"] is not None else metrics["mean_auroc"]
-        print(f"{args.dataset} {args.split}: {summary} ({metrics['n_images']} images) -> {args.output}")
+        print(f"{args.dataset} {args.split} ({metrics['n_images']} images): {metric_summary(metrics)} -> {args.output}")
 
     return run
 
@@ -150,6 +157,21 @@ def build_export_native(parser: argparse.ArgumentParser):
 def _model_name(model_dir: str) -> str:
     """How a figure title names the model: its directory's name (a Hub id as given)."""
     return Path(model_dir).resolve().name if Path(model_dir).exists() else model_dir
+
+
+def metric_summary(metrics: dict) -> str:
+    """The headline numbers of a metrics.json, named and rounded to 4 places, with their 95 % CIs."""
+
+    def named(name: str, key: str) -> str:
+        interval = metrics.get(f"{key}_ci95")
+        bounds = f" [{interval[0]:.4f}, {interval[1]:.4f}]" if interval else ""
+        return f"{name} {metrics[key]:.4f}{bounds}"
+
+    if metrics.get("accuracy") is not None:
+        return named("accuracy", "accuracy")
+    if metrics.get("mean_auroc") is None:
+        return "mean AUROC undefined (no class has both label values)"
+    return f"{named('mean AUROC', 'mean_auroc')}, {named('mean AUPRC', 'mean_auprc')}"
 
 
 def add_model_on_split_arguments(parser: argparse.ArgumentParser, dataset_help: str, output: str) -> None:

@@ -7,6 +7,7 @@ from that directory in float32 (whatever precision it was trained in), and the b
 `bootstrap_seed`, not by the training seed: the same directory and split always give the same metrics.json.
 """
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -19,12 +20,15 @@ from transformers import AutoConfig
 from ..data import label_names, load_cxr_dataset, split_source, synthetic_corpus
 from ..data.errors import CorpusError
 from ..data.transforms import evaluation_transform
+from ..errors import InputError
+from ..model_directory import model_directory
 from ..predict import load_classifier
 from ..training.data import TransformedCorpus, make_loader
 from .metrics import classification_metrics
 from .prediction import predict
 
 EVALUATION_PRECISION = "float32"
+DEFAULT_RESAMPLES = 1000
 
 
 def check_model_labels(model_dir: str | Path, dataset: str, options: dict[str, Any]) -> list[str]:
@@ -34,7 +38,7 @@ def check_model_labels(model_dir: str | Path, dataset: str, options: dict[str, A
     config = AutoConfig.from_pretrained(model_dir)
     model_labels = [config.id2label[i] for i in range(config.num_labels)]
     if model_labels != names:
-        raise ValueError(
+        raise InputError(
             f"{model_dir} predicts {model_labels}, but {dataset} is labelled {names} (order matters); evaluate it on "
             "the corpus and options it was trained for"
         )
@@ -119,14 +123,22 @@ def evaluate_model(
     split: str = "test",
     batch_size: int = 64,
     num_workers: int = 0,
-    n_bootstrap: int = 1000,
-    bootstrap_seed: int = 0,
+    n_bootstrap: int | None = None,
+    bootstrap_seed: int | None = None,
     **options: Any,
 ) -> dict[str, Any]:
     """`cxr-vitmae evaluate`: per-class AUROC / AUPRC (accuracy for single-label corpora) with patient-level
-    bootstrap CIs of the model in `model_dir` on `split` of `dataset`, preprocessed as its image processor says."""
-    if not (Path(model_dir) / "config.json").is_file():
-        raise FileNotFoundError(f"{model_dir}: not a model directory (no config.json)")
+    bootstrap CIs of the model in `model_dir` (or a Hub repo id) on `split` of `dataset`, preprocessed as its image
+    processor says, in float32.
+
+    The bootstrap settings default to those the model directory's own metrics.json records for the same corpus and
+    split (a recipe's run), so that evaluating a recipe's output gives its metrics.json again; else 1000 resamples,
+    seed 0."""
+    model = model_dir
+    model_dir = model_directory(model_dir)
+    recorded = recorded_bootstrap(model_dir, dataset, split)
+    n_bootstrap = recorded.get("n_resamples", DEFAULT_RESAMPLES) if n_bootstrap is None else n_bootstrap
+    bootstrap_seed = recorded.get("seed", 0) if bootstrap_seed is None else bootstrap_seed
     check_model_labels(model_dir, dataset, options)
     accelerator = Accelerator(cpu=not torch.cuda.is_available())
     metrics, _ = evaluate_split(
@@ -142,4 +154,19 @@ def evaluate_model(
         n_bootstrap=n_bootstrap,
         bootstrap_seed=bootstrap_seed,
     )
-    return {**metrics, "checkpoint": Path(model_dir).name}
+    return {**metrics, "checkpoint": Path(model_dir).name if Path(model).exists() else str(model)}
+
+
+def recorded_bootstrap(model_dir: Path, dataset: str, split: str) -> dict[str, Any]:
+    """The bootstrap settings (`n_resamples`, `seed`) of `model_dir/metrics.json` when it evaluated `dataset`'s
+    `split`, else {}."""
+    path = model_dir / "metrics.json"
+    if not path.is_file():
+        return {}
+    try:
+        recorded = json.loads(path.read_text())
+    except ValueError as error:
+        raise InputError(f"{path}: not valid JSON ({error})") from error
+    if not isinstance(recorded, dict) or (recorded.get("dataset"), recorded.get("split")) != (dataset, split):
+        return {}
+    return {key: value for key, value in (recorded.get("bootstrap") or {}).items() if key in ("n_resamples", "seed")}

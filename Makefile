@@ -22,8 +22,8 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 
 demo: $(STAMP)
-	$(BIN)/python scripts/demo.py --output demo_output
+	$(BIN)/python scripts/demo.py --output demo_output --update-results
 
 # The reproduction study: at most 60 minutes on 2 CPU cores (docs/results.md, "Reproduction study").
 reproduce: $(STAMP)
-	$(BIN)/python scripts/reproduce.py --output reproduce_output
+	$(BIN)/python scripts/reproduce.py --output reproduce_output --update-results

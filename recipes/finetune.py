@@ -104,7 +104,7 @@ def main(argv: list[str] | None = None) -> None:
             "step": state.step,
             "epoch": state.epoch,
             f"val_{selection_metric}": value,
-            "val_n_images": metrics["n_images"],
+            "n_validation_images": metrics["n_images"],
         }
         if value is not None and (state.best is None or value > state.best[f"val_{selection_metric}"]):
             record["selected"] = True
@@ -150,7 +150,7 @@ def main(argv: list[str] | None = None) -> None:
         metrics.update(selected_by=f"validation {selection_metric}", checkpoint=checkpoint)
         (output_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
         save_predictions(output_dir / PREDICTIONS_FILE, prediction, splits["test"])
-        save_history(state.history, output_dir)
+        save_history(state.history, output_dir, title=f"{args.model}: {title}")
         plot_roc_curves(
             roc_curves(prediction["scores"], prediction["labels"], names, problem_type=_problem(single_label)),
             {name: values["auroc"] for name, values in metrics["per_class"].items()},

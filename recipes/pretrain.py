@@ -90,6 +90,8 @@ def main(argv: list[str] | None = None) -> None:
             views["masked"].cpu(),
             views["reconstruction"].cpu(),
             output_dir / "figures" / f"reconstruction_epoch{state.epoch:03d}.png",
+            title=f"{args.model} MAE on {args.dataset}: reconstructions after epoch {state.epoch} "
+            f"(mask ratio {args.mask_ratio})",
         )
         bare_model.train()
 
@@ -101,7 +103,7 @@ def main(argv: list[str] | None = None) -> None:
     # The final model, the history and its curves.
     bare_model.save_pretrained(output_dir, is_main_process=accelerator.is_main_process, save_function=accelerator.save)
     if accelerator.is_main_process:
-        save_history(state.history, output_dir)
+        save_history(state.history, output_dir, title=f"{args.model}: {title}")
     finish_run(accelerator, args)
 
 

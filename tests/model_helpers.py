@@ -102,3 +102,15 @@ def one_error_line(capsys, argv: list[str]) -> str:
     lines = capsys.readouterr().err.strip().splitlines()
     assert len(lines) == 1, lines
     return lines[0]
+
+
+def assert_readable_png(path: Path) -> None:
+    """A figure a person can read: a PNG whose sides both reach the panel minimum, with something drawn on it."""
+    import numpy as np
+    from PIL import Image
+
+    from cxr_vitmae.evaluation.figures import PANEL_PIXELS
+
+    with Image.open(path) as image:
+        assert image.format == "PNG" and min(image.size) >= PANEL_PIXELS, (path, image.size)
+        assert np.asarray(image.convert("L")).std() > 5, path

@@ -6,6 +6,7 @@ import torch
 from PIL import Image
 
 from cxr_vitmae.evaluation.figures import (
+    PANEL_PIXELS,
     Panel,
     _roc_figure,
     _training_figure,
@@ -73,15 +74,31 @@ def _history(with_validation: bool) -> list[dict]:
 def test_training_curves_png(tmp_path, with_validation):
     path = plot_training_curves(_history(with_validation), tmp_path / "curves" / "training.png", title="run")
     pixels = _read(path)
-    assert 500 < pixels.shape[0] < 2000 and 500 < pixels.shape[1] < 2000
     assert pixels.std() > 10
+    panels = 3 if with_validation else 2
+    assert pixels.shape[0] >= panels * PANEL_PIXELS and pixels.shape[1] >= 2 * PANEL_PIXELS
 
+    # One axis per quantity, each curve as it varies in the history: no constant or foreign series on an axis.
     fig = _training_figure(_history(with_validation), None)
-    data_axes = [ax for ax in fig.axes if ax.get_ylabel() in ("loss", "validation")]
-    assert len(data_axes) == (2 if with_validation else 1)
+    axes = {ax.get_ylabel(): ax for ax in fig.axes}
+    assert list(axes) == ["loss", "learning rate"] + (["mean auroc"] if with_validation else [])
+    for label, key in (("loss", "train_loss"), ("learning rate", "lr"), ("mean auroc", "val_mean_auroc")):
+        if label not in axes:
+            continue
+        lines = [line for line in axes[label].get_lines() if line.get_label() == key]
+        expected = [record[key] for record in _history(with_validation) if key in record]
+        assert len(lines) == 1 and np.allclose(lines[0].get_ydata(), expected)
+        if key != "lr":  # the history's learning rate is constant, its loss and AUROC are not
+            assert np.ptp(lines[0].get_ydata()) > 0
     if with_validation:
-        labels = [text.get_text() for text in data_axes[1].get_legend().get_texts()]
-        assert labels == ["val_mean_auroc", "selected (step 300): val_mean_auroc 0.9"]
+        labels = [text.get_text() for text in axes["mean auroc"].get_legend().get_texts()]
+        assert labels == ["val_mean_auroc", "selected (step 300): 0.9"]
+
+
+def test_a_count_in_the_history_is_not_plotted_as_a_metric():
+    # A fine-tuning history records how many images each validation saw; it is no metric and has no axis.
+    history = [*_history(True), {"step": 300, "n_validation_images": 252}]
+    assert "n validation images" not in [ax.get_ylabel() for ax in _training_figure(history, None).axes]
 
 
 def test_training_curves_tolerate_sparse_records(tmp_path):

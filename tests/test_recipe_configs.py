@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from model_helpers import assert_readable_png
 
 from cxr_vitmae.cli import main as cli
 from cxr_vitmae.data import load_cxr_dataset, split_source, synthetic_corpus
@@ -90,7 +91,9 @@ def test_pretraining_config_runs_end_to_end(path, pretrained, corpora):
         assert all(training_args["synthetic_corpus"]["parts"].values())
         parts = {"nih-chestxray14", "chexpert"} | ({"mimic-cxr"} if values["dataset"] == "pretrain-0.5m" else set())
         assert set(train["source"]) == parts
-    assert (output / "figures" / "training_curves.png").stat().st_size > 1000
+    assert_readable_png(output / "figures" / "training_curves.png")
+    for figure in (output / "figures").glob("reconstruction_epoch*.png"):
+        assert_readable_png(figure)
 
 
 @pytest.mark.parametrize("path", FINETUNE, ids=lambda path: path.stem)
@@ -112,7 +115,7 @@ def test_finetuning_config_runs_end_to_end(path, pretrained, corpora, tmp_path):
     assert (metrics["accuracy"] is not None) == (dataset == "covidx")
     assert json.loads((output / "config.json").read_text())["image_size"] == 32
     for figure in ("roc_test.png", "training_curves.png"):
-        assert (output / "figures" / figure).stat().st_size > 1000
+        assert_readable_png(output / "figures" / figure)
 
     assert cli(["push", str(output), "--repo-id", "cxr-vitmae/test", "--dry-run", str(tmp_path / "upload")]) == 0
     card = (tmp_path / "upload" / "README.md").read_text()

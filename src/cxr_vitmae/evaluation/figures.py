@@ -9,6 +9,7 @@ writes a PNG at 150 dpi, releases the figure and returns the path.
 
 from __future__ import annotations
 
+import io
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -20,8 +21,9 @@ from matplotlib import colormaps
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
+from PIL import Image
 
-__all__ = ["Panel", "plot_panels", "plot_reconstructions", "plot_roc_curves", "plot_training_curves"]
+__all__ = ["Panel", "panels_image", "plot_panels", "plot_reconstructions", "plot_roc_curves", "plot_training_curves"]
 
 DPI = 150
 # Every panel at least this many pixels a side: images at a model's 64-224 px input are upsampled for people.
@@ -114,15 +116,16 @@ def _class_colors(n: int) -> list:
 
 
 def plot_training_curves(history: Sequence[Mapping], path: str | PathLike, title: str | None = None) -> Path:
-    """Training loss and learning rate, and validation metrics, against the optimisation step.
+    """Training curves against the optimisation step, one axis per quantity: the losses, the learning rate, and each
+    validation metric on a panel of its own.
 
     Args:
         history: records such as `{"step": 120, "epoch": 1.5, "train_loss": 0.31, "lr": 1e-4}` and, at
-            evaluation points, `{"step": 200, "epoch": 2, "val_mean_auroc": 0.81}`. Every numeric `val_*` key is
-            plotted: `val_loss` on the loss panel, the others on a validation panel (present only if some record
-            has one). The last record with `"selected": True` is the selected checkpoint; it is marked on the
-            validation curves and with a vertical line. Missing keys, `None` and an empty history are tolerated.
-            The x axis is `step`; if no record has one, `epoch`; if none has either, the record's position.
+            evaluation points, `{"step": 200, "epoch": 2, "val_mean_auroc": 0.81}`. Every numeric `val_*` key is a
+            validation metric (`val_loss` joins the training loss on the loss axis). The last record with
+            `"selected": True` is the selected checkpoint; it is starred on the validation curves and marked with a
+            vertical line. Missing keys, `None` and an empty history are tolerated. The x axis is `step`; if no
+            record has one, `epoch`; if none has either, the record's position.
         path: where to write the PNG.
         title: figure title.
     """
@@ -154,8 +157,9 @@ def _training_figure(history: Sequence[Mapping], title: str | None) -> Figure:
         for key, value in record.items():
             if isinstance(key, str) and key.startswith("val_") and key not in val_keys and _is_number(value):
                 val_keys.append(key)
-    loss_keys = ["train_loss"] + [key for key in val_keys if key == "val_loss"]
+    loss_keys = [key for key in ("train_loss", "val_loss") if key == "train_loss" or key in val_keys]
     metric_keys = [key for key in val_keys if key != "val_loss"]
+    has_lr = series("lr")[0].size > 0
 
     selected = None
     for index, record in enumerate(records):
@@ -164,58 +168,37 @@ def _training_figure(history: Sequence[Mapping], title: str | None) -> Figure:
             if _finite(x):
                 selected = (float(x), record)
 
-    n_panels = 2 if metric_keys else 1
-    fig = _new_figure(7.5, 3.4 * n_panels + 0.4)
-    axes = fig.subplots(n_panels, 1, sharex=True, squeeze=False)[:, 0]
-
-    # Panel 1: losses (left axis) and learning rate (right axis).
-    ax_loss = axes[0]
-    handles = []
-    for key, color, marker in zip(loss_keys, ("tab:blue", "tab:red"), ("", "o"), strict=False):
-        xs, ys = series(key)
-        if xs.size:
-            (line,) = ax_loss.plot(xs, ys, color=color, marker=marker, markersize=3, linewidth=1.2, label=key)
-            handles.append(line)
-    ax_loss.set_ylabel("loss")
-    ax_loss.grid(True, alpha=0.3)
-    xs, ys = series("lr")
-    if xs.size:
-        ax_lr = ax_loss.twinx()
-        (line,) = ax_lr.plot(xs, ys, color="tab:gray", linestyle=":", linewidth=1.2, label="lr")
-        ax_lr.set_ylabel("learning rate")
-        ax_lr.ticklabel_format(axis="y", style="sci", scilimits=(-2, 3))
-        handles.append(line)
-    if handles:
-        ax_loss.legend(handles=handles, loc="upper right", fontsize=8)
-    else:
-        ax_loss.text(0.5, 0.5, "no training records", ha="center", va="center", transform=ax_loss.transAxes)
-    if selected is not None and "val_loss" in loss_keys and _is_number(selected[1].get("val_loss")):
-        ax_loss.plot(selected[0], float(selected[1]["val_loss"]), linestyle="none", **_STAR)
-
-    # Panel 2: validation metrics other than the loss.
-    if metric_keys:
-        ax_val = axes[1]
-        for key in metric_keys:
+    # (y label, keys) per axis: panels at least PANEL_PIXELS tall.
+    quantities = [("loss", loss_keys)] + ([("learning rate", ["lr"])] if has_lr else [])
+    quantities += [(key.removeprefix("val_").replace("_", " "), [key]) for key in metric_keys]
+    panel_inches = 1.15 * PANEL_PIXELS / DPI
+    fig = _new_figure(7.5, panel_inches * len(quantities) + 0.5)
+    axes = fig.subplots(len(quantities), 1, sharex=True, squeeze=False)[:, 0]
+    for ax, (label, keys) in zip(axes, quantities, strict=True):
+        plotted = False
+        for key in keys:
             xs, ys = series(key)
-            ax_val.plot(xs, ys, marker="o", markersize=3, linewidth=1.2, label=key)
+            if not xs.size:
+                continue
+            validation = key.startswith("val_")
+            ax.plot(xs, ys, marker="o" if validation else "", markersize=3, linewidth=1.2, label=key)
+            plotted = True
+            if selected is not None and validation and _is_number(selected[1].get(key)):
+                value = float(selected[1][key])
+                star = f"selected ({x_label} {selected[0]:g}): {value:.4g}"
+                ax.plot(selected[0], value, linestyle="none", label=star, **_STAR)
+        if label == "learning rate":
+            ax.ticklabel_format(axis="y", style="sci", scilimits=(-2, 3))
+        ax.set_ylabel(label)
+        ax.grid(True, alpha=0.3)
+        if plotted:
+            ax.legend(loc="best", fontsize=8)
+        else:
+            ax.text(0.5, 0.5, "no training records", ha="center", va="center", transform=ax.transAxes)
         if selected is not None:
-            x, record = selected
-            values = [f"{key} {float(record[key]):.4g}" for key in metric_keys if _is_number(record.get(key))]
-            for key in metric_keys:
-                if _is_number(record.get(key)):
-                    ax_val.plot(x, float(record[key]), linestyle="none", **_STAR)
-            label = f"selected ({x_label} {x:g})" + (": " + ", ".join(values) if values else "")
-            ax_val.plot([], [], linestyle="none", label=label, **_STAR)
-        ax_val.set_ylabel("validation")
-        ax_val.grid(True, alpha=0.3)
-        ax_val.legend(loc="best", fontsize=8)
-
-    if selected is not None:
-        for ax in axes:
             ax.axvline(selected[0], color="goldenrod", linestyle="--", linewidth=1.0)
     axes[-1].set_xlabel(x_label)
-    if title:
-        fig.suptitle(title)
+    fig.suptitle(title or "training curves")
     return fig
 
 
@@ -352,6 +335,24 @@ class Panel:
 def plot_panels(panels: Sequence[Panel], path: str | PathLike, *, title: str) -> Path:
     """One row of panels, each at least `PANEL_PIXELS` a side (bicubic upsampling for images, bilinear for maps),
     titled, with a colour bar beside every heatmap, under a figure `title` (the model, label and score)."""
+    return _save(_panels_figure(panels, title), path)
+
+
+def panels_image(panels: Sequence[Panel], *, title: str) -> Image.Image:
+    """`plot_panels`' figure as an RGB `PIL.Image` in memory (for the demo app), pixel for pixel the PNG that
+    `plot_panels` writes."""
+    fig = _panels_figure(panels, title)
+    buffer = io.BytesIO()
+    try:
+        fig.savefig(buffer, dpi=DPI, format="png", facecolor="white")
+    finally:
+        fig.clear()
+    buffer.seek(0)
+    with Image.open(buffer) as image:
+        return image.convert("RGB")
+
+
+def _panels_figure(panels: Sequence[Panel], title: str) -> Figure:
     if not panels:
         raise ValueError("no panels to draw")
     side = 1.25 * PANEL_PIXELS / DPI  # inches: the axes keep at least PANEL_PIXELS after titles and colour bars
@@ -379,7 +380,7 @@ def plot_panels(panels: Sequence[Panel], path: str | PathLike, *, title: str) ->
         ax.set_xticks([])
         ax.set_yticks([])
     fig.suptitle(title)
-    return _save(fig, path)
+    return fig
 
 
 # --------------------------------------------------------------------------------------------------------------

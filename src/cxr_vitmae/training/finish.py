@@ -12,11 +12,12 @@ from ..hub.push import push_to_hub
 from .arguments import RecipeArguments
 
 
-def save_history(history: list[dict[str, Any]], output_dir: str | Path) -> None:
-    """The loop's records as output_dir/trainer_history.json and figures/training_curves.png (main process)."""
+def save_history(history: list[dict[str, Any]], output_dir: str | Path, title: str) -> None:
+    """The loop's records as output_dir/trainer_history.json and figures/training_curves.png titled `title`
+    (main process)."""
     output_dir = Path(output_dir)
     (output_dir / "trainer_history.json").write_text(json.dumps(history, indent=2) + "\n")
-    plot_training_curves(history, output_dir / "figures" / "training_curves.png")
+    plot_training_curves(history, output_dir / "figures" / "training_curves.png", title=title)
 
 
 def finish_run(accelerator: Accelerator, args: RecipeArguments) -> None:

@@ -2,6 +2,7 @@
 
 import json
 import re
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -23,7 +24,7 @@ from cxr_vitmae.data import label_names
 from cxr_vitmae.data.phantoms import generate_phantoms, phantom_record
 from cxr_vitmae.evaluation.metrics import classification_metrics
 from cxr_vitmae.hub.model_card import CARD_KINDS, PAPER_RESULTS, TEMPLATES_DIR, build_model_card, phantom_examples
-from cxr_vitmae.hub.provenance import write_training_args
+from cxr_vitmae.hub.provenance import starting_run, write_training_args
 from cxr_vitmae.hub.push import upload_set, write_upload_set
 from cxr_vitmae.training.arguments import FinetuneArguments, PretrainArguments, parse_recipe_arguments
 
@@ -125,6 +126,10 @@ def test_card_for_each_kind(model_dirs, examples, kind, tmp_path):
     assert all(f"| {model} | {pretraining} | {nih} |" in paper for model, pretraining, nih, _, _ in rows)
     assert "321 training images" in text or "123 training images" in text
     assert "![figures/roc_test.png](figures/roc_test.png)" in text
+    # Trained on the real corpus's loader with no phantoms: the real corpora's limitations, none of the phantoms'.
+    limitations = text[text.index("## Limitations and biases") : text.index(SECTIONS[-2])]
+    assert "mined from radiology reports by NLP" in limitations and "**Site and view shift:**" in limitations
+    assert "phantoms" not in limitations
 
     if kind == "pretrained-encoder":
         assert "widget" not in metadata and "model-index" not in metadata
@@ -134,6 +139,7 @@ def test_card_for_each_kind(model_dirs, examples, kind, tmp_path):
             f"https://huggingface.co/cxr-lab/tiny/resolve/main/{example.path_in_repo}" for example in examples
         ]
         assert all(entry["example_title"].startswith("Synthetic phantom") for entry in metadata["widget"])
+        assert "`examples/phantom_example_*.png`" in text
         assert metadata["model-index"][0]["name"] == "tiny"
         assert ModelCard.load(tmp_path / "README.md").data.eval_results
 
@@ -223,9 +229,104 @@ def test_base_model_comes_from_the_published_starting_model(tmp_path):
     ViTMAEForChestXray(CXRViTMAEConfig.from_preset("vit-tiny", **TINY_VIT)).save_pretrained(classifier)
     args = parse_recipe_arguments(FinetuneArguments, ["--output_dir", str(classifier), "--model", str(encoder)])
     write_training_args(classifier, args, recipe="finetune", n_train_images=10)
+    assert json.loads((classifier / "training_args.json").read_text())["base_model_run"]["hub_model_id"] == (
+        "cxr-lab/encoder"
+    )
     card = build_model_card(classifier, "cxr-lab/classifier")
     assert card.data.base_model == "cxr-lab/encoder"
-    assert "started from `cxr-lab/encoder`" in card.content
+    assert (
+        "started from `cxr-lab/encoder`, an encoder MAE pre-trained by `recipes/pretrain.py` on NIH ChestX-ray14 "
+        "(321 training images)"
+    ) in card.content
+    assert "from an MAE encoder pre-trained on NIH ChestX-ray14" in card.content
+
+
+def make_pretraining_dir(path: Path, data_dir: Path | None, *flags: str, steps: int = 40) -> Path:
+    """A pre-training output_dir as recipes/pretrain.py leaves it: the encoder, its training_args.json and the
+    trainer history (whose last record is the step the run ended at)."""
+    CXRViTMAEForPreTraining(CXRViTMAEConfig.from_preset("vit-tiny", **TINY_VIT)).save_pretrained(path)
+    argv = ["--output_dir", str(path), "--model", "vit-tiny", "--mask_ratio", "0.75", "--crop_scale_min", "0.2"]
+    argv += ["--data_dir", str(data_dir)] if data_dir else []
+    args = parse_recipe_arguments(PretrainArguments, [*argv, *flags])
+    write_training_args(path, args, recipe="pretrain", n_train_images=9, global_batch_size=8)
+    history = [{"step": steps // 2, "epoch": 4.0, "train_loss": 0.3}, {"step": steps, "epoch": 8.0, "train_loss": 0.2}]
+    (path / "trainer_history.json").write_text(json.dumps(history))
+    return path
+
+
+def make_fine_tuned_dir(path: Path, start: Path, data_dir: Path | None = None) -> Path:
+    ViTMAEForChestXray(CXRViTMAEConfig.from_preset("vit-tiny", **TINY_VIT)).save_pretrained(path)
+    argv = ["--output_dir", str(path), "--model", str(start)] + (["--data_dir", str(data_dir)] if data_dir else [])
+    write_training_args(path, parse_recipe_arguments(FinetuneArguments, argv), recipe="finetune", n_train_images=10)
+    return path
+
+
+def test_a_fine_tuned_card_tells_its_unpublished_pre_training_run(tmp_path):
+    """The pre-training run (corpus, steps, mask ratio) is copied into the fine-tuning record at training time, so
+    the card tells it after the pre-training directory is gone; with no Hub id, `base_model` stays empty."""
+    phantoms = generate_phantoms(tmp_path / "phantoms", 12, size=32, seed=4).output_dir
+    encoder = make_pretraining_dir(tmp_path / "encoder", phantoms)
+    classifier = make_fine_tuned_dir(tmp_path / "classifier", encoder)  # fine-tuned on the real NIH loader
+    shutil.rmtree(encoder)  # the card is built elsewhere, without the starting directory
+    lineage = (
+        "an encoder MAE pre-trained by `recipes/pretrain.py` on synthetic phantoms in NIH ChestX-ray14's format "
+        "(9 training images), 40 optimiser steps (8 epochs) at global batch 8, mask ratio 0.75, random resized crops "
+        "of scale 0.2-1, at 224 px, from the `vit-tiny` preset, randomly initialised"
+    )
+
+    build_model_card(classifier, "cxr-lab/classifier").save(tmp_path / "README.md")
+    text = (tmp_path / "README.md").read_text()
+    assert "base_model" not in front_matter(text)
+    assert f"Recipe `recipes/finetune.py`, started from a model directory not published on the Hub, {lineage}." in text
+    assert "fine-tuned on NIH ChestX-ray14 from an MAE encoder pre-trained on synthetic phantoms" in text
+    # Fine-tuned on a real corpus: its limitations, plus what phantom pre-training means.
+    limitations = text[text.index("## Limitations and biases") : text.index(SECTIONS[-2])]
+    assert "mined from radiology reports by NLP" in limitations
+    assert "**The starting model was pre-trained on synthetic phantoms**" in limitations
+    assert front_matter(text)["datasets"] == ["nih-chestxray14"]  # phantoms add no corpus
+
+    # `cxr-vitmae push --base-model` names a Hub copy: metadata and prose say it.
+    card = build_model_card(classifier, "cxr-lab/classifier", base_model="cxr-lab/encoder-copy")
+    assert card.data.base_model == "cxr-lab/encoder-copy"
+    assert f"started from `cxr-lab/encoder-copy`, {lineage}." in card.content
+    with pytest.raises(ValueError, match="not a Hub model id"):
+        build_model_card(classifier, "cxr-lab/classifier", base_model="./runs/encoder")
+
+
+def test_a_pre_training_on_a_real_corpus_adds_its_corpus_to_the_card(tmp_path):
+    encoder = make_pretraining_dir(tmp_path / "encoder", None, "--dataset", "pretrain-0.3m", steps=3780)
+    classifier = make_fine_tuned_dir(tmp_path / "classifier", encoder)
+    card = build_model_card(classifier, "cxr-lab/classifier")
+    assert "MAE pre-trained by `recipes/pretrain.py` on X-rays 0.3M" in card.content
+    assert "3,780 optimiser steps (8 epochs)" in card.content
+    assert card.data.datasets == ["chexpert", "nih-chestxray14"]
+    assert "CheXpert (Stanford Research Use Agreement) may not be redistributed" in card.content
+    assert "pre-trained on synthetic phantoms" not in card.content
+
+
+def test_the_starting_run_is_recorded_only_for_a_recipe_directory(tmp_path):
+    converted = tmp_path / "converted"  # e.g. `cxr-vitmae convert` output: no training_args.json
+    CXRViTMAEForPreTraining(CXRViTMAEConfig.from_preset("vit-tiny", **TINY_VIT)).save_pretrained(converted)
+    assert starting_run("vit-tiny") is None and starting_run(str(converted)) is None
+    card = build_model_card(make_fine_tuned_dir(tmp_path / "classifier", converted), "cxr-lab/c").content
+    assert "started from a local model directory whose training is not recorded." in card
+    assert "pre-trained by" not in card
+
+
+def test_widget_examples_cannot_be_mistaken_for_corpus_files(examples, tmp_path):
+    corpus = generate_phantoms(tmp_path / "phantoms", len(examples), size=256, seed=0, difficulty="easy")
+    assert any(image.finding_labels != "No Finding" for image in corpus.images)
+    for number, (example, image) in enumerate(zip(examples, corpus.images, strict=True), start=1):
+        name = Path(example.path_in_repo).name
+        assert not re.search(r"\d{8}_\d{3}", name) and image.file_name not in example.path_in_repo
+        assert re.fullmatch(rf"examples/phantom_example_{number}_[a-z_]+\.png", example.path_in_repo)
+        assert example.png == (corpus.output_dir / "images" / image.file_name).read_bytes()
+        if image.finding_labels == "No Finding":
+            assert example.title == f"Synthetic phantom {number}: no finding drawn" and name.endswith("no_finding.png")
+        else:
+            findings = image.finding_labels.split("|")
+            assert example.title == f"Synthetic phantom {number}: drawn {', '.join(findings).replace('_', ' ')}"
+            assert all(finding.lower() in name for finding in findings)
 
 
 def test_not_a_cxr_vitmae_model_is_refused(tmp_path):
@@ -333,3 +434,18 @@ def test_results_on_phantoms_are_labelled_as_phantoms(tmp_path):
     assert "Measured on **synthetic phantoms in NIH ChestX-ray14's format**" in text
     assert "12 synthetic chest radiographs drawn by `cxr-vitmae phantoms` (32 px, seed 4" in text
     assert "112,120 frontal radiographs" not in text and "Measured on **NIH ChestX-ray14**" not in text
+    # Limitations for what it was trained on: synthetic findings without clinical meaning, numbers not comparable.
+    limitations = text[text.index("## Limitations and biases") : text.index(SECTIONS[-2])]
+    assert "**Trained on synthetic phantoms, not radiographs.**" in limitations
+    assert "no clinical\n  meaning" in limitations and "never seen a patient's radiograph" in limitations
+    assert "**Its numbers are not comparable with the paper's**" in limitations
+    assert "mined from radiology reports" not in limitations and "**Site and view shift:**" not in limitations
+
+
+def test_an_encoder_pre_trained_on_phantoms_says_so_in_its_limitations(tmp_path):
+    phantoms = generate_phantoms(tmp_path / "phantoms", 12, size=32, seed=4).output_dir
+    text = build_model_card(make_pretraining_dir(tmp_path / "encoder", phantoms), "cxr-lab/enc").content
+    limitations = text[text.index("## Limitations and biases") : text.index(SECTIONS[-2])]
+    assert "**Pre-trained on synthetic phantoms, not radiographs.**" in limitations
+    assert "**Not comparable with the paper's encoders:**" in limitations
+    assert "mined from radiology reports" not in limitations and "**Site and view shift:**" not in limitations

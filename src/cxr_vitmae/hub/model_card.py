@@ -8,6 +8,7 @@ the text, labelled as the paper's.
 
 import json
 import math
+import re
 import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -15,6 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from huggingface_hub import EvalResult, ModelCard, ModelCardData, constants, hf_hub_url
+from huggingface_hub.errors import HFValidationError
+from huggingface_hub.utils import validate_repo_id
 from safetensors import safe_open
 
 from ..data import CORPORA, CorpusError, config_options
@@ -104,17 +107,27 @@ class WidgetExample:
 
 def phantom_examples(count: int = _PHANTOM_EXAMPLES, seed: int = 0) -> list[WidgetExample]:
     """Widget examples drawn from the synthetic phantom corpus: no real patient's image is ever published.
-    The same arguments give byte-identical PNGs."""
+    The same arguments give byte-identical PNGs.
+
+    Each is named for what it is, never like a corpus file (NIH's `00000001_000.png`, CheXpert's `view1_frontal.jpg`):
+    `examples/phantom_example_1_nodule.png`, titled "Synthetic phantom 1: drawn Nodule", the finding the generator drew
+    into it ("no finding drawn" for a normal phantom)."""
     with tempfile.TemporaryDirectory(prefix="cxr-vitmae-examples-") as scratch:
         corpus = generate_phantoms(scratch, count, size=_PHANTOM_SIZE, seed=seed, difficulty="easy")
-        return [
-            WidgetExample(
-                path_in_repo=f"examples/phantom_{image.file_name}",
-                title=f"Synthetic phantom: {image.finding_labels.replace('|', ', ')}",
-                png=(corpus.output_dir / "images" / image.file_name).read_bytes(),
+        examples = []
+        for number, image in enumerate(corpus.images, start=1):
+            findings = [name for name in image.finding_labels.split("|") if name and name != "No Finding"]
+            slug = "_".join(re.sub(r"[^a-z]+", "_", name.lower()).strip("_") for name in findings) or "no_finding"
+            names = ", ".join(name.replace("_", " ") for name in findings)
+            drawn = f"drawn {names}" if findings else "no finding drawn"
+            examples.append(
+                WidgetExample(
+                    path_in_repo=f"examples/phantom_example_{number}_{slug}.png",
+                    title=f"Synthetic phantom {number}: {drawn}",
+                    png=(corpus.output_dir / "images" / image.file_name).read_bytes(),
+                )
             )
-            for image in corpus.images
-        ]
+        return examples
 
 
 def card_kind(config: dict) -> str:
@@ -204,10 +217,14 @@ def build_model_card(
     evaluation table and `model-index`) and `training_args.json` (training data and settings). `figures` are the
     repository paths of the figures published with the model, shown in the card. `examples` become the YAML
     `widget:` (classifiers only), linked at `endpoint` (default: the configured Hub).
-    `base_model` defaults to the Hub id the starting model was published under, when the recipe recorded one.
+    `base_model` (a Hub model id: the Hub rejects anything else) defaults to the Hub id the starting model was
+    published under, when the recipe recorded one. Whatever it is, the card says in prose what the training started
+    from: the starting run's corpus, steps and objective when the recipe recorded them (`base_model_run`), also
+    when the starting model was never published and `base_model` stays empty.
 
     Raises:
-        InputError: `model_dir` holds no cxr-vitmae model, or one of its JSON files is malformed.
+        InputError: `model_dir` holds no cxr-vitmae model, one of its JSON files is malformed, or `base_model` is
+            not a Hub model id.
     """
     model_dir = Path(model_dir)
     config = read_json(model_dir / "config.json")
@@ -220,15 +237,22 @@ def build_model_card(
     if metrics is not None and "dataset" not in metrics:
         raise InputError(f"{model_dir / 'metrics.json'}: has no 'dataset' field (the metrics.json schema needs one)")
     base_model = base_model or (training or {}).get("base_model")
+    if base_model is not None:
+        try:
+            validate_repo_id(base_model)
+        except HFValidationError as error:
+            raise InputError(f"base model {base_model!r} is not a Hub model id ORG/NAME: {error}") from error
+    base_run = (training or {}).get("base_model_run")
     # The Hub HfApi talks to (HF_ENDPOINT), so that widget links point where the files are uploaded.
     endpoint = endpoint or constants.ENDPOINT
     classifier = kind in ("vit-classifier", "densenet-classifier")
     examples = list(examples) if classifier else []
 
     # Phantoms borrow a corpus's format, not its images: they add no corpus to the card's `datasets`.
+    # The starting run's corpus is part of the model's training data (an MAE encoder's weights come from it).
     corpora = [
         record["dataset"]
-        for record in (training, metrics)
+        for record in (training, metrics, *_runs(base_run))
         if record and record.get("dataset") and not record.get("synthetic_corpus")
     ]
     card_data = ModelCardData(
@@ -255,7 +279,8 @@ def build_model_card(
         labels=[config["id2label"][str(i)] for i in range(len(config.get("id2label", {})))] if classifier else [],
         multi_label=config.get("problem_type") != "single_label_classification",
         preprocessing=_preprocessing(model_dir),
-        training=_training(training),
+        training=_training(training, base_model),
+        limits=_limits(training),
         evaluation=_evaluation(metrics),
         figures=list(figures),
         examples=examples,
@@ -330,20 +355,16 @@ def _preprocessing(model_dir: Path) -> dict | None:
     }
 
 
-def _training(record: dict | None) -> dict | None:
+def _training(record: dict | None, base_model: str | None = None) -> dict | None:
     if record is None:
         return None
     dataset = record.get("dataset")
     name, description = describe_corpus(dataset, record.get("synthetic_corpus"))
-    model = record.get("model")
-    if record.get("base_model"):
-        start = f"`{record['base_model']}`"
-    elif model in VIT_PRESETS or model in CXR_DENSENET_PRESETS:
-        start = f"the `{model}` preset, randomly initialised"
-    else:
-        # A directory on the training machine (a pre-training run or a converted checkpoint): its path means nothing
-        # to a reader of the card.
-        start = "a local model directory"
+    base_run = record.get("base_model_run")
+    start = _start(record.get("model"), base_model or record.get("base_model"), base_run)
+    pretrained_on = None
+    if base_run and base_run.get("recipe") == "pretrain" and base_run.get("dataset"):
+        pretrained_on = describe_corpus(base_run["dataset"], base_run.get("synthetic_corpus"))[0]
     return {
         "recipe": record.get("recipe"),
         "dataset": dataset,
@@ -352,7 +373,97 @@ def _training(record: dict | None) -> dict | None:
         "options": _corpus_options(dataset, record.get("dataset_options") or {}),
         "n_train_images": record.get("n_train_images"),
         "start": start,
+        "pretrained_on": pretrained_on,
         "hyperparameters": [(key, record[key]) for key in _HYPERPARAMETERS if record.get(key) is not None],
+    }
+
+
+def _start(model: str | None, base_model: str | None, run: dict | None, depth: int = 0) -> str:
+    """What a run started from, in words: the Hub id when published, and the starting run's corpus, length and
+    objective when recorded. The starting directory's local path is never shown: it means nothing to a reader."""
+    if model in VIT_PRESETS or model in CXR_DENSENET_PRESETS:
+        return f"the `{model}` preset, randomly initialised"
+    described = _describe_run(run, depth) if run else None
+    if base_model and described:
+        return f"`{base_model}`, {described}"
+    if base_model:
+        return f"`{base_model}`"
+    if described:
+        return f"a model directory not published on the Hub, {described}"
+    # A directory without a recipe's record, e.g. a checkpoint converted with `cxr-vitmae convert`.
+    return "a local model directory whose training is not recorded"
+
+
+def _describe_run(run: dict, depth: int = 0) -> str:
+    """One starting run, e.g. "an encoder MAE pre-trained by `recipes/pretrain.py` on synthetic phantoms in NIH
+    ChestX-ray14's format (2,059 training images), 640 optimiser steps (20 epochs) at global batch 64, mask ratio 0.9,
+    random resized crops of scale 0.5-1, at 64 px, from the `vit-tiny` preset, randomly initialised"."""
+    recipe = run.get("recipe") or "an unrecorded recipe"
+    what = "an encoder MAE pre-trained" if recipe == "pretrain" else "a model trained"
+    parts = [f"{what} by `recipes/{recipe}.py`"]
+    if run.get("dataset"):
+        corpus = describe_corpus(run["dataset"], run.get("synthetic_corpus"))[0]
+        if run.get("n_train_images"):
+            corpus += f" ({run['n_train_images']:,} training images)"
+        parts[0] += f" on {corpus}"
+    if run.get("steps_completed"):
+        length = f"{run['steps_completed']:,} optimiser steps"
+        if run.get("epochs_completed") is not None:
+            length += f" ({run['epochs_completed']:g} epochs)"
+    elif run.get("total_steps"):
+        length = f"{run['total_steps']:,} optimiser steps planned"
+    elif run.get("max_train_steps"):
+        length = f"at most {run['max_train_steps']:,} optimiser steps"
+    elif run.get("num_train_epochs"):
+        length = f"{run['num_train_epochs']:g} epochs planned"
+    else:
+        length = None
+    if length:
+        parts.append(length + (f" at global batch {run['global_batch_size']}" if run.get("global_batch_size") else ""))
+    if recipe == "pretrain":
+        if run.get("mask_ratio") is not None:
+            parts.append(f"mask ratio {run['mask_ratio']:g}")
+        if run.get("norm_pix_loss"):
+            parts.append("loss on per-patch normalised pixels")
+        if run.get("crop_scale_min") is not None:
+            parts.append(f"random resized crops of scale {run['crop_scale_min']:g}-1")
+    if run.get("image_size"):
+        parts.append(f"at {run['image_size']} px")
+    if depth < 3:  # a chain of runs, each started from the previous one's directory
+        parts.append("from " + _start(run.get("model"), run.get("base_model"), run.get("base_model_run"), depth + 1))
+    return ", ".join(parts)
+
+
+def _runs(run: dict | None) -> list[dict]:
+    """A starting run and the runs it started from in turn."""
+    runs = []
+    while run and len(runs) < 4:
+        runs.append(run)
+        run = run.get("base_model_run")
+    return runs
+
+
+def _synthetic_share(record: dict) -> str | None:
+    """How much of a run's corpus was phantoms: "all", "part" (a pre-training union with real parts) or None."""
+    synthetic = record.get("synthetic_corpus")
+    if not synthetic:
+        return None
+    if "parts" in synthetic and not all(synthetic["parts"].values()):
+        return "part"
+    return "all"
+
+
+def _limits(record: dict | None) -> dict:
+    """What the Limitations section must say about the data the model learnt from: its own run's corpus
+    (`phantoms`: "all", "part" or None) and the runs it started from (`base_phantoms`: one of them drew on phantoms;
+    `base_real`: one of them read real radiographs)."""
+    record = record or {}
+    runs = _runs(record.get("base_model_run"))
+    return {
+        "phantoms": _synthetic_share(record),
+        "difficulty": (record.get("synthetic_corpus") or {}).get("difficulty"),
+        "base_phantoms": any(_synthetic_share(run) for run in runs),
+        "base_real": any(_synthetic_share(run) != "all" for run in runs if run.get("dataset")),
     }
 
 

@@ -12,15 +12,41 @@ from typing import Any
 
 from ..data import CORPORA, synthetic_corpus
 from ..errors import InputError
+from ..models.configuration_cxr_densenet import CXR_DENSENET_PRESETS
+from ..models.configuration_cxr_vitmae import VIT_PRESETS
 
 TRAINING_ARGS_NAME = "training_args.json"
+TRAINER_HISTORY_NAME = "trainer_history.json"
+# What a fine-tuning run copies from its starting run's record (`base_model_run`), so that the lineage survives when
+# the starting directory does not travel with the model: the corpus, its size, and how the starting model was trained.
+_STARTING_RUN_KEYS = (
+    "recipe",
+    "dataset",
+    "dataset_options",
+    "synthetic_corpus",
+    "n_train_images",
+    "model",
+    "model_overrides",
+    "image_size",
+    "num_train_epochs",
+    "max_train_steps",
+    "total_steps",
+    "global_batch_size",
+    "peak_learning_rate",
+    "mask_ratio",
+    "norm_pix_loss",
+    "crop_scale_min",
+    "seed",
+)
 
 
 def write_training_args(output_dir: str | Path, args: Any, *, recipe: str, **facts: Any) -> Path:
     """Record a recipe run in `output_dir/training_args.json`: its arguments (a `RecipeArguments`) with the corpus
     options and model overrides parsed, what the run derived from them (`facts`, e.g. `n_train_images`,
     `global_batch_size`, `peak_learning_rate`), the Hub id of the starting model when that was published (the
-    card's `base_model`), and the generator's record when the corpus is synthetic phantoms (`synthetic_corpus`)."""
+    card's `base_model`), a summary of the starting model's own run when it is a recipe's output directory
+    (`base_model_run`, see `starting_run`), and the generator's record when the corpus is synthetic phantoms
+    (`synthetic_corpus`)."""
     record = {
         "recipe": recipe,
         **asdict(args),
@@ -28,6 +54,7 @@ def write_training_args(output_dir: str | Path, args: Any, *, recipe: str, **fac
         "model_overrides": args.overrides(),
         **facts,
         "base_model": published_id(args.model),
+        "base_model_run": starting_run(args.model),
         "synthetic_corpus": synthetic_corpus(args.dataset, args.data_dir, **args.options()),
     }
     path = Path(output_dir) / TRAINING_ARGS_NAME
@@ -38,10 +65,51 @@ def write_training_args(output_dir: str | Path, args: Any, *, recipe: str, **fac
 
 def published_id(model: str) -> str | None:
     """The Hub id a starting model directory was pushed to by its own recipe run, if any."""
-    record = read_json(Path(model) / TRAINING_ARGS_NAME)
+    record = _starting_record(model)
     if record and record.get("push_to_hub") and record.get("hub_model_id"):
         return record["hub_model_id"]
     return None
+
+
+def starting_run(model: str) -> dict | None:
+    """What the run that produced the starting model `model` recorded, summarised for the record of a run started
+    from it: `None` for a preset, or a directory without `training_args.json` (e.g. a converted checkpoint).
+
+    The summary holds the starting run's recipe, corpus (with its `synthetic_corpus` record), image count, model and
+    objective settings, `hub_model_id` when that run pushed the model, the optimiser steps and epochs it completed
+    (`steps_completed`, `epochs_completed`: the last entry of its `trainer_history.json`) and, for a chain of runs,
+    its own `base_model` and `base_model_run`. Copied at training time, the lineage stays with the model wherever
+    its card is built."""
+    record = _starting_record(model)
+    if record is None:
+        return None
+    summary = {key: record[key] for key in _STARTING_RUN_KEYS if key in record}
+    summary["hub_model_id"] = published_id(model)
+    history = _read_history(Path(model) / TRAINER_HISTORY_NAME)
+    last = history[-1] if history else {}
+    summary["steps_completed"] = last.get("step")
+    summary["epochs_completed"] = last.get("epoch")
+    summary["base_model"] = record.get("base_model")
+    summary["base_model_run"] = record.get("base_model_run")
+    return summary
+
+
+def _starting_record(model: str) -> dict | None:
+    # A preset name wins over a directory of the same name, as in the recipes' model builders.
+    if model in VIT_PRESETS or model in CXR_DENSENET_PRESETS:
+        return None
+    return read_json(Path(model) / TRAINING_ARGS_NAME)
+
+
+def _read_history(path: Path) -> list[dict]:
+    """The records of a `trainer_history.json` (a JSON list), empty when absent or not a list of records."""
+    if not path.is_file():
+        return []
+    try:
+        history = json.loads(path.read_text())
+    except json.JSONDecodeError as error:
+        raise InputError(f"{path}: not valid JSON ({error})") from error
+    return [entry for entry in history if isinstance(entry, dict)] if isinstance(history, list) else []
 
 
 def read_json(path: Path) -> dict | None:
@@ -84,11 +152,13 @@ def image_sources(corpora: list[str]) -> list[str]:
 
 
 __all__ = [
+    "TRAINER_HISTORY_NAME",
     "TRAINING_ARGS_NAME",
     "image_sources",
     "published_id",
     "read_json",
     "restricted_sources",
+    "starting_run",
     "training_corpora",
     "write_training_args",
 ]

@@ -370,10 +370,12 @@ def test_pipeline_in_process_uses_sigmoid_for_multilabel(tmp_path, capfd):
     from PIL import Image
 
     image = Image.effect_noise((64, 64), 40)
-    classify = pipeline("image-classification", model=str(tmp_path))
-    # With the package imported, nothing asks the user whether to trust the directory's code.
+    # The directory names its own pipeline (16-bit PNG and DICOM read by our loader), which transformers runs only
+    # with trust_remote_code; with the package imported, the classes are the package's and nothing prompts.
+    classify = pipeline("image-classification", model=str(tmp_path), trust_remote_code=True)
     assert "custom code" not in "".join(capfd.readouterr())
     assert type(classify.image_processor) is CXRImageProcessor
+    assert type(classify).__name__ == "CXRImageClassificationPipeline"
     scores = classify(image, top_k=3)
     processor = CXRImageProcessor.from_pretrained(tmp_path)
     with torch.no_grad():

@@ -62,8 +62,18 @@ def processor_input(processor, radiograph: np.ndarray):
 
 @torch.inference_mode()
 def predict_images(model, processor, images: dict[str, np.ndarray], batch_size: int = 8) -> dict[str, dict[str, float]]:
-    """`{name: {label: probability}}` for decoded `images` (see `decode_images`), in the order given."""
+    """`{name: {label: probability}}` for decoded `images` (see `decode_images`), in the order given.
+
+    For a stock processor (a native export) each name that is a file is also checked with
+    `export_native.warn_if_saturated`: these scores come from the rescaled image, but transformers' pipeline and the
+    Hub widget would clip a 16-bit file at 255, so the user is warned that those routes disagree."""
     names = list(images)
+    if not isinstance(processor, CXRImageProcessor):
+        from .hub.export_native import warn_if_saturated
+
+        for name in names:
+            if Path(name).is_file():
+                warn_if_saturated(name)
     device = next(model.parameters()).device
     results: dict[str, dict[str, float]] = {}
     for start in range(0, len(names), batch_size):

@@ -11,13 +11,22 @@
 The image processor travels as a stock `ViTImageProcessor` (BEiT) or as timm's `pretrained_cfg` in `config.json`
 (timm_wrapper). Both read 8-bit RGB images through the pipeline, so they match our `CXRImageProcessor` up to uint8
 rounding of the resized image (and PIL vs. torch bicubic for timm), not bit for bit.
+
+That 8-bit conversion is transformers' own (`transformers.image_utils.load_image`, which the pipeline and the Hub widget
+call): it clips a 16-bit PNG at 255 instead of rescaling it, and cannot open DICOM. An export carries no code, so
+nothing of ours runs there; `warn_if_saturated` detects such a file (`cxr-vitmae predict` calls it on a native export,
+whose scores it computes from the rescaled image).
 """
 
 import json
 import math
+import os
+import warnings
 from pathlib import Path
 
+import numpy as np
 import torch
+from PIL import Image
 from transformers import (
     AutoConfig,
     AutoImageProcessor,
@@ -37,7 +46,14 @@ from ..models import CXRDenseNetConfig, CXRViTMAEConfig, DenseNetForChestXray, V
 from ..models.configuration_cxr_densenet import CXR_DENSENET_PRESETS
 from ..models.conversion_utils import ConversionError
 
-__all__ = ["EXPORT_LOGITS_TOLERANCE", "beit_config", "export_native"]
+__all__ = [
+    "EXPORT_LOGITS_TOLERANCE",
+    "SaturationWarning",
+    "beit_config",
+    "export_native",
+    "stock_8bit_saturation",
+    "warn_if_saturated",
+]
 
 # Float32 reorderings (split qkv, SDPA vs. our attention call, timm's pooling) stay around 1e-6; a mapping mistake is
 # orders of magnitude larger.
@@ -304,3 +320,53 @@ def _check_no_remote_code(output_dir: Path) -> None:
         raise ConversionError(
             f"The export in '{output_dir}' would need remote code ({code_files or 'auto_map in config.json'})."
         )
+
+
+class SaturationWarning(UserWarning):
+    """A 16-bit image that transformers' own 8-bit RGB conversion (pipeline, Hub widget) saturates."""
+
+
+# PIL modes that hold 16-bit grayscale samples; `convert("RGB")` clips them at 255 ("I" is how many tools store it).
+_PIL_16BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I")
+
+
+def stock_8bit_saturation(source: str | os.PathLike | Image.Image) -> float:
+    """The fraction of `source`'s pixels that transformers' own image loading (`load_image`: PIL, then 8-bit RGB, as
+    the image-classification pipeline and the Hub widget of a native export read files) clips at 255.
+
+    Only 16-bit grayscale images saturate: their values above 255 all become white, where our loader divides them by
+    65535. 0.0 for 8-bit images, for 16-bit colour PNGs (PIL reduces those to their high byte, no clipping) and for
+    files PIL cannot open, such as DICOM (which the stock pipeline refuses with an error instead).
+    """
+    if isinstance(source, Image.Image):
+        return _saturated_fraction(source)
+    try:
+        with Image.open(source) as image:
+            return _saturated_fraction(image)
+    except (OSError, ValueError, SyntaxError):
+        return 0.0
+
+
+def _saturated_fraction(image: Image.Image) -> float:
+    if image.mode not in _PIL_16BIT_MODES:
+        return 0.0
+    values = np.asarray(image)
+    return float(np.mean(values > 255)) if values.size else 0.0
+
+
+def warn_if_saturated(source: str | os.PathLike | Image.Image, name: str | None = None) -> float:
+    """Warn (`SaturationWarning`) when transformers' own 8-bit conversion saturates `source` (see
+    `stock_8bit_saturation`), which a native export's pipeline and Hub widget would then score wrongly; return the
+    saturated fraction."""
+    fraction = stock_8bit_saturation(source)
+    if fraction > 0:
+        label = name or (str(source) if not isinstance(source, Image.Image) else "this image")
+        warnings.warn(
+            f"{label} is a 16-bit image: transformers' pipeline and the Hub widget convert it to 8-bit RGB without "
+            f"rescaling, which clips {fraction:.1%} of its pixels to white, so a native export scores it wrongly "
+            "there. Use `cxr-vitmae predict` (which rescales it) or the cxr-vitmae model with "
+            "`pipeline(..., trust_remote_code=True)`.",
+            SaturationWarning,
+            stacklevel=2,
+        )
+    return fraction

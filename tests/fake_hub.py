@@ -1,14 +1,34 @@
 """A local stand-in for the Hugging Face Hub's HTTP API: a real `http.server` on 127.0.0.1, in a thread.
 
-It answers the endpoints huggingface_hub's `create_repo` / `create_commit` call (see hf-stack-notes §5):
+Uploads: it answers the endpoints huggingface_hub's `create_repo` / `create_commit` call (see hf-stack-notes §5):
 
 - `POST /api/repos/create`: records the repository and its visibility; 409 when it exists (as the Hub does);
 - `POST /api/validate-yaml`: parses the README's YAML header, 400 with the parser's message when it does not parse;
 - `POST /api/models/{repo}/preupload/{revision}`: every file goes the "regular" way (inline in the commit);
-- `POST /api/models/{repo}/commit/{revision}`: decodes the NDJSON commit and stores each file's bytes;
-- anything else (e.g. `GET /api/agent-harnesses`): 404.
+- `POST /api/models/{repo}/commit/{revision}`: decodes the NDJSON commit and stores each file's bytes as a new
+  commit (whose id depends on its parent and its content).
 
-Requests without `Authorization: Bearer <token>` get 401. Every request is recorded for the tests to inspect.
+POSTs without `Authorization: Bearer <token>` get 401.
+
+Downloads: the endpoints `snapshot_download` / `hf_hub_download` call, for the repositories pushed to it:
+
+- `GET /api/models/{repo}[/revision/{revision}]` (`repo_info`): `id`, `sha` (the commit `revision` names), `private`,
+  `siblings` (`rfilename`, plus `size` and `blobId` with `?blobs=true`);
+- `GET /api/models/{repo}/tree/{revision}[/{path}]` (`list_repo_tree`): one page (no `Link` header) of
+  `{"type": "file" | "directory", "path", "size", "oid"}` entries, all below `path` with `?recursive=true`, else its
+  direct children;
+- `HEAD` / `GET /{repo}/resolve/{revision}/{file}` (`get_hf_file_metadata`, `http_get`): the bytes, with
+  `X-Repo-Commit`, `ETag` (the file's git blob id, quoted) and `Content-Length`. Every file is "regular": no LFS,
+  no Xet headers, no redirect; `Range` is ignored (a 200 with the whole file, which huggingface_hub handles).
+
+A revision is `main` (the last commit) or a commit id. Errors carry the Hub's `X-Error-Code`, which huggingface_hub's
+`hf_raise_for_status` maps to its exceptions: `RepoNotFound` (404, or 401 without a token, as the Hub answers) for an
+unknown repository and for a private one read without an accepted token; `RevisionNotFound` (404) for another
+revision, and for a repository never committed to (the real Hub would show its initial `.gitattributes` commit);
+`EntryNotFound` (404, with `X-Repo-Commit`) for a missing file.
+
+Tokens: with `FakeHub(token=...)` only that token is accepted; by default any bearer token is. Anything else (e.g.
+`GET /api/agent-harnesses`): 404. Every request is recorded for the tests to inspect.
 """
 
 import base64
@@ -18,17 +38,38 @@ import json
 import threading
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import parse_qs, unquote, urlsplit
 
 import yaml
 
 
 @dataclass
 class FakeRepo:
-    """A repository on the fake Hub: its visibility, its files as last committed, its commit ids."""
+    """A repository on the fake Hub: its visibility, its files as last committed, its commit ids (oldest first) and
+    the files at each commit."""
 
     visibility: str
     files: dict[str, bytes] = field(default_factory=dict)
     commits: list[str] = field(default_factory=list)
+    snapshots: dict[str, dict[str, bytes]] = field(default_factory=dict)
+
+
+def git_blob_id(content: bytes) -> str:
+    """The git object id of a file's content, which the Hub gives as a regular file's `oid` and `ETag`."""
+    return hashlib.sha1(b"blob %d\0" % len(content) + content).hexdigest()
+
+
+def _tree_id(files: dict[str, bytes]) -> str:
+    """A stand-in for a directory's git tree id: it changes when any file below it does."""
+    return hashlib.sha1("".join(name + git_blob_id(files[name]) for name in sorted(files)).encode()).hexdigest()
+
+
+class HubError(Exception):
+    """An error reply as the Hub sends it: a status, its `X-Error-Code` / `X-Error-Message`, and extra headers."""
+
+    def __init__(self, status: int, code: str, message: str, headers: dict[str, str] | None = None):
+        super().__init__(message)
+        self.status, self.code, self.message, self.headers = status, code, message, headers or {}
 
 
 @dataclass
@@ -44,12 +85,13 @@ class RecordedRequest:
 class FakeHub:
     """`with FakeHub() as hub:` serves on `hub.url`; `hub.repos` holds what was uploaded, `hub.requests` every call."""
 
-    def __init__(self, user: str = "tester"):
+    def __init__(self, user: str = "tester", token: str | None = None):
         self.user = user
+        self.token = token
         self.repos: dict[str, FakeRepo] = {}
         self.requests: list[RecordedRequest] = []
         self._lock = threading.Lock()
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), _handler_for(self))
+        self._server = _Server(("127.0.0.1", 0), _handler_for(self))
         self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
 
@@ -65,6 +107,12 @@ class FakeHub:
     def calls(self, path_part: str) -> list[RecordedRequest]:
         """The recorded requests whose path contains `path_part`."""
         return [request for request in self.requests if path_part in request.path]
+
+    def accepts(self, authorization: str | None) -> bool:
+        """Whether an `Authorization` header carries a token the fake Hub accepts."""
+        if not (authorization or "").startswith("Bearer "):
+            return False
+        return self.token is None or authorization == f"Bearer {self.token}"
 
     # ---- endpoint logic: (status, JSON body) from the request ----
 
@@ -115,12 +163,94 @@ class FakeHub:
             elif item["key"] in ("lfsFile", "deletedFile", "deletedFolder", "copyFile"):
                 # The fake only answers "regular" to preupload, so a client sending these is misbehaving.
                 return 400, {"error": f"the fake Hub does not handle {item['key']}"}
-        oid = hashlib.sha1(payload).hexdigest()
         with self._lock:
             repo = self.repos[repo_id]
+            parent = repo.commits[-1] if repo.commits else ""
+            oid = hashlib.sha1(parent.encode() + payload).hexdigest()
             repo.files.update(received)
             repo.commits.append(oid)
+            repo.snapshots[oid] = dict(repo.files)
         return 200, {"success": True, "commitOid": oid, "commitUrl": f"{self.url}/{repo_id}/commit/{oid}"}
+
+    # ---- downloads: raise HubError for what the Hub answers with an error ----
+
+    def readable_repo(self, repo_id: str, authorization: str | None) -> FakeRepo:
+        """The repository, if it exists and the caller may read it (a private one needs an accepted token)."""
+        repo = self.repos.get(repo_id)
+        if repo is None or (repo.visibility == "private" and not self.accepts(authorization)):
+            # The Hub does not tell a private repository from a missing one; anonymous callers get 401.
+            status = 404 if self.accepts(authorization) else 401
+            raise HubError(status, "RepoNotFound", "Repository not found")
+        return repo
+
+    @staticmethod
+    def snapshot(repo: FakeRepo, revision: str) -> tuple[str, dict[str, bytes]]:
+        """The commit id `revision` names (`main` or a commit id) and the files at that commit."""
+        commit = repo.commits[-1] if revision == "main" and repo.commits else revision
+        if commit not in repo.snapshots:
+            raise HubError(404, "RevisionNotFound", "Invalid rev id: " + revision)
+        return commit, repo.snapshots[commit]
+
+    def repo_info(self, repo_id: str, revision: str, authorization: str | None, blobs: bool) -> dict:
+        repo = self.readable_repo(repo_id, authorization)
+        commit, files = self.snapshot(repo, revision)
+        siblings = [
+            {"rfilename": path, **({"size": len(content), "blobId": git_blob_id(content)} if blobs else {})}
+            for path, content in sorted(files.items())
+        ]
+        return {
+            "_id": hashlib.sha1(repo_id.encode()).hexdigest()[:24],
+            "id": repo_id,
+            "author": repo_id.split("/")[0],
+            "sha": commit,
+            "private": repo.visibility == "private",
+            "gated": False,
+            "disabled": False,
+            "tags": [],
+            "siblings": siblings,
+        }
+
+    def tree(self, repo_id: str, revision: str, path: str, recursive: bool, authorization: str | None) -> list[dict]:
+        repo = self.readable_repo(repo_id, authorization)
+        _, files = self.snapshot(repo, revision)
+        prefix = f"{path.strip('/')}/" if path.strip("/") else ""
+        below = {name[len(prefix) :]: content for name, content in files.items() if name.startswith(prefix)}
+        if prefix and not below:
+            raise HubError(404, "EntryNotFound", f'{path} does not exist on "{revision}"')
+        directories: dict[str, list[str]] = {}  # directory (relative to prefix) -> the files below it
+        for name in below:
+            parts = name.split("/")[:-1]
+            for depth in range(1, len(parts) + 1):
+                directories.setdefault("/".join(parts[:depth]), []).append(name)
+        entries = [
+            {"type": "directory", "oid": _tree_id({name: below[name] for name in names}), "size": 0, "path": prefix + d}
+            for d, names in sorted(directories.items())
+        ]
+        entries += [
+            {"type": "file", "oid": git_blob_id(content), "size": len(content), "path": prefix + name}
+            for name, content in sorted(below.items())
+        ]
+        if not recursive:
+            entries = [entry for entry in entries if "/" not in entry["path"][len(prefix) :]]
+        return entries
+
+    def resolve(self, repo_id: str, revision: str, filename: str, authorization: str | None) -> tuple[bytes, dict]:
+        """The file's bytes and the headers the Hub sends with them."""
+        repo = self.readable_repo(repo_id, authorization)
+        commit, files = self.snapshot(repo, revision)
+        if filename not in files:
+            raise HubError(404, "EntryNotFound", "Entry not found", {"X-Repo-Commit": commit})
+        content = files[filename]
+        return content, {
+            "X-Repo-Commit": commit,
+            "ETag": f'"{git_blob_id(content)}"',
+            "Content-Type": "application/octet-stream",
+        }
+
+
+class _Server(ThreadingHTTPServer):
+    # snapshot_download fetches up to 8 files at once; the default backlog of 5 could make a connection wait.
+    request_queue_size = 64
 
 
 def _handler_for(hub: FakeHub) -> type[BaseHTTPRequestHandler]:
@@ -130,15 +260,42 @@ def _handler_for(hub: FakeHub) -> type[BaseHTTPRequestHandler]:
 
         def do_GET(self) -> None:
             self._record(b"")
-            self._reply(404, {"error": f"{self.path} is not served by the fake Hub"})
+            try:
+                self._download()
+            except HubError as error:
+                headers = {"X-Error-Code": error.code, "X-Error-Message": error.message, **error.headers}
+                self._reply(error.status, {"error": error.message}, headers)
+
+        do_HEAD = do_GET
+
+        def _download(self) -> None:
+            url = urlsplit(self.path)
+            query = {key: values[-1] for key, values in parse_qs(url.query).items()}
+            # Split before unquoting: a revision such as refs/pr/1 comes quoted as one segment.
+            parts = [unquote(part) for part in url.path.strip("/").split("/")]
+            authorization = self.headers.get("Authorization")
+            if parts[:2] == ["api", "models"] and (len(parts) == 4 or (len(parts) == 6 and parts[4] == "revision")):
+                revision = parts[5] if len(parts) == 6 else "main"
+                blobs = query.get("blobs", "").lower() in ("1", "true")
+                self._reply(200, hub.repo_info(f"{parts[2]}/{parts[3]}", revision, authorization, blobs))
+            elif parts[:2] == ["api", "models"] and len(parts) >= 6 and parts[4] == "tree":
+                recursive = query.get("recursive", "").lower() in ("1", "true")
+                repo_id, path = f"{parts[2]}/{parts[3]}", "/".join(parts[6:])
+                self._reply(200, hub.tree(repo_id, parts[5], path, recursive, authorization))
+            elif len(parts) >= 5 and parts[2] == "resolve" and parts[0] != "api":
+                content, headers = hub.resolve(f"{parts[0]}/{parts[1]}", parts[3], "/".join(parts[4:]), authorization)
+                self._send(200, content, headers)
+            else:
+                self._reply(404, {"error": f"{url.path} is not served by the fake Hub"})
 
         def do_POST(self) -> None:
             body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
             if self.headers.get("Content-Encoding") == "gzip":
                 body = gzip.decompress(body)
             self._record(body)
-            if not (self.headers.get("Authorization") or "").startswith("Bearer "):
-                self._reply(401, {"error": "Invalid credentials in Authorization header"})
+            if not hub.accepts(self.headers.get("Authorization")):
+                message = "Invalid credentials in Authorization header"
+                self._reply(401, {"error": message}, {"X-Error-Message": message})
                 return
             path = self.path.split("?")[0]
             parts = path.strip("/").split("/")
@@ -157,12 +314,17 @@ def _handler_for(hub: FakeHub) -> type[BaseHTTPRequestHandler]:
             with hub._lock:
                 hub.requests.append(RecordedRequest(self.command, self.path, self.headers.get("Authorization"), body))
 
-        def _reply(self, status: int, payload: dict) -> None:
-            data = json.dumps(payload).encode()
+        def _reply(self, status: int, payload: dict | list, headers: dict[str, str] | None = None) -> None:
+            self._send(status, json.dumps(payload).encode(), {"Content-Type": "application/json", **(headers or {})})
+
+        def _send(self, status: int, data: bytes, headers: dict[str, str]) -> None:
+            """Reply `data` with `headers` and its Content-Length; a HEAD reply has the same headers and no body."""
             self.send_response(status)
-            self.send_header("Content-Type", "application/json")
+            for name, value in headers.items():
+                self.send_header(name, value)
             self.send_header("Content-Length", str(len(data)))
             self.end_headers()
-            self.wfile.write(data)
+            if self.command != "HEAD":
+                self.wfile.write(data)
 
     return Handler

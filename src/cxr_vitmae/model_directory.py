@@ -5,6 +5,7 @@ from os import PathLike
 from pathlib import Path
 
 from huggingface_hub import snapshot_download
+from huggingface_hub.errors import LocalEntryNotFoundError, RepositoryNotFoundError
 from huggingface_hub.utils import HFValidationError, validate_repo_id
 
 from .errors import InputError
@@ -32,8 +33,18 @@ def model_directory(model: str | PathLike) -> Path:
         raise InputError(f"{name}: no such model directory, and not a Hub repository id ORG/NAME either")
     try:
         snapshot = Path(snapshot_download(name))
-    # Whatever keeps the Hub from giving this one repository (unknown id, no access, offline without a cached copy)
-    # is the user's to fix; huggingface_hub raises these as OSError or ValueError subclasses.
+    except RepositoryNotFoundError as error:
+        raise InputError(
+            f"{name}: no such local directory, and no such repository on the Hub (or it is private and no valid token "
+            "was given: set HF_TOKEN or run `hf auth login`)"
+        ) from error
+    except LocalEntryNotFoundError as error:
+        raise InputError(
+            f"{name}: no such local directory, and the Hub repository is not in the local cache while the Hub cannot "
+            "be reached (HF_HUB_OFFLINE or no connection)"
+        ) from error
+    # Anything else that keeps the Hub from giving this one repository (a server error, a gated repository) is the
+    # user's to see and fix; huggingface_hub raises these as OSError or ValueError subclasses.
     except (OSError, ValueError) as error:
         reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise InputError(

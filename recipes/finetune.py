@@ -20,12 +20,12 @@ from cxr_vitmae.evaluation import classification_metrics, roc_curves
 from cxr_vitmae.evaluation.evaluate_model import evaluate_split
 from cxr_vitmae.evaluation.figures import plot_roc_curves
 from cxr_vitmae.evaluation.prediction import PREDICTIONS_FILE, predict, save_predictions
-from cxr_vitmae.training import supports_layer_decay
 from cxr_vitmae.training.arguments import FinetuneArguments, parse_recipe_arguments
 from cxr_vitmae.training.data import TransformedCorpus, make_loader, make_train_loader
 from cxr_vitmae.training.finish import finish_run, save_history
 from cxr_vitmae.training.loop import train
 from cxr_vitmae.training.models import build_classifier
+from cxr_vitmae.training.optim import supports_layer_decay
 from cxr_vitmae.training.setup import announce_run, load_corpus, make_accelerator, make_optimizer, plan_schedule
 
 

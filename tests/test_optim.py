@@ -17,7 +17,7 @@ from cxr_vitmae import (
     DenseNetForChestXray,
     ViTMAEForChestXray,
 )
-from cxr_vitmae.training import (
+from cxr_vitmae.training.optim import (
     cosine_schedule_with_warmup,
     parameter_groups,
     scaled_learning_rate,

@@ -13,6 +13,7 @@ import pytest
 import torch
 from model_helpers import randomize_, run_without_package, small_densenet_config, tiny_vit_config
 from PIL import Image
+from test_image_processor import write_dicom
 from transformers import ImageClassificationPipeline, pipeline
 
 from cxr_vitmae import CXRViTMAEForPreTraining, DenseNetForChestXray, RadiographReadError, ViTMAEForChestXray
@@ -47,29 +48,10 @@ def _write_png16(path) -> None:
 
 
 def _write_dicom(path) -> None:
-    from pydicom.dataset import Dataset, FileMetaDataset
-    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
-
-    meta = FileMetaDataset()
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.1.1"  # Digital X-Ray Image Storage - For Presentation
-    meta.MediaStorageSOPInstanceUID = generate_uid()
-    ds = Dataset()
-    ds.file_meta = meta
-    ds.SOPClassUID = meta.MediaStorageSOPClassUID
-    ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
-    ds.Modality = "DX"
     stored = np.round((1.0 - _anatomy((80, 64))) * 4095).astype(np.uint16)  # MONOCHROME1: bright means low
-    ds.Rows, ds.Columns = stored.shape
-    ds.BitsAllocated, ds.BitsStored, ds.HighBit = 16, 12, 11
-    ds.PixelRepresentation = 0
-    ds.SamplesPerPixel = 1
-    ds.PhotometricInterpretation = "MONOCHROME1"
-    ds.RescaleSlope, ds.RescaleIntercept = 2, -1000
-    ds.WindowCenter, ds.WindowWidth = 2500, 5000
-    ds.PixelData = stored.astype("<u2").tobytes()
-    ds.save_as(path, enforce_file_format=True)
-    assert path.read_bytes()[128:132] == b"DICM"
+    write_dicom(
+        path, stored, "MONOCHROME1", RescaleSlope=2, RescaleIntercept=-1000, WindowCenter=2500, WindowWidth=5000
+    )
 
 
 @pytest.fixture(scope="module")

@@ -1,12 +1,19 @@
 """The Gradio app (app/app.py), served on 127.0.0.1 and used as a user would: through gradio_client, from the command
-line, and rendered by headless Chromium. Every outbound connection attempt made while it runs is recorded."""
+line, and in headless Chromium (an upload, then a screenshot). Every outbound connection attempt made while it runs is
+recorded."""
 
+import base64
+import fcntl
 import importlib.util
+import io
+import json
 import os
+import select
 import shutil
 import socket
 import subprocess
 import tempfile
+import time
 from pathlib import Path
 
 # Set before Gradio is imported. The app turns telemetry off itself; this also covers anything Gradio makes outside
@@ -30,13 +37,20 @@ from cxr_vitmae.predict import decode_images, load_classifier, predict_images  #
 gradio = pytest.importorskip("gradio")
 gradio_client = pytest.importorskip("gradio_client")
 
-from cxr_vitmae.explain.gradcam import explain_image  # noqa: E402
-from cxr_vitmae.explain.reconstruction import load_pretraining_model, reconstruction_panel  # noqa: E402
+from cxr_vitmae.evaluation.figures import PANEL_PIXELS, panels_image  # noqa: E402
+from cxr_vitmae.explain.gradcam import explain_image, gradcam_panels  # noqa: E402
+from cxr_vitmae.explain.reconstruction import (  # noqa: E402
+    load_pretraining_model,
+    reconstruction_panels,
+    reconstruction_views,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 APP_DIR = ROOT / "app"
 LOOPBACK = {"127.0.0.1", "localhost", "::1"}
-BROWSERS = ("chromium", "chromium-browser", "google-chrome")
+BROWSERS = ("chromium", "chromium-browser", "google-chrome", "chromium-headless-shell")
+OUTPUTS = ("Uploaded radiograph (as decoded)", "Label probabilities", "Grad-CAM", "MAE reconstruction",
+           "Reconstruction note")  # fmt: skip
 
 
 def load_app_module():
@@ -128,14 +142,15 @@ def png(tmp_path_factory) -> Path:
     return path
 
 
-def analyse(client, path: Path, **inputs):
-    """(label output, Grad-CAM update {"value": image path, "label": caption}, reconstruction image path or None,
-    note) from the app's one endpoint; inputs left out take the values the page starts with."""
-    return client.predict(path=gradio_client.handle_file(str(path)), **inputs, api_name="/analyse")
+def analyse(client, path: Path | None, **inputs) -> dict:
+    """The app's one endpoint, by output name; inputs left out take the values the page starts with."""
+    upload = None if path is None else gradio_client.handle_file(str(path))
+    return dict(zip(OUTPUTS, client.predict(path=upload, **inputs, api_name="/analyse"), strict=True))
 
 
-def probabilities_shown(label_output: dict) -> dict[str, float]:
-    return {entry["label"]: entry["confidence"] for entry in label_output["confidences"]}
+def probabilities_shown(chart: dict) -> dict[str, float]:
+    assert chart["columns"] == ["label", "probability"] and chart["mark"] == "bar"
+    return dict(chart["data"])
 
 
 def expected_probabilities(classifier, path: Path) -> dict[str, float]:
@@ -149,24 +164,39 @@ def pixels(image: str | Path | Image.Image) -> np.ndarray:
     return np.asarray(image.convert("RGB"))
 
 
-def test_png_probabilities_equal_predict_and_explanations_equal_the_library(client, classifier, model_dirs, png):
-    label_output, gradcam, reconstruction, note = analyse(client, png)
+def assert_figure(path: str, panels: list, title: str, n_panels: int) -> None:
+    """The app's figure is exactly the library's (`panels_image`, which `plot_panels` writes for the CLI): n titled
+    panels of at least PANEL_PIXELS a side, under a title."""
+    assert len(panels) == n_panels and title
+    expected = panels_image(panels, title=title)
+    np.testing.assert_array_equal(pixels(path), pixels(expected))
+    assert expected.width >= n_panels * PANEL_PIXELS and expected.height >= PANEL_PIXELS
 
+
+def test_an_upload_shows_the_input_every_probability_and_the_library_figures(client, classifier, model_dirs, png):
+    shown = analyse(client, png)
+
+    # The input, as decoded (an 8-bit PNG comes back as it is).
+    np.testing.assert_array_equal(pixels(shown["Uploaded radiograph (as decoded)"]), pixels(png))
+
+    # Every label's probability, most probable first: no single headline label.
     expected = expected_probabilities(classifier, png)
     assert len(set(expected.values())) > 1, "a degenerate model would make this comparison vacuous"
-    assert probabilities_shown(label_output) == pytest.approx(expected, abs=1e-6)
-    assert label_output["label"] == max(expected, key=expected.get)
+    chart = shown["Label probabilities"]
+    assert probabilities_shown(chart) == pytest.approx(expected, abs=1e-6)
+    assert [label for label, _ in chart["data"]] == sorted(expected, key=expected.get, reverse=True)
 
     model, processor = classifier
     image = load_radiograph(png)
     top = explain_image(model, processor, image)
-    assert top.label == label_output["label"]
-    assert gradcam["label"] == f"Grad-CAM: {top.label} (p = {expected[top.label]:.3f})"
-    np.testing.assert_array_equal(pixels(gradcam["value"]), pixels(top.overlay))
+    panels, title = gradcam_panels(top, "classifier")
+    assert title == f"classifier: {top.label}, p = {expected[top.label]:.3f}"
+    assert_figure(shown["Grad-CAM"], panels, title, 2)
 
     mae, mae_processor = load_pretraining_model(model_dirs["mae"], "cpu")
-    panel = reconstruction_panel(mae, mae_processor, image, mask_ratio=0.75, seed=0)
-    np.testing.assert_array_equal(pixels(reconstruction), pixels(panel))
+    views = reconstruction_views(mae, mae_processor, image, mask_ratio=0.75, seed=0)
+    assert_figure(shown["MAE reconstruction"], *reconstruction_panels(views, "mae", 0.75, 0), 4)
+    note = shown["Reconstruction note"]
     assert "75%" in note and "seed 0" in note and "anomaly" not in note
 
 
@@ -176,15 +206,61 @@ def test_chosen_label_mask_ratio_seed_and_anomaly_maskings_are_used(client, clas
     top_label = explain_image(model, processor, image).label
     other = next(label for label in NIH_CHESTXRAY14_LABELS if label != top_label)
 
-    _, gradcam, reconstruction, note = analyse(client, png, label=other, mask_ratio=0.5, seed=7, anomaly_maskings=3)
+    shown = analyse(client, png, label=other, mask_ratio=0.5, seed=7, anomaly_maskings=3)
 
-    assert gradcam["label"].startswith(f"Grad-CAM: {other} ")
-    chosen = explain_image(model, processor, image, label=other).overlay
-    np.testing.assert_array_equal(pixels(gradcam["value"]), pixels(chosen))
+    chosen = explain_image(model, processor, image, label=other)
+    assert_figure(shown["Grad-CAM"], *gradcam_panels(chosen, "classifier"), 2)
     mae, mae_processor = load_pretraining_model(model_dirs["mae"], "cpu")
-    expected = reconstruction_panel(mae, mae_processor, image, mask_ratio=0.5, seed=7, anomaly_maskings=3)
-    np.testing.assert_array_equal(pixels(reconstruction), pixels(expected))
+    views = reconstruction_views(mae, mae_processor, image, mask_ratio=0.5, seed=7, anomaly_maskings=3)
+    assert_figure(shown["MAE reconstruction"], *reconstruction_panels(views, "mae", 0.5, 7, 3), 5)
+    note = shown["Reconstruction note"]
     assert "50%" in note and "seed 7" in note and "3 maskings" in note
+
+
+def test_the_api_names_every_input_and_output(client):
+    api = client.view_api(return_format="dict", print_info=False)["named_endpoints"]
+    assert list(api) == ["/analyse"]  # the page's own events (upload, examples) are not part of the API
+    assert [output["label"] for output in api["/analyse"]["returns"]] == list(OUTPUTS)
+    parameters = [parameter["parameter_name"] for parameter in api["/analyse"]["parameters"]]
+    assert parameters == ["path", "label", "mask_ratio", "seed", "anomaly_maskings"]
+
+
+def test_example_phantoms_are_named_for_their_finding_and_analysable(client, classifier, tmp_path):
+    examples = app.write_examples(tmp_path)
+    names = [path.name for path, _ in examples]
+    assert names[0] == "synthetic-phantom-no-finding.png" and len(names) >= 3
+    assert all(name.startswith("synthetic-phantom-") for name in names)
+    # Only the examples are left: the phantom corpus they were drawn from is removed.
+    assert set(tmp_path.iterdir()) == {path for path, _ in examples}
+    for path, caption in examples:
+        finding = caption.removeprefix("Synthetic phantom: ")
+        assert finding.lower().replace(" ", "-") in path.name
+    with Image.open(examples[1][0]) as phantom:
+        assert phantom.size == (512, 512) and phantom.mode == "L"
+    shown = analyse(client, examples[1][0])
+    assert probabilities_shown(shown["Label probabilities"]) == pytest.approx(
+        expected_probabilities(classifier, examples[1][0]), abs=1e-6
+    )
+    np.testing.assert_array_equal(pixels(shown["Uploaded radiograph (as decoded)"]), pixels(examples[1][0]))
+
+
+def test_the_page_offers_the_examples(served, client, tmp_path):
+    examples = [block for block in served.config["components"] if block.get("props", {}).get("elem_id") == "examples"]
+    assert len(examples) == 1
+    props = examples[0]["props"]
+    assert props["sample_labels"][0] == "Synthetic phantom: No Finding" and len(props["sample_labels"]) >= 3
+    assert props["samples"][1] == ["synthetic-phantom-effusion.png"]
+    # Clicking an example fills the upload with that phantom (the page's own event; not in the documented API).
+    loaded = client.predict(1, api_name="/load_example")["value"]
+    (expected,) = [path for path, _ in app.write_examples(tmp_path) if path.name == "synthetic-phantom-effusion.png"]
+    assert Path(loaded).name == expected.name and Path(loaded).read_bytes() == expected.read_bytes()
+
+
+def test_a_large_upload_is_shown_at_most_1024_px(client, tmp_path):
+    big = tmp_path / "big.png"
+    Image.fromarray((np.add.outer(np.arange(2048), np.arange(1536)) % 256).astype(np.uint8)).save(big)
+    with Image.open(analyse(client, big)["Uploaded radiograph (as decoded)"]) as shown:
+        assert shown.size == (768, 1024)
 
 
 def test_a_mask_ratio_the_model_cannot_take_is_one_clear_error(client, png):
@@ -199,14 +275,16 @@ def test_dicom_with_and_without_extension(client, classifier, tmp_path):
     dicom = write_dicom(tmp_path / "chest.dcm", stored, "MONOCHROME2")
     expected = expected_probabilities(classifier, dicom)
 
-    label_output, *_ = analyse(client, dicom)
-    assert probabilities_shown(label_output) == pytest.approx(expected, abs=1e-6)
+    shown = analyse(client, dicom)
+    assert probabilities_shown(shown["Label probabilities"]) == pytest.approx(expected, abs=1e-6)
+    decoded = np.round(load_radiograph(dicom) * 255).astype(np.uint8)
+    np.testing.assert_array_equal(pixels(shown["Uploaded radiograph (as decoded)"])[..., 0], decoded)
 
     # PACS exports often have no extension at all; the upload takes any file and the decoder finds the DICOM header.
     bare = tmp_path / "IM000001"
     shutil.copyfile(dicom, bare)
-    label_output, *_ = analyse(client, bare)
-    assert probabilities_shown(label_output) == pytest.approx(expected, abs=1e-6)
+    shown = analyse(client, bare)
+    assert probabilities_shown(shown["Label probabilities"]) == pytest.approx(expected, abs=1e-6)
 
 
 def test_unreadable_upload_is_one_clear_error(client, tmp_path):
@@ -214,18 +292,47 @@ def test_unreadable_upload_is_one_clear_error(client, tmp_path):
     junk.write_text("this is not an image\n" * 20)
     with pytest.raises(gradio_client.exceptions.AppError, match=r"notes\.txt.*Cannot read"):
         analyse(client, junk)
+    with pytest.raises(gradio_client.exceptions.AppError, match="Upload a radiograph first"):
+        analyse(client, None)
+
+
+def test_clearing_the_upload_clears_the_results(client):
+    # The page's own event on a new or cleared file (not documented in the API, but callable).
+    cleared = client.predict(None, "", 0.75, 0, 0, api_name="/analyse_upload")
+    assert list(cleared) == [None, None, None, None, ""]
 
 
 def test_without_mae_model_the_reconstruction_says_why(outbound, model_dirs, classifier, png, tmp_path):
     demo = serve(app.build_demo(model_dirs["classifier"], device="cpu"))
     try:
         client = gradio_client.Client(demo.local_url, verbose=False, download_files=tmp_path)
-        label_output, gradcam, reconstruction, note = analyse(client, png)
+        shown = analyse(client, png)
     finally:
         demo.close()
-    assert probabilities_shown(label_output) == pytest.approx(expected_probabilities(classifier, png), abs=1e-6)
-    assert Path(gradcam["value"]).is_file() and reconstruction is None
-    assert "--mae-model" in note and "CXR_MAE_MODEL" in note
+    assert probabilities_shown(shown["Label probabilities"]) == pytest.approx(
+        expected_probabilities(classifier, png), abs=1e-6
+    )
+    assert Path(shown["Grad-CAM"]).is_file() and shown["MAE reconstruction"] is None
+    assert "--mae-model" in shown["Reconstruction note"] and "CXR_MAE_MODEL" in shown["Reconstruction note"]
+
+
+def chart_caption(demo) -> str:
+    (chart,) = [
+        block for block in demo.config["components"] if block.get("props", {}).get("elem_id") == "probabilities"
+    ]
+    return chart["props"]["caption"]
+
+
+def test_the_chart_says_multi_label_probabilities_are_independent_and_softmax_ones_add_up(served, model_dirs, tmp_path):
+    assert "independent" in chart_caption(served) and "no single bar is the diagnosis" in chart_caption(served)
+
+    # A single-label model (COVIDx-like): a softmax over its classes, said as such.
+    covid = ("normal", "pneumonia", "COVID-19")
+    single = AutoModelForImageClassification.from_pretrained(
+        model_dirs["mae"], num_labels=3, id2label=dict(enumerate(covid)), problem_type="single_label_classification"
+    )
+    single.save_pretrained(tmp_path / "single")
+    assert "softmax over the 3 classes" in chart_caption(app.build_demo(tmp_path / "single", device="cpu"))
 
 
 def test_models_of_the_wrong_kind_are_refused_at_start_up(model_dirs):
@@ -235,10 +342,153 @@ def test_models_of_the_wrong_kind_are_refused_at_start_up(model_dirs):
         app.build_demo(model_dirs["mae"], device="cpu")
 
 
-def test_page_renders_in_headless_chromium(served, tmp_path):
+class Chromium:
+    """Headless Chromium driven through the DevTools protocol on a pipe (`--remote-debugging-pipe`: commands in on
+    fd 3, replies out on fd 4, each a NUL-terminated JSON message), so that neither a WebSocket client nor a debugging
+    port is needed."""
+
+    def __init__(self, browser: str, flags: list[str]):
+        commands_out, commands_in = self._high(os.pipe())  # we write commands_in, the browser reads fd 3
+        replies_out, replies_in = self._high(os.pipe())  # the browser writes fd 4, we read replies_out
+
+        def browser_fds():
+            os.dup2(commands_out, 3)
+            os.dup2(replies_in, 4)
+
+        self.process = subprocess.Popen(
+            [browser, *flags, "--remote-debugging-pipe", "about:blank"],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            preexec_fn=browser_fds,
+            pass_fds=(3, 4),
+        )
+        os.close(commands_out)
+        os.close(replies_in)
+        self.commands, self.replies = commands_in, replies_out
+        self.buffer, self.next_id, self.session = b"", 0, None
+
+    @staticmethod
+    def _high(fds: tuple[int, int]) -> tuple[int, int]:
+        """The pipe's ends moved to fds >= 10, so that moving them to 3 and 4 in the child cannot clobber each other."""
+        moved = tuple(fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 10) for fd in fds)
+        for fd in fds:
+            os.close(fd)
+        return moved
+
+    def send(self, method: str, timeout: float = 60, **params) -> dict:
+        self.next_id += 1
+        message = {"id": self.next_id, "method": method, "params": params}
+        if self.session is not None:
+            message["sessionId"] = self.session
+        os.write(self.commands, json.dumps(message).encode() + b"\0")
+        deadline = time.monotonic() + timeout
+        while True:
+            while b"\0" not in self.buffer:
+                left = deadline - time.monotonic()
+                if left <= 0 or not select.select([self.replies], [], [], left)[0]:
+                    raise TimeoutError(f"no reply to {method} within {timeout} s")
+                chunk = os.read(self.replies, 1 << 20)
+                if not chunk:
+                    raise RuntimeError(f"the browser closed the pipe (exit code {self.process.poll()})")
+                self.buffer += chunk
+            raw, self.buffer = self.buffer.split(b"\0", 1)
+            reply = json.loads(raw)
+            if reply.get("id") == self.next_id:  # anything else is an event, which these tests do not need
+                if "error" in reply:
+                    raise RuntimeError(f"{method}: {reply['error']}")
+                return reply["result"]
+
+    def open(self, url: str, width: int, height: int) -> None:
+        """Open a page of our own, size its viewport and load `url`."""
+        page = self.send("Target.createTarget", url="about:blank")["targetId"]
+        self.session = self.send("Target.attachToTarget", targetId=page, flatten=True)["sessionId"]
+        self.send("Emulation.setDeviceMetricsOverride", width=width, height=height, deviceScaleFactor=1, mobile=False)
+        self.send("Page.navigate", url=url)
+
+    def evaluate(self, expression: str):
+        reply = self.send("Runtime.evaluate", expression=expression, returnByValue=True, awaitPromise=True)
+        if "exceptionDetails" in reply:
+            raise RuntimeError(f"{expression}: {reply['exceptionDetails']}")
+        return reply["result"].get("value")
+
+    def wait_for(self, expression: str, timeout: float = 120):
+        """Evaluate `expression` until it is true; errors while the page is still loading count as false."""
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                if value := self.evaluate(expression):
+                    return value
+            except RuntimeError as error:
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"still failing after {timeout} s: {expression}") from error
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"still false after {timeout} s: {expression}")
+            time.sleep(0.25)
+
+    def upload(self, selector: str, path: Path) -> None:
+        """Choose `path` in the file input `selector`, as a user's file dialog would (input and change events)."""
+        element = self.send("Runtime.evaluate", expression=f"document.querySelector({json.dumps(selector)})")
+        self.send("DOM.setFileInputFiles", files=[str(path)], objectId=element["result"]["objectId"])
+
+    def screenshot(self) -> Image.Image:
+        data = base64.b64decode(self.send("Page.captureScreenshot", format="png")["data"])
+        return Image.open(io.BytesIO(data)).convert("RGB")
+
+    def close(self) -> None:
+        self.process.kill()
+        self.process.wait(timeout=30)
+        os.close(self.commands)
+        os.close(self.replies)
+
+
+# What the page shows once an upload is analysed, measured in the browser: each output's box on the page, and what
+# is in it (the images' own sizes, the chart's bars and axis labels).
+PAGE_STATE = """(() => {
+  const box = (selector) => {
+    const element = document.querySelector(selector);
+    if (!element) return null;
+    const r = element.getBoundingClientRect();
+    return {x: r.x, y: r.y, width: r.width, height: r.height};
+  };
+  const image = (id) => {
+    const img = document.querySelector(`#${id} img`);
+    return img && img.complete && img.naturalWidth > 0
+      ? {box: box(`#${id} img`), width: img.naturalWidth, height: img.naturalHeight} : null;
+  };
+  const chart = document.querySelector('#probabilities svg');
+  // Vega draws each bar as a path in a rect-mark group (a selection brush, were there one, is a rect mark too).
+  const bars = chart ? [...chart.querySelectorAll('g.mark-rect path')]
+    .filter((bar) => !bar.closest('g.mark-rect').getAttribute('class').includes('brush')) : [];
+  return {
+    input: image('input-image'), gradcam: image('gradcam'), reconstruction: image('reconstruction'),
+    chart: chart && {box: box('#probabilities svg'), bars: bars.length,
+                     texts: [...chart.querySelectorAll('text')].map((t) => t.textContent),
+                     described: bars.map((bar) => bar.getAttribute('aria-label') || '')},
+  };
+})()"""
+READY = (
+    f"(() => {{ const s = {PAGE_STATE}; return !!(s.input && s.gradcam && s.reconstruction && s.chart "
+    "&& s.chart.bars > 0); })()"
+)
+
+
+def crop(shot: Image.Image, box: dict) -> np.ndarray:
+    x, y = max(int(box["x"]), 0), max(int(box["y"]), 0)
+    return np.asarray(shot)[y : y + int(box["height"]), x : x + int(box["width"])].astype(int)
+
+
+def coloured(region: np.ndarray) -> int:
+    """How many pixels are clearly coloured (not gray, white or black)."""
+    return int((region.max(axis=-1) - region.min(axis=-1) > 60).sum())
+
+
+def test_page_after_an_upload_in_headless_chromium(served, tmp_path):
     browser = next((found for name in BROWSERS if (found := shutil.which(name))), None)
     if browser is None:
-        pytest.skip(f"no browser found ({', '.join(BROWSERS)})")
+        pytest.skip(
+            f"no browser found ({', '.join(BROWSERS)}); none can be installed from PyPI. On Debian: "
+            "apt-get install chromium"
+        )
     offline = [
         "--headless",
         "--no-sandbox",
@@ -248,32 +498,53 @@ def test_page_renders_in_headless_chromium(served, tmp_path):
         "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1",
         "--disable-background-networking",
         "--no-first-run",
-        "--virtual-time-budget=15000",
     ]
-    screenshot = tmp_path / "app.png"
-    subprocess.run(
-        [browser, *offline, f"--screenshot={screenshot}", "--window-size=1280,1024", served.local_url],
-        capture_output=True,
-        timeout=120,
-        check=True,
-    )
-    assert screenshot.read_bytes().startswith(b"\x89PNG\r\n\x1a\n")
-    with Image.open(screenshot) as shot:
-        assert shot.size == (1280, 1024)
-        colours = shot.convert("RGB").getcolors(maxcolors=1 << 20)
-    # A blank or error page has a handful of colours; rendered text, icons and component frames have hundreds.
-    assert len(colours) > 100, f"only {len(colours)} colours: the page looks blank"
+    radiograph = app.write_examples(tmp_path / "examples")[1][0]  # a 512-px phantom with one finding
+    chromium = Chromium(browser, offline)
+    try:
+        # Tall enough that the whole page is in the viewport: element boxes are screenshot coordinates.
+        chromium.open(served.local_url, 1280, 2400)
+        chromium.wait_for("!!document.querySelector('#radiograph input[type=file]')")
+        chromium.upload("#radiograph input[type=file]", radiograph)  # the page analyses a new file at once
+        chromium.wait_for(READY)
+        time.sleep(1)  # the chart's and images' last layout pass
+        state = chromium.evaluate(PAGE_STATE)
+        shot = chromium.screenshot()
+    finally:
+        chromium.close()
+    shot.save(tmp_path / "app.png")
 
-    dom = subprocess.run(
-        [browser, *offline, "--dump-dom", served.local_url], capture_output=True, text=True, timeout=120, check=True
-    ).stdout
-    # The served HTML carries the component config as JSON; only Gradio's JavaScript turns it into elements.
-    assert 'id="probabilities"' in dom and 'id="radiograph"' in dom
+    # In the DOM: the decoded input at its own size, a bar and an axis label for every label, and the figures at
+    # the library's size (panels of at least 384 px).
+    assert (state["input"]["width"], state["input"]["height"]) == (512, 512)
+    assert state["chart"]["bars"] == len(NIH_CHESTXRAY14_LABELS)
+    # Every label is named on the chart: as an axis label or, where Vega thins crowded axis labels, in its bar's
+    # description.
+    named = " ".join(state["chart"]["texts"] + state["chart"]["described"])
+    assert all(label in named for label in NIH_CHESTXRAY14_LABELS), state["chart"]
+    assert state["gradcam"]["width"] >= 2 * PANEL_PIXELS and state["gradcam"]["height"] >= PANEL_PIXELS
+    assert state["reconstruction"]["width"] >= 4 * PANEL_PIXELS
+
+    # In the screenshot: each output's box holds what it should. The input is a gray radiograph with many gray levels;
+    # the chart has coloured bars; the Grad-CAM overlay is in jet colours; the reconstruction has gray panels and a
+    # magma error map. Every box is large enough to read.
+    for name in ("input", "chart", "gradcam", "reconstruction"):
+        box = state[name]["box"]
+        assert box["width"] >= 300 and box["height"] >= 150, (name, state[name])
+        assert box["y"] + box["height"] <= shot.height, f"{name} is below the screenshot"
+    shown_input = crop(shot, state["input"]["box"])
+    assert coloured(shown_input) < 0.01 * shown_input[..., 0].size and len(np.unique(shown_input[..., 0])) > 50
+    assert coloured(crop(shot, state["chart"]["box"])) > 500
+    assert coloured(crop(shot, state["gradcam"]["box"])) > 5000
+    reconstruction = crop(shot, state["reconstruction"]["box"])
+    shades = reconstruction.max(axis=-1) - reconstruction.min(axis=-1) < 10
+    mid_gray = (reconstruction.mean(axis=-1) > 20) & (reconstruction.mean(axis=-1) < 235)
+    assert coloured(reconstruction) > 2000 and (shades & mid_gray).sum() > 2000
 
 
 def test_command_line_and_space_variables_with_one_line_errors(outbound, model_dirs, monkeypatch, capsys):
-    monkeypatch.delenv("CXR_MODEL", raising=False)
-    monkeypatch.delenv("CXR_MAE_MODEL", raising=False)
+    for variable in ("CXR_MODEL", "CXR_MAE_MODEL", "GRADIO_SERVER_NAME", "GRADIO_SERVER_PORT"):
+        monkeypatch.delenv(variable, raising=False)
     with pytest.raises(SystemExit) as missing:
         app.main([])
     assert missing.value.code == 2 and "--model is required (or set CXR_MODEL)" in capsys.readouterr().err
@@ -283,13 +554,36 @@ def test_command_line_and_space_variables_with_one_line_errors(outbound, model_d
     with pytest.raises(SystemExit) as unknown:
         app.main([])
     assert "\n" not in unknown.value.code
-    assert unknown.value.code.startswith("app.py: error: 'nobody/no-such-model' is not a local model directory")
+    assert unknown.value.code.startswith("app.py: error: nobody/no-such-model: no such local directory")
 
     monkeypatch.setenv("CXR_MODEL", str(model_dirs["classifier"]))
     monkeypatch.setenv("CXR_MAE_MODEL", str(model_dirs["classifier"]))
     with pytest.raises(SystemExit) as wrong_kind:
         app.main([])
     assert "\n" not in wrong_kind.value.code and "has no MAE decoder" in wrong_kind.value.code
+
+
+def test_host_and_port_from_flags_or_the_environment(monkeypatch):
+    launched = {}
+
+    class Demo:
+        def launch(self, **kwargs):
+            launched.update(kwargs)
+
+    monkeypatch.setattr(app, "build_demo", lambda model, mae_model: Demo())
+    for variable in ("CXR_MAE_MODEL", "GRADIO_SERVER_NAME", "GRADIO_SERVER_PORT"):
+        monkeypatch.delenv(variable, raising=False)
+    app.main(["--model", "m"])
+    assert launched == {"server_name": "127.0.0.1", "server_port": 7860}  # loopback unless told otherwise
+    app.main(["--model", "m", "--host", "0.0.0.0", "--port", "8080"])
+    assert launched == {"server_name": "0.0.0.0", "server_port": 8080}
+    # A Space sets these; the flags still win.
+    monkeypatch.setenv("GRADIO_SERVER_NAME", "0.0.0.0")
+    monkeypatch.setenv("GRADIO_SERVER_PORT", "7861")
+    app.main(["--model", "m"])
+    assert launched == {"server_name": "0.0.0.0", "server_port": 7861}
+    app.main(["--model", "m", "--port", "9000"])
+    assert launched == {"server_name": "0.0.0.0", "server_port": 9000}
 
 
 def test_space_metadata_and_requirements():

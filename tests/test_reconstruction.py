@@ -1,4 +1,4 @@
-"""MAE reconstructions, anomaly maps and the `reconstruct` strip, on a tiny random MAE (32 px, 16 patches of 8)."""
+"""MAE reconstructions, anomaly maps and the `reconstruct` figure, on a tiny random MAE (32 px, 16 patches of 8)."""
 
 import subprocess
 import sys
@@ -18,12 +18,13 @@ from cxr_vitmae import (
     ViTMAEForChestXray,
 )
 from cxr_vitmae.errors import InputError
+from cxr_vitmae.evaluation.figures import PANEL_PIXELS, panels_image
 from cxr_vitmae.explain.reconstruction import (
     anomaly_map,
     load_pretraining_model,
     random_noise,
     reconstruct,
-    reconstruction_panel,
+    reconstruction_panels,
     reconstruction_views,
 )
 
@@ -136,32 +137,45 @@ def test_anomaly_map_is_seeded(mae):
         anomaly_map(mae, pixel_values, 0)
 
 
-def test_reconstruction_panel_shows_original_masked_reconstruction_and_error(mae, film):
+def test_reconstruction_views_show_original_masked_reconstruction_and_error(mae, film):
     processor = CXRImageProcessor.for_image_size(SIZE)
     mean, std = processor.image_mean[0], processor.image_std[0]
-    panel = np.asarray(reconstruction_panel(mae, processor, Image.open(film), mask_ratio=0.75, seed=1))
-    assert panel.shape == (SIZE, 4 * SIZE, 3)
-    original, masked, reconstruction, error = (panel[:, i * SIZE : (i + 1) * SIZE] for i in range(4))
+    views = reconstruction_views(mae, processor, Image.open(film), mask_ratio=0.75, seed=1)
+    assert set(views) == {"original", "masked", "reconstruction", "error"}
+    assert all(view.shape == (SIZE, SIZE) for view in views.values())
 
     pixel_values = processor(str(film), return_tensors="pt")["pixel_values"]
-    expected = np.round(np.clip(pixel_values[0, 0].numpy() * std + mean, 0, 1) * 255).astype(np.uint8)
-    assert np.array_equal(original[..., 0], expected)
-    # Hidden patches are flat at the mean gray; 12 of 16 at ratio 0.75.
-    blocks = masked[..., 0].reshape(SIZE // PATCH, PATCH, SIZE // PATCH, PATCH).swapaxes(1, 2).reshape(-1, PATCH**2)
-    flat = np.all(blocks == round(mean * 255), axis=1)
-    assert flat.sum() == NUM_PATCHES - int(NUM_PATCHES * 0.25)
-    # The reconstruction keeps the visible patches; the error map is the colormap's zero there.
-    recon_blocks = reconstruction[..., 0].reshape(SIZE // PATCH, PATCH, SIZE // PATCH, PATCH).swapaxes(1, 2)
-    original_blocks = original[..., 0].reshape(SIZE // PATCH, PATCH, SIZE // PATCH, PATCH).swapaxes(1, 2)
-    visible = ~flat.reshape(SIZE // PATCH, SIZE // PATCH)
-    assert np.array_equal(recon_blocks[visible], original_blocks[visible])
-    assert not np.array_equal(recon_blocks[~visible], original_blocks[~visible])
-    error_blocks = error.reshape(SIZE // PATCH, PATCH, SIZE // PATCH, PATCH, 3).swapaxes(1, 2)
-    assert len(np.unique(error_blocks[visible].reshape(-1, 3), axis=0)) == 1
+    np.testing.assert_allclose(views["original"], np.clip(pixel_values[0, 0].numpy() * std + mean, 0, 1), atol=1e-6)
 
-    with_anomaly = reconstruction_panel(mae, processor, Image.open(film), mask_ratio=0.75, seed=1, anomaly_maskings=2)
-    assert with_anomaly.size == (5 * SIZE, SIZE)
-    assert np.array_equal(np.asarray(with_anomaly)[:, : 4 * SIZE], panel)
+    def blocks(view: np.ndarray) -> np.ndarray:  # (patches, PATCH**2)
+        return view.reshape(SIZE // PATCH, PATCH, SIZE // PATCH, PATCH).swapaxes(1, 2).reshape(-1, PATCH**2)
+
+    # Hidden patches are flat at the mean gray; 12 of 16 at ratio 0.75.
+    hidden = np.all(np.isclose(blocks(views["masked"]), mean, atol=1e-6), axis=1)
+    assert hidden.sum() == NUM_PATCHES - int(NUM_PATCHES * 0.25)
+    # The reconstruction keeps the visible patches and paints the hidden ones; the error is 0 only where visible.
+    np.testing.assert_array_equal(blocks(views["reconstruction"])[~hidden], blocks(views["original"])[~hidden])
+    assert not np.allclose(blocks(views["reconstruction"])[hidden], blocks(views["original"])[hidden])
+    assert np.all(blocks(views["error"])[~hidden] == 0) and np.all(blocks(views["error"])[hidden].max(axis=1) > 0)
+
+    with_anomaly = reconstruction_views(mae, processor, Image.open(film), mask_ratio=0.75, seed=1, anomaly_maskings=2)
+    assert with_anomaly["anomaly"].shape == (SIZE, SIZE)
+    np.testing.assert_array_equal(with_anomaly["error"], views["error"])
+
+
+def test_reconstruction_panels_name_each_view_and_the_masking(mae, film):
+    processor = CXRImageProcessor.for_image_size(SIZE)
+    views = reconstruction_views(mae, processor, Image.open(film), mask_ratio=0.75, seed=1, anomaly_maskings=2)
+    panels, title = reconstruction_panels(views, "my-mae", 0.75, 1, 2)
+    assert title == "my-mae: MAE reconstruction (seed 1)"
+    assert [panel.title for panel in panels] == ["original", "masked (75% of patches hidden)", "reconstruction",
+                                                 "|reconstruction - original|", "anomaly map, 2 maskings"]  # fmt: skip
+    assert panels[0].image is views["original"] and panels[3].heatmap is views["error"]
+    assert all(panel.heat_label for panel in panels[3:])  # the maps get colour bars
+    del views["anomaly"]
+    assert len(reconstruction_panels(views, "my-mae", 0.75, 1)[0]) == 4
+    image = panels_image(panels, title=title)
+    assert image.mode == "RGB" and image.width >= 5 * PANEL_PIXELS and image.height >= PANEL_PIXELS
 
 
 def test_only_an_mae_pretraining_directory_loads(tmp_path, mae_dir):
@@ -193,12 +207,12 @@ def test_reconstruct_cli_writes_the_strip(tmp_path, mae_dir, film):
     assert f"reconstruction at {SIZE}x{SIZE}" in result.stdout
     with Image.open(output) as written:  # five panels (the anomaly map included), each >= 384 px
         assert written.width >= 5 * 384 and written.height >= 384
-    # The figure draws `reconstruction_views`, the arrays the app's strip is made of.
+    # The figure is `reconstruction_panels` of `reconstruction_views`, pixel for pixel the one the demo app shows.
     model, processor = load_pretraining_model(mae_dir)
     views = reconstruction_views(model, processor, str(film), mask_ratio=0.5, seed=3, anomaly_maskings=2)
-    strip = np.asarray(reconstruction_panel(model, processor, str(film), mask_ratio=0.5, seed=3, anomaly_maskings=2))
-    assert set(views) == {"original", "masked", "reconstruction", "error", "anomaly"}
-    np.testing.assert_array_equal(strip[:, :SIZE, 0], np.round(views["original"] * 255).astype(np.uint8))
+    panels, title = reconstruction_panels(views, mae_dir.name, 0.5, 3, 2)
+    with Image.open(output) as written:
+        np.testing.assert_array_equal(np.asarray(written.convert("RGB")), np.asarray(panels_image(panels, title=title)))
 
 
 def test_reconstruct_cli_bad_input_gives_one_line(tmp_path, capsys, mae_dir, film):

@@ -301,21 +301,17 @@ def build_gradcam(parser: argparse.ArgumentParser):
     add_device_option(parser)
 
     def run(args: argparse.Namespace) -> None:
-        from .evaluation.figures import Panel, plot_panels
-        from .explain.gradcam import explain_image
+        from .evaluation.figures import plot_panels
+        from .explain.gradcam import explain_image, gradcam_panels
         from .models import load_radiograph
         from .predict import load_classifier
 
         image = load_radiograph(args.image)
         model, processor = load_classifier(args.model_dir, args.device)
         result = explain_image(model, processor, image, label=args.label)
-        gray = result.image[..., 0]
-        heat_label = "Grad-CAM (0-1)"
-        panels = [Panel("input, as the model sees it", gray), Panel(f"Grad-CAM: {result.label}", gray, result.heatmap,
-                  "jet", heat_label, (0.0, 1.0))]  # fmt: skip
-        title = f"{_model_name(args.model_dir)}: {result.label}, p = {result.probability:.3f}"
+        panels, title = gradcam_panels(result, _model_name(args.model_dir))
         plot_panels(panels, args.output, title=title)
-        height, width = gray.shape
+        height, width = result.heatmap.shape
         print(f"{result.label} (p={result.probability:.3f}): Grad-CAM at {width}x{height}, figure -> {args.output}")
 
     return run
@@ -372,8 +368,8 @@ def build_reconstruct(parser: argparse.ArgumentParser):
     add_device_option(parser)
 
     def run(args: argparse.Namespace) -> None:
-        from .evaluation.figures import Panel, plot_panels
-        from .explain.reconstruction import load_pretraining_model, reconstruction_views
+        from .evaluation.figures import plot_panels
+        from .explain.reconstruction import load_pretraining_model, reconstruction_panels, reconstruction_views
         from .models import load_radiograph
 
         image = load_radiograph(args.image)
@@ -381,16 +377,10 @@ def build_reconstruct(parser: argparse.ArgumentParser):
         views = reconstruction_views(
             model, processor, image, args.mask_ratio, args.seed, anomaly_maskings=args.anomaly_maskings
         )
-        panels = [
-            Panel("original", views["original"]),
-            Panel(f"masked ({args.mask_ratio:.0%} of patches hidden)", views["masked"]),
-            Panel("reconstruction", views["reconstruction"]),
-            Panel("|reconstruction - original|", heatmap=views["error"], heat_label="|error| (normalised units)"),
-        ]
-        if "anomaly" in views:
-            panels.append(Panel(f"anomaly map, {args.anomaly_maskings} maskings", heatmap=views["anomaly"],
-                                heat_label="mean |error| where hidden"))  # fmt: skip
-        plot_panels(panels, args.output, title=f"{_model_name(args.model_dir)}: MAE reconstruction (seed {args.seed})")
+        panels, title = reconstruction_panels(
+            views, _model_name(args.model_dir), args.mask_ratio, args.seed, args.anomaly_maskings
+        )
+        plot_panels(panels, args.output, title=title)
         height, width = views["original"].shape
         print(f"reconstruction at {width}x{height} (mask ratio {args.mask_ratio}), figure -> {args.output}")
 

@@ -37,6 +37,7 @@ __all__ = [
     "GradCamResult",
     "compute_gradcam",
     "explain_image",
+    "gradcam_panels",
     "gradcam_target",
     "overlay_heatmap",
 ]
@@ -176,3 +177,17 @@ def explain_image(model, processor, image, label: str | None = None) -> GradCamR
         overlay=overlay_heatmap(view, heatmap),
         image=view,
     )
+
+
+def gradcam_panels(result: GradCamResult, model_name: str) -> tuple[list, str]:
+    """The Grad-CAM figure of `cxr-vitmae gradcam` and the demo app, as `evaluation.figures.Panel`s and a title for
+    `plot_panels` / `panels_image`: the input as the model sees it, beside the map over it (jet, 0-1, colour bar),
+    under "MODEL_NAME: LABEL, p = P"."""
+    from ..evaluation.figures import Panel
+
+    gray = result.image[..., 0]
+    panels = [
+        Panel("input, as the model sees it", gray),
+        Panel(f"Grad-CAM: {result.label}", gray, result.heatmap, "jet", "Grad-CAM (0-1)", (0.0, 1.0)),
+    ]
+    return panels, f"{model_name}: {result.label}, p = {result.probability:.3f}"

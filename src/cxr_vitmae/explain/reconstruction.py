@@ -1,16 +1,14 @@
 """MAE reconstructions: what the masked autoencoder sees, what it paints back, and where it fails to (anomaly maps).
 
-The CLI's `cxr-vitmae reconstruct` draws [`reconstruction_views`] with `evaluation.figures.plot_panels`, the demo
-app shows [`reconstruction_panel`]; the pre-training recipe's per-epoch figures use [`reconstruct`] with
-`evaluation.figures.plot_reconstructions`.
+The CLI's `cxr-vitmae reconstruct` and the demo app draw [`reconstruction_views`] as [`reconstruction_panels`] (with
+`evaluation.figures.plot_panels` and `panels_image`); the pre-training recipe's per-epoch figures use [`reconstruct`]
+with `evaluation.figures.plot_reconstructions`.
 """
 
 from os import PathLike
 
 import numpy as np
 import torch
-from matplotlib import colormaps
-from PIL import Image
 from transformers import AutoConfig, AutoImageProcessor
 
 from ..errors import InputError
@@ -191,32 +189,21 @@ def reconstruction_views(
     return result
 
 
-def reconstruction_panel(
-    model: CXRViTMAEForPreTraining,
-    processor,
-    image,
-    mask_ratio: float = 0.9,
-    seed: int = 0,
-    *,
-    anomaly_maskings: int = 0,
-) -> Image.Image:
-    """`reconstruction_views` as one RGB strip of square panels at the model's resolution (for the app): original,
-    masked, reconstruction, the |error| map (magma, from 0 to its maximum) and, with `anomaly_maskings` K > 0, the
-    anomaly map (magma, NaN black)."""
-    views = reconstruction_views(model, processor, image, mask_ratio, seed, anomaly_maskings=anomaly_maskings)
-    panels = [_gray_rgb(views[name]) for name in ("original", "masked", "reconstruction")]
-    panels += [_heat_rgb(views[name]) for name in ("error", "anomaly") if name in views]
-    return Image.fromarray(np.concatenate(panels, axis=1))
+def reconstruction_panels(
+    views: dict[str, np.ndarray], model_name: str, mask_ratio: float, seed: int, anomaly_maskings: int = 0
+) -> tuple[list, str]:
+    """The reconstruction figure of `cxr-vitmae reconstruct` and the demo app, as `evaluation.figures.Panel`s and a
+    title for `plot_panels` / `panels_image`: original, masked, reconstruction, the |error| map and, when `views`
+    (from [`reconstruction_views`] with these arguments) has one, the anomaly map, each map with its colour bar."""
+    from ..evaluation.figures import Panel
 
-
-def _gray_rgb(intensity: np.ndarray) -> np.ndarray:
-    """(H, W) display intensities in [0, 1] as (H, W, 3) uint8."""
-    return np.repeat(np.round(intensity * 255).astype(np.uint8)[..., None], 3, axis=-1)
-
-
-def _heat_rgb(values: np.ndarray) -> np.ndarray:
-    """(H, W) non-negative values as (H, W, 3) uint8 in the magma colormap, 0 to the finite maximum; NaN black."""
-    finite = values[np.isfinite(values)]
-    top = float(finite.max()) if finite.size and finite.max() > 0 else 1.0
-    colormap = colormaps["magma"].with_extremes(bad="black")
-    return colormap(np.ma.masked_invalid(values / top), bytes=True)[..., :3]
+    panels = [
+        Panel("original", views["original"]),
+        Panel(f"masked ({mask_ratio:.0%} of patches hidden)", views["masked"]),
+        Panel("reconstruction", views["reconstruction"]),
+        Panel("|reconstruction - original|", heatmap=views["error"], heat_label="|error| (normalised units)"),
+    ]
+    if "anomaly" in views:
+        panels.append(Panel(f"anomaly map, {anomaly_maskings} maskings", heatmap=views["anomaly"],
+                            heat_label="mean |error| where hidden"))  # fmt: skip
+    return panels, f"{model_name}: MAE reconstruction (seed {seed})"

@@ -31,6 +31,7 @@ from transformers.image_transforms import get_resize_output_image_size
 from transformers.image_utils import ChannelDimension
 
 from ..data.nih import BoundingBox
+from ..errors import InputError
 from ..evaluation.evaluate_model import load_split
 from ..predict import load_classifier
 from .gradcam import compute_gradcam, gradcam_target
@@ -159,7 +160,7 @@ def score_box(
 
 def _check_tune_fraction(fraction: float) -> None:
     if not 0 < fraction < 1:
-        raise ValueError(f"tune_fraction={fraction}: expected a number strictly between 0 and 1")
+        raise InputError(f"tune_fraction={fraction}: expected a number strictly between 0 and 1")
 
 
 def tuning_patients(patient_ids: Sequence[str], fraction: float, seed: int) -> set[str]:
@@ -167,7 +168,7 @@ def tuning_patients(patient_ids: Sequence[str], fraction: float, seed: int) -> s
     `"<seed>:<patient id>"`: the same set on every platform and run."""
     patients = sorted(set(patient_ids))
     if len(patients) < 2:
-        raise ValueError(
+        raise InputError(
             f"the boxes come from {len(patients)} patient(s); choosing the threshold on some patients and reporting "
             "on others needs at least 2"
         )
@@ -262,16 +263,16 @@ def localize(
     """
     _check_tune_fraction(tune_fraction)
     if batch_size < 1:
-        raise ValueError(f"batch_size={batch_size}: expected a positive number of images")
+        raise InputError(f"batch_size={batch_size}: expected a positive number of images")
     device = device if device is not None else ("cuda" if torch.cuda.is_available() else "cpu")
     model, processor = load_classifier(model_dir, device)
     rows = load_split(dataset, data_dir, split, **options)
     if "boxes" not in rows.features:
-        raise ValueError(f"{dataset} has no bounding boxes to localise (nih-chestxray14's BBox_List_2017.csv has)")
+        raise InputError(f"{dataset} has no bounding boxes to localise (nih-chestxray14's BBox_List_2017.csv has)")
     metadata = rows.select_columns(["boxes", "image_id", "patient_id"])
     pairs, unpredicted = _boxed_pairs(metadata, model.config.label2id)
     if not pairs:
-        raise ValueError(
+        raise InputError(
             f"{dataset} {split}: no box of a class the model predicts ({unpredicted} boxes; the model predicts "
             f"{', '.join(model.config.id2label.values())})"
         )

@@ -3,6 +3,8 @@ writes anything."""
 
 from __future__ import annotations
 
+from ...errors import InputError
+
 DIFFICULTY_LEVELS = {"easy": 0.2, "medium": 0.5, "hard": 0.8}
 DIFFICULTY_CHOICES = tuple(DIFFICULTY_LEVELS)
 DIFFICULTY = "medium"
@@ -14,18 +16,18 @@ def resolve_difficulty(difficulty: str | float) -> float:
     """A level name of `DIFFICULTY_LEVELS` or a number in [0, 1] as the float the renderer uses."""
     if isinstance(difficulty, str):
         if difficulty not in DIFFICULTY_LEVELS:
-            raise ValueError(f"difficulty {difficulty!r}: expected one of {', '.join(DIFFICULTY_CHOICES)} or 0..1")
+            raise InputError(f"difficulty {difficulty!r}: expected one of {', '.join(DIFFICULTY_CHOICES)} or 0..1")
         return DIFFICULTY_LEVELS[difficulty]
     value = float(difficulty)
     if not 0.0 <= value <= 1.0:
-        raise ValueError(f"difficulty {difficulty!r}: expected a number in [0, 1] or one of {DIFFICULTY_CHOICES}")
+        raise InputError(f"difficulty {difficulty!r}: expected a number in [0, 1] or one of {DIFFICULTY_CHOICES}")
     return value
 
 
 def checked_difficulty(num_images: int, size: int, difficulty: str | float) -> float:
     """Refuse an empty corpus or a size too small to draw on, and return the difficulty as the renderer's float."""
     if int(num_images) < 1:
-        raise ValueError(f"num_images must be at least 1, got {num_images}")
+        raise InputError(f"num_images must be at least 1, got {num_images}")
     if int(size) < MIN_SIZE:
-        raise ValueError(f"size must be at least {MIN_SIZE} pixels, got {size}")
+        raise InputError(f"size must be at least {MIN_SIZE} pixels, got {size}")
     return resolve_difficulty(difficulty)

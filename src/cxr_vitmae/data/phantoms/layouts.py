@@ -48,6 +48,7 @@ import numpy as np
 from PIL import Image, ImageOps
 from tqdm.auto import tqdm
 
+from ...errors import InputError
 from ..chexpert import TRAIN_CSV, VALID_CSV
 from ..covidx import IMAGE_FOLDERS, VERSIONS
 from ..mimic import SPLIT_FILE, SPLIT_NAMES
@@ -121,7 +122,7 @@ def _check(planned: PhantomLayout, num_images: int) -> None:
     for split in planned.splits:
         needed = 2 if split.name == "train" else 1
         if split.patients < needed:
-            raise ValueError(
+            raise InputError(
                 f"num_images={num_images} is too few for the {planned.layout} layout: its {split.name} split would "
                 f"hold {split.patients} patient(s), it needs {needed}; use more images"
             )
@@ -135,7 +136,7 @@ def _check(planned: PhantomLayout, num_images: int) -> None:
         if path.suffix in (".jpg", ".png") and path.relative_to(output).as_posix() not in ours
     )
     if strangers:
-        raise ValueError(
+        raise InputError(
             f"{output} holds {len(strangers)} image(s) that are not part of this corpus (e.g. "
             f"{', '.join(strangers[:3])}); write the phantoms to an empty directory"
         )
@@ -169,12 +170,12 @@ def write_phantom_layout(
             directory that already holds another corpus.
     """
     if layout not in LAYOUTS:
-        raise ValueError(f"layout {layout!r}: expected one of {', '.join(LAYOUTS)}")
+        raise InputError(f"layout {layout!r}: expected one of {', '.join(LAYOUTS)}")
     level = checked_difficulty(num_images, size, difficulty)
     output, num_images, size, seed = Path(output_dir), int(num_images), int(size), int(seed)
     existing = phantom_record(output)
     if existing is not None and existing.get("layout", "nih") != layout:
-        raise ValueError(
+        raise InputError(
             f"{output} holds {existing.get('layout', 'nih')} phantoms ({PHANTOM_RECORD}); write the {layout} layout "
             "to an empty directory"
         )

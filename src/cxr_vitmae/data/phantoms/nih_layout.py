@@ -13,6 +13,7 @@ import numpy as np
 from PIL import Image
 from tqdm.auto import tqdm
 
+from ...errors import InputError
 from ...models.chest_xray_labels import NIH_CHESTXRAY14_LABELS
 from ..nih import (
     BBOX_COLUMNS,
@@ -124,7 +125,7 @@ def generate_phantoms(
     names = {spec.file_name for spec in specs}
     strangers = sorted(p.name for p in (output / "images").glob("*.png") if p.name not in names)
     if strangers:
-        raise ValueError(
+        raise InputError(
             f"{output / 'images'} holds {len(strangers)} PNG file(s) that are not part of this corpus "
             f"(e.g. {', '.join(strangers[:3])}); write the phantoms to an empty directory"
         )

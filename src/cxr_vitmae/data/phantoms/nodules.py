@@ -7,6 +7,7 @@ from functools import lru_cache
 
 import numpy as np
 
+from ...errors import InputError
 from ..nih import BoundingBox
 from .anatomy import Anatomy, build_anatomy
 from .arguments import MIN_SIZE
@@ -64,18 +65,18 @@ def plant_nodule(
     """
     image = np.asarray(image)
     if image.ndim != 2 or image.shape[0] != image.shape[1] or image.shape[0] < MIN_SIZE:
-        raise ValueError(
+        raise InputError(
             f"image has shape {image.shape}; expected a square (H, H) array with H >= {MIN_SIZE}, as phantoms are"
         )
     if not np.issubdtype(image.dtype, np.floating):
-        raise ValueError(f"image has dtype {image.dtype}; expected floats in [0, 1] (as load_radiograph returns)")
+        raise InputError(f"image has dtype {image.dtype}; expected floats in [0, 1] (as load_radiograph returns)")
     low, high = float(image.min()), float(image.max())
     if not 0 <= low <= high <= 1:  # also false for NaN
-        raise ValueError(f"image values span [{low}, {high}]; expected floats in [0, 1]")
+        raise InputError(f"image values span [{low}, {high}]; expected floats in [0, 1]")
     if not 0 < strength <= 1:
-        raise ValueError(f"strength must be in (0, 1], got {strength}")
+        raise InputError(f"strength must be in (0, 1], got {strength}")
     if len(radii) != 2 or not 0 < radii[0] <= radii[1]:
-        raise ValueError(f"radii must be (low, high) with 0 < low <= high, got {radii}")
+        raise InputError(f"radii must be (low, high) with 0 < low <= high, got {radii}")
 
     size = image.shape[0]
     # The average frame of `render`: no shift across, no rotation.
@@ -83,7 +84,7 @@ def plant_nodule(
     draw_round(canvas, _average_anatomy(), rng, float(strength), "Nodule", (float(radii[0]), float(radii[1])), 1)
     covered = canvas.tissue > 0
     if not covered.any():
-        raise ValueError(
+        raise InputError(
             f"the nodule drawn is smaller than one pixel of a {size}x{size} image; use a larger image or larger radii"
         )
     # Half a gray level from black and white keeps the logit finite.

@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from ...errors import InputError
+
 # NIH's own files stay exactly NIH's: what the generator adds goes into this one file.
 PHANTOM_RECORD = "cxr_vitmae_phantoms.json"
 PHANTOM_GENERATOR = "cxr-vitmae phantoms"
@@ -31,7 +33,7 @@ def phantom_record(data_dir: str | Path | None) -> dict | None:
     try:
         record = json.loads(path.read_text())
     except ValueError as error:
-        raise ValueError(f"{path}: not valid JSON ({error})") from error
+        raise InputError(f"{path}: not valid JSON ({error})") from error
     if not isinstance(record, dict) or record.get("generator") != PHANTOM_GENERATOR:
-        raise ValueError(f"{path}: expected the record `cxr-vitmae phantoms` writes, got {record!r}")
+        raise InputError(f"{path}: expected the record `cxr-vitmae phantoms` writes, got {record!r}")
     return record

@@ -114,3 +114,11 @@ def assert_readable_png(path: Path) -> None:
     with Image.open(path) as image:
         assert image.format == "PNG" and min(image.size) >= PANEL_PIXELS, (path, image.size)
         assert np.asarray(image.convert("L")).std() > 5, path
+
+
+def set_checkpointing(model: torch.nn.Module, enabled: bool) -> None:
+    """Activation checkpointing on or off under the name the installed transformers gives it (`activation_*` from
+    5.23, `gradient_*` before it and deprecated after), checking the model reports the new state."""
+    prefix = "activation" if hasattr(model, "activation_checkpointing_enable") else "gradient"
+    getattr(model, f"{prefix}_checkpointing_{'enable' if enabled else 'disable'}")()
+    assert getattr(model, f"is_{prefix}_checkpointing") is enabled

@@ -8,7 +8,7 @@ import timm
 import torch
 import torchvision
 from huggingface_hub.errors import StrictDataclassClassValidationError, StrictDataclassFieldValidationError
-from model_helpers import run_python
+from model_helpers import run_python, set_checkpointing
 
 from cxr_vitmae.models.chest_xray_labels import NIH_CHESTXRAY14_LABELS
 from cxr_vitmae.models.configuration_cxr_densenet import CXRDenseNetConfig
@@ -214,11 +214,9 @@ def test_activation_checkpointing_gives_the_same_gradients():
         return [p.grad.clone() for p in model.parameters()]
 
     plain = grads()
-    model.activation_checkpointing_enable()
-    assert model.is_activation_checkpointing
+    set_checkpointing(model, True)
     checkpointed = grads()
-    model.activation_checkpointing_disable()
-    assert not model.is_activation_checkpointing
+    set_checkpointing(model, False)
     for a, b in zip(plain, checkpointed, strict=True):
         torch.testing.assert_close(a, b)
 

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from model_helpers import randomize_, run_without_package
+from model_helpers import randomize_, run_without_package, set_checkpointing
 from reference_vit import mae_forward, patchify, vit_classifier_logits
 from transformers import AutoImageProcessor, AutoModelForImageClassification, AutoModelForPreTraining, pipeline
 
@@ -259,7 +259,7 @@ def test_gradient_checkpointing_gives_the_same_gradients():
     model(pixels, labels=labels).loss.backward()
     plain = [p.grad.clone() for p in model.parameters()]
     model.zero_grad()
-    model.activation_checkpointing_enable()
+    set_checkpointing(model, True)
     model(pixels, labels=labels).loss.backward()
     for reference, checkpointed in zip(plain, (p.grad for p in model.parameters()), strict=True):
         torch.testing.assert_close(checkpointed, reference)

@@ -67,29 +67,15 @@ def build_evaluate(parser: argparse.ArgumentParser):
     add_model_on_split_arguments(parser, "the corpus name", output="metrics.json")
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--num-workers", type=int, default=0)
-    parser.add_argument(
-        "--n-bootstrap",
-        type=int,
-        help="patient bootstrap resamples (default: as MODEL_DIR/metrics.json records for this split, else 1000)",
-    )
-    parser.add_argument(
-        "--bootstrap-seed", type=int, help="seed of the resampling (default: as recorded there, else 0)"
-    )
+    # Both default to what MODEL_DIR/metrics.json records for this split, so a recipe's numbers come back exactly.
+    parser.add_argument("--n-bootstrap", type=int, help="patient bootstrap resamples (default: as recorded, else 1000)")
+    parser.add_argument("--bootstrap-seed", type=int, help="seed of the resampling (default: as recorded, else 0)")
 
     def run(args: argparse.Namespace) -> None:
         from .evaluation.evaluate_model import evaluate_model
 
-        metrics = evaluate_model(
-            args.model_dir,
-            args.dataset,
-            args.data_dir,
-            split=args.split,
-            batch_size=args.batch_size,
-            num_workers=args.num_workers,
-            n_bootstrap=args.n_bootstrap,
-            bootstrap_seed=args.bootstrap_seed,
-            **dict(args.option),
-        )
+        metrics = evaluate_model(**model_on_split(args), batch_size=args.batch_size, num_workers=args.num_workers,
+                                 n_bootstrap=args.n_bootstrap, bootstrap_seed=args.bootstrap_seed)  # fmt: skip
         Path(args.output).write_text(json.dumps(metrics, indent=2) + "\n")
         print(f"{args.dataset} {args.split} ({metrics['n_images']} images): {metric_summary(metrics)} -> {args.output}")
 
@@ -185,6 +171,12 @@ def add_model_on_split_arguments(parser: argparse.ArgumentParser, dataset_help: 
     parser.add_argument("--split", default="test", help="default: %(default)s")
     parser.add_argument("--output", default=output, help="default: %(default)s")
     add_corpus_options(parser)
+
+
+def model_on_split(args: argparse.Namespace) -> dict:
+    """The keyword arguments of `evaluate_model` and `localize` that `add_model_on_split_arguments` parsed."""
+    return {"model_dir": args.model_dir, "dataset": args.dataset, "data_dir": args.data_dir, "split": args.split,
+            **dict(args.option)}  # fmt: skip
 
 
 def add_device_option(parser: argparse.ArgumentParser) -> None:
@@ -330,17 +322,8 @@ def build_localize(parser: argparse.ArgumentParser):
     def run(args: argparse.Namespace) -> None:
         from .explain.localization import localize
 
-        result = localize(
-            args.model_dir,
-            args.dataset,
-            args.data_dir,
-            split=args.split,
-            tune_fraction=args.tune_fraction,
-            seed=args.seed,
-            batch_size=args.batch_size,
-            device=args.device,
-            **dict(args.option),
-        )
+        result = localize(**model_on_split(args), tune_fraction=args.tune_fraction, seed=args.seed,
+                          batch_size=args.batch_size, device=args.device)  # fmt: skip
         Path(args.output).write_text(json.dumps(result, indent=2) + "\n")
         print(
             f"{args.dataset} {args.split}: pointing game {result['pointing_game']:.3f}, mean IoU "

@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install test demo reproduce lint
+.PHONY: install test test-floors demo reproduce lint
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -17,6 +17,21 @@ install: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest
+
+# The declared dependency floors (.ci/floors.txt, equal to pyproject.toml's lower bounds: tests/test_floors.py) in an
+# environment of their own, and the smoke subset of the suite there: import, models, save/load, remote code and the
+# pipeline without the package, a corpus build, metrics, a tiny recipe run. .ci/run runs it after `make test`.
+FLOORS_VENV := .venv-floors
+SMOKE_TESTS := tests/test_vit_mae.py tests/test_densenet.py tests/test_remote_code.py tests/test_pipeline.py \
+	tests/test_image_processor.py tests/test_data_nih.py tests/test_data_pretrain.py tests/test_metrics.py \
+	tests/test_evaluate_module.py tests/test_figures.py tests/test_gradcam.py tests/test_optim.py tests/test_transforms.py \
+	tests/test_model_card.py tests/test_recipes.py::test_finetune_selects_on_validation_and_evaluates_test_once
+
+test-floors:
+	test -x $(FLOORS_VENV)/bin/python || $(PYTHON) -m venv $(FLOORS_VENV)
+	$(FLOORS_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(FLOORS_VENV)/bin/python -m pip install --quiet -r .ci/floors.txt -e ".[dicom,explain,evaluate]" "pytest>=8.0"
+	$(FLOORS_VENV)/bin/python -m pytest -q -p no:cacheprovider $(SMOKE_TESTS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -49,7 +49,13 @@ RECIPE_RUNNERS = {
     "recipes/finetune.py": ["tests/test_recipe_configs.py", "tests/test_recipes.py", DEMO],
 }
 # `make` targets: what runs each (`make test` is CI's own command, `.ci/run`).
-MAKE_RUNNERS = {"demo": "Makefile", "test": ".ci/run", "reproduce": "tests/test_reproduce.py", "lint": "Makefile"}
+MAKE_RUNNERS = {
+    "demo": "Makefile",
+    "test": ".ci/run",
+    "test-floors": ".ci/run",
+    "reproduce": "tests/test_reproduce.py",
+    "lint": "Makefile",
+}
 
 
 def readme() -> str:

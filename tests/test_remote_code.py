@@ -22,6 +22,10 @@ from cxr_vitmae import (
     ViTMAEForChestXray,
 )
 
+# Modules `from transformers import` documents: `initialization as init` is how `_init_weights` must initialise (its
+# functions leave loaded weights alone). A lazily imported submodule is not an attribute of `transformers` until some
+# import has loaded it, so `hasattr` alone would depend on import order.
+DOCUMENTED_MODULES = {"initialization"}
 # Documented transformers paths other than the top level, and what each may give.
 DOCUMENTED_SUBMODULES = {
     "transformers.modeling_outputs": None,  # every output class
@@ -56,7 +60,7 @@ def import_problems(path: Path, timm_allowed: bool) -> list[str]:
             where = f"{path.name}:{node.lineno}: {module}" + (f".{name}" if name else "")
             if root in sys.stdlib_module_names or root in ALLOWED_LIBRARIES or (root == "timm" and timm_allowed):
                 continue
-            if module == "transformers" and name is not None and hasattr(transformers, name):
+            if module == "transformers" and (name in DOCUMENTED_MODULES or hasattr(transformers, name)):
                 continue
             if module in DOCUMENTED_SUBMODULES and name is not None:
                 allowed = DOCUMENTED_SUBMODULES[module]

@@ -8,6 +8,7 @@ code as a run on real corpora."""
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -60,6 +61,11 @@ def main() -> None:
     # The recipes read the prepared copy (decoded once, netpbm in Arrow); localisation and anomaly maps the corpus.
     prepared = out / "phantoms-prepared"
     common = ["--data_dir", str(prepared)]
+    explain, dry_run = out / "explain", out / "hub-dry-run"
+    # A fresh run every time: what an earlier run left would be refused (a prepared copy of files since rewritten, a
+    # non-empty dry-run directory) or resumed by the recipes. Only the names the demo itself writes are removed.
+    for path in (phantoms, prepared, pretrained, *(out / name for name in classifiers), explain, dry_run):
+        shutil.rmtree(path, ignore_errors=True)
     seconds = {}
 
     seconds["phantoms"] = run(
@@ -93,7 +99,6 @@ def main() -> None:
 
     # The paper's discussion points, measured on these models: Grad-CAM localisation of the phantom boxes (ViT vs
     # DenseNet) and MAE anomaly maps of planted nodules.
-    explain = out / "explain"
     explain.mkdir(parents=True, exist_ok=True)
     for name in ("finetune-mae", "finetune-densenet121"):
         seconds[f"localize ({name})"] = run(
@@ -120,7 +125,7 @@ def main() -> None:
     seconds["model card (dry run)"] = run(
         "the Hub upload set and model card, without uploading",
         cli("push", str(out / "finetune-mae"), "--repo-id", "cxr-vitmae/demo-vit-tiny-phantoms",
-            "--dry-run", str(out / "hub-dry-run" / "finetune-mae")),
+            "--dry-run", str(dry_run / "finetune-mae")),
     )  # fmt: skip
 
     summary = {"run": {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "machine": machine(),

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import io
 import math
+import textwrap
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from os import PathLike
@@ -96,7 +97,7 @@ def _roc_figure(
     )
     ax.set_title(subtitle, fontsize=10)
     if title:
-        fig.suptitle(title)
+        _suptitle(fig, title)
     if handles:
         fig.legend(handles=handles, loc="outside lower center", ncols=n_columns, fontsize=8, frameon=False)
     return fig
@@ -198,7 +199,7 @@ def _training_figure(history: Sequence[Mapping], title: str | None) -> Figure:
         if selected is not None:
             ax.axvline(selected[0], color="goldenrod", linestyle="--", linewidth=1.0)
     axes[-1].set_xlabel(x_label)
-    fig.suptitle(title or "training curves")
+    _suptitle(fig, title or "training curves")
     return fig
 
 
@@ -289,7 +290,7 @@ def _reconstruction_figure(original, masked, reconstruction, *, mean, std, error
         axes[0, col].set_title(name, fontsize=10)
     fig.colorbar(error_image, ax=axes[:, 3], shrink=0.9 if n > 1 else 0.8, label="|error|")
     if title:
-        fig.suptitle(title)
+        _suptitle(fig, title)
     return fig
 
 
@@ -379,12 +380,18 @@ def _panels_figure(panels: Sequence[Panel], title: str) -> Figure:
         ax.set_title(panel.title, fontsize=10)
         ax.set_xticks([])
         ax.set_yticks([])
-    fig.suptitle(title)
+    _suptitle(fig, title)
     return fig
 
 
 # --------------------------------------------------------------------------------------------------------------
 # Shared
+
+
+def _suptitle(fig: Figure, title: str) -> None:
+    """The figure's title, wrapped to the figure's width so that a long model path or run name is never cut off."""
+    characters = max(20, round(fig.get_figwidth() * 11))  # at most about 12 characters fill an inch at 12 pt
+    fig.suptitle("\n".join(textwrap.wrap(title, characters)))
 
 
 def _new_figure(width: float, height: float) -> Figure:

@@ -71,6 +71,8 @@ def synthetic_corpus(name: str, data_dir: str | Path | None, **options) -> dict 
     """What `cxr-vitmae phantoms` recorded about the corpus in `data_dir` (for a pre-training union, about its
     parts), or `None` when it holds no phantoms. Runs copy it into training_args.json and metrics.json, so that a
     model card never presents results on phantoms as results on the corpus whose format they borrow."""
+    # Here, not at the top: the phantoms package imports every corpus builder, which `import cxr_vitmae.data` otherwise
+    # loads only on first use (see `builder_class`).
     from .phantoms import phantom_record
 
     record = phantom_record(data_dir)

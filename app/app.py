@@ -24,7 +24,7 @@ from cxr_vitmae.data.phantoms import generate_phantoms
 from cxr_vitmae.evaluation.figures import panels_image
 from cxr_vitmae.explain.gradcam import explain_image, gradcam_panels
 from cxr_vitmae.explain.reconstruction import load_pretraining_model, reconstruction_panels, reconstruction_views
-from cxr_vitmae.model_directory import model_directory
+from cxr_vitmae.model_directory import model_name
 from cxr_vitmae.models.image_processing_cxr import RadiographReadError, load_radiograph
 from cxr_vitmae.predict import load_classifier, predict_images
 
@@ -77,11 +77,6 @@ def write_examples(directory: str | os.PathLike) -> list[tuple[Path, str]]:
     return examples
 
 
-def model_name(model: str | os.PathLike) -> str:
-    """How figure titles name a model, as the CLI does: its directory's name, or the Hub repo id as given."""
-    return Path(model).resolve().name if Path(model).exists() else str(model)
-
-
 def shown_input(radiograph: np.ndarray) -> Image.Image:
     """The decoded radiograph (float in [0, 1], (H, W) or (H, W, 3)) as an 8-bit image for the page, at most
     `SHOWN_INPUT_PIXELS` a side."""
@@ -107,10 +102,10 @@ def build_demo(
         OSError: a model directory cannot be read.
     """
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    classifier, processor = load_classifier(model_directory(model), device)
+    classifier, processor = load_classifier(model, device)
     labels = [classifier.config.id2label[index] for index in range(classifier.config.num_labels)]
     multi_label = classifier.config.problem_type == "multi_label_classification"
-    mae, mae_processor = load_pretraining_model(model_directory(mae_model), device) if mae_model else (None, None)
+    mae, mae_processor = load_pretraining_model(mae_model, device) if mae_model else (None, None)
     classifier_name = model_name(model)
     mae_name = model_name(mae_model) if mae_model else None
 

@@ -9,6 +9,7 @@ from pathlib import Path
 import torch
 
 from .errors import InputError, MissingExtraError
+from .model_directory import model_name
 from .models.image_processing_cxr import RadiographReadError
 
 # What the user can fix from the message alone (corpus and conversion errors are InputErrors), printed as one line;
@@ -138,11 +139,6 @@ def build_export_native(parser: argparse.ArgumentParser):
         print(f"native transformers model saved to {args.output_dir}")
 
     return run
-
-
-def _model_name(model_dir: str) -> str:
-    """How a figure title names the model: its directory's name (a Hub id as given)."""
-    return Path(model_dir).resolve().name if Path(model_dir).exists() else model_dir
 
 
 def metric_summary(metrics: dict) -> str:
@@ -301,7 +297,7 @@ def build_gradcam(parser: argparse.ArgumentParser):
         image = load_radiograph(args.image)
         model, processor = load_classifier(args.model_dir, args.device)
         result = explain_image(model, processor, image, label=args.label)
-        panels, title = gradcam_panels(result, _model_name(args.model_dir))
+        panels, title = gradcam_panels(result, model_name(args.model_dir))
         plot_panels(panels, args.output, title=title)
         height, width = result.heatmap.shape
         print(f"{result.label} (p={result.probability:.3f}): Grad-CAM at {width}x{height}, figure -> {args.output}")
@@ -361,7 +357,7 @@ def build_reconstruct(parser: argparse.ArgumentParser):
             model, processor, image, args.mask_ratio, args.seed, anomaly_maskings=args.anomaly_maskings
         )
         panels, title = reconstruction_panels(
-            views, _model_name(args.model_dir), args.mask_ratio, args.seed, args.anomaly_maskings
+            views, model_name(args.model_dir), args.mask_ratio, args.seed, args.anomaly_maskings
         )
         plot_panels(panels, args.output, title=title)
         height, width = views["original"].shape

@@ -55,4 +55,9 @@ def model_directory(model: str | PathLike) -> Path:
     return snapshot
 
 
-__all__ = ["model_directory"]
+def model_name(model: str | PathLike) -> str:
+    """How figure titles name `model`: a local directory by its own name, a Hub repository by its id as given."""
+    return Path(model).resolve().name if Path(model).exists() else str(model)
+
+
+__all__ = ["model_directory", "model_name"]

@@ -5,13 +5,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
 from transformers import AutoConfig, AutoImageProcessor, AutoModelForImageClassification
 from transformers.models.auto.modeling_auto import MODEL_FOR_IMAGE_CLASSIFICATION_MAPPING
 
 from .errors import InputError
 from .model_directory import model_directory
 from .models import CXRImageProcessor, load_radiograph
+from .models.pipeline_cxr import processor_input
 
 
 def load_classifier(model_dir: str | Path, device: str | torch.device = "cpu"):
@@ -49,15 +49,6 @@ def scores_from_logits(logits: torch.Tensor, problem_type: str | None) -> torch.
 def decode_images(images: Sequence[str | Path]) -> dict[str, np.ndarray]:
     """Every image decoded up front, so an unreadable file fails fast, by name, before any model work."""
     return {str(image): load_radiograph(image) for image in images}
-
-
-def processor_input(processor, radiograph: np.ndarray):
-    """`radiograph` (from `load_radiograph`) as `processor` takes it: ours reads the float array as it is (16-bit
-    precision kept); a stock one, as in a native export, expects an 8-bit RGB image, as the Hub widget and pipeline
-    give it."""
-    if isinstance(processor, CXRImageProcessor):
-        return radiograph
-    return Image.fromarray(np.round(radiograph * 255).astype(np.uint8)).convert("RGB")
 
 
 @torch.inference_mode()

@@ -342,12 +342,8 @@ def plot_panels(panels: Sequence[Panel], path: str | PathLike, *, title: str) ->
 def panels_image(panels: Sequence[Panel], *, title: str) -> Image.Image:
     """`plot_panels`' figure as an RGB `PIL.Image` in memory (for the demo app), pixel for pixel the PNG that
     `plot_panels` writes."""
-    fig = _panels_figure(panels, title)
     buffer = io.BytesIO()
-    try:
-        fig.savefig(buffer, dpi=DPI, format="png", facecolor="white")
-    finally:
-        fig.clear()
+    _write_png(_panels_figure(panels, title), buffer)
     buffer.seek(0)
     with Image.open(buffer) as image:
         return image.convert("RGB")
@@ -403,11 +399,16 @@ def _new_figure(width: float, height: float) -> Figure:
 def _save(fig: Figure, path: str | PathLike) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    _write_png(fig, path)
+    return path
+
+
+def _write_png(fig: Figure, target) -> None:
+    """`fig` as a PNG into `target` (a path or a binary file), then released."""
     try:
-        fig.savefig(path, dpi=DPI, format="png", facecolor="white")
+        fig.savefig(target, dpi=DPI, format="png", facecolor="white")
     finally:
         fig.clear()
-    return path
 
 
 def _is_number(value) -> bool:

@@ -65,7 +65,11 @@ def write_training_args(output_dir: str | Path, args: Any, *, recipe: str, **fac
 
 def published_id(model: str) -> str | None:
     """The Hub id a starting model directory was pushed to by its own recipe run, if any."""
-    record = _starting_record(model)
+    return _pushed_to(_starting_record(model))
+
+
+def _pushed_to(record: dict | None) -> str | None:
+    """The Hub id a run's record says it pushed its model to, if any."""
     if record and record.get("push_to_hub") and record.get("hub_model_id"):
         return record["hub_model_id"]
     return None
@@ -84,7 +88,7 @@ def starting_run(model: str) -> dict | None:
     if record is None:
         return None
     summary = {key: record[key] for key in _STARTING_RUN_KEYS if key in record}
-    summary["hub_model_id"] = published_id(model)
+    summary["hub_model_id"] = _pushed_to(record)
     history = _read_history(Path(model) / TRAINER_HISTORY_NAME)
     last = history[-1] if history else {}
     summary["steps_completed"] = last.get("step")

@@ -19,7 +19,7 @@ from huggingface_hub.utils import validate_repo_id
 
 from ..errors import HubRequestError, InputError
 from .model_card import DEFAULT_LICENSE, build_model_card, phantom_examples
-from .provenance import TRAINING_ARGS_NAME, restricted_sources, training_corpora
+from .provenance import TRAINER_HISTORY_NAME, TRAINING_ARGS_NAME, restricted_sources, training_corpora
 
 # Files of a model directory that belong on the Hub (checkpoints/, caches and the rest stay home).
 MODEL_FILE_PATTERNS = (
@@ -29,7 +29,7 @@ MODEL_FILE_PATTERNS = (
     "model.safetensors.index.json",
     "*.py",
     "metrics.json",
-    "trainer_history.json",
+    TRAINER_HISTORY_NAME,
     TRAINING_ARGS_NAME,
 )
 FIGURE_SUFFIXES = {".png", ".jpg", ".jpeg", ".svg", ".pdf", ".gif", ".webp"}

@@ -24,14 +24,19 @@ from transformers import AutoModelForImageClassification, ImageClassificationPip
 
 from .image_processing_cxr import load_radiograph
 
-__all__ = ["PIPELINE_TASK", "CXRImageClassificationPipeline", "custom_pipelines_entry"]
+__all__ = ["PIPELINE_TASK", "CXRImageClassificationPipeline", "custom_pipelines_entry", "processor_input"]
 
 PIPELINE_TASK = "image-classification"
 
 
-def _is_cxr_processor(processor: Any) -> bool:
+def processor_input(processor: Any, radiograph: np.ndarray) -> np.ndarray | Image.Image:
+    """`radiograph` (from `load_radiograph`) as `processor` takes it: ours reads the float array as it is (16-bit
+    precision kept); a stock one, as in a native export, expects 8-bit RGB, so it gets the image rescaled (never
+    clipped) to 8 bits."""
     # By name: the processor may come from the package or from a model directory's copy of this code.
-    return any(cls.__name__ == "CXRImageProcessor" for cls in type(processor).__mro__)
+    if any(cls.__name__ == "CXRImageProcessor" for cls in type(processor).__mro__):
+        return radiograph
+    return Image.fromarray(np.round(radiograph * 255).astype(np.uint8)).convert("RGB")
 
 
 class CXRImageClassificationPipeline(ImageClassificationPipeline):
@@ -40,11 +45,9 @@ class CXRImageClassificationPipeline(ImageClassificationPipeline):
     Unreadable input raises `RadiographReadError` (a `ValueError`) naming the problem."""
 
     def preprocess(self, image: Any, timeout: float | None = None):
-        radiograph = _read(image, timeout)
-        if not _is_cxr_processor(self.image_processor):
-            # A stock processor expects 8-bit RGB; rescale (never clip) to it, as `cxr-vitmae predict` does.
-            radiograph = Image.fromarray(np.round(radiograph * 255).astype(np.uint8)).convert("RGB")
-        model_inputs = self.image_processor(images=radiograph, return_tensors="pt")
+        model_inputs = self.image_processor(
+            images=processor_input(self.image_processor, _read(image, timeout)), return_tensors="pt"
+        )
         return model_inputs.to(self.dtype)
 
 

@@ -8,6 +8,7 @@ from typing import Any
 from accelerate import Accelerator
 
 from ..evaluation.figures import plot_training_curves
+from ..hub.provenance import TRAINER_HISTORY_NAME
 from ..hub.push import push_to_hub
 from .arguments import RecipeArguments
 
@@ -16,7 +17,7 @@ def save_history(history: list[dict[str, Any]], output_dir: str | Path, title: s
     """The loop's records as output_dir/trainer_history.json and figures/training_curves.png titled `title`
     (main process)."""
     output_dir = Path(output_dir)
-    (output_dir / "trainer_history.json").write_text(json.dumps(history, indent=2) + "\n")
+    (output_dir / TRAINER_HISTORY_NAME).write_text(json.dumps(history, indent=2) + "\n")
     plot_training_curves(history, output_dir / "figures" / "training_curves.png", title=title)
 
 

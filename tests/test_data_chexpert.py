@@ -269,11 +269,11 @@ ROOT = PREFIX
     [
         (
             lambda d: rewrite(d / ROOT / "train.csv", "Lateral,,,,1.0", "Lateral,,,,2.0"),
-            r"train\.csv, line 3, column 'Cardiomegaly': value '2\.0'; expected 1\.0, 0\.0, -1\.0 or blank",
+            r"train\.csv, line 3, column 'Cardiomegaly': label value '2\.0'; expected 1, 0, -1 \(uncertain\) or blank",
         ),
         (
             lambda d: rewrite(d / ROOT / "train.csv", "Lateral,,,,1.0", "Lateral,,,,yes"),
-            r"train\.csv, line 3, column 'Cardiomegaly': value 'yes'",
+            r"train\.csv, line 3, column 'Cardiomegaly': label value 'yes'",
         ),
         (
             lambda d: rewrite(d / ROOT / "valid.csv", "Path,Sex,", "Path,"),

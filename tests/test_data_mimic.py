@@ -221,7 +221,7 @@ def test_unknown_label_value_names_file_row_and_column(mimic_dir):
     rows = dict(CHEXPERT_ROWS)
     rows[("10000001", "50000002")] = {"Edema": "2.0"}
     rewrite_labels(mimic_dir, LABELER_HEADER, rows)
-    with pytest.raises(CorpusError, match=r"chexpert\.csv\.gz: row 3, column 'Edema': unknown label value '2\.0'"):
+    with pytest.raises(CorpusError, match=r"chexpert\.csv\.gz, line 3, column 'Edema': label value '2\.0'"):
         splits_of(mimic_dir)
 
 

@@ -41,10 +41,12 @@ import numpy as np
 import pandas as pd
 
 from ..models.chest_xray_labels import CHEXPERT_COMPETITION_LABELS
+from .builder import CorpusConfig, RecordCorpusBuilder
 from .errors import CorpusError
+from .label_policy import BLANK_VALUES, UNCERTAINTY_VALUES, apply_policies, parse_label_cells, policy_values
 from .label_vocabulary import canonical_label
 from .nih import read_csv_strict
-from .schema import ImageRecord, RecordCorpusBuilder, classification_features
+from .schema import ImageRecord, classification_features
 from .validation import carve_validation_patients, check_fraction, check_images, check_patients_disjoint
 
 # The 14 label columns in the order of train.csv / valid.csv.
@@ -98,7 +100,6 @@ VIEW_VALUES = ("AP", "PA", "LL", "RL", "FRONTAL", "LATERAL")
 TASKS = ("competition", "all")
 
 _PATIENT = re.compile(r"patient\d+")
-_POLICY_VALUE = {"ones": 1.0, "zeros": 0.0, "ignore": float("nan")}
 
 
 def _chexpert_label(name: str, option: str) -> str:
@@ -111,7 +112,7 @@ def _chexpert_label(name: str, option: str) -> str:
 
 
 @dataclass
-class CheXpertConfig(datasets.BuilderConfig):
+class CheXpertConfig(CorpusConfig):
     """Options of the `chexpert` corpus (module docstring for their meaning).
 
     Attributes:
@@ -215,32 +216,15 @@ def resolve_root(data_dir: str | Path) -> Path:
     return found[0]
 
 
-def _parse_values(frame: pd.DataFrame, path: Path) -> pd.DataFrame:
-    """The 14 label columns as floats 1 / 0 / -1 / NaN (blank)."""
-    parsed = {}
-    for label in CHEXPERT_LABELS:
-        text = frame[label]
-        numbers = pd.to_numeric(text.where(text != ""), errors="coerce")
-        bad = (text != "") & ~numbers.isin([1.0, 0.0, -1.0])
-        if bad.any():
-            row = bad.index[bad.to_numpy()][0]
-            raise CorpusError(
-                f"{path}, line {row + 2}, column {label!r}: value {text[row]!r}; expected 1.0, 0.0, -1.0 or blank"
-            )
-        parsed[label] = numbers.to_numpy(dtype=np.float64)
-    return pd.DataFrame(parsed, index=frame.index)
-
-
-def _labels(values: pd.DataFrame, config: CheXpertConfig) -> np.ndarray:
+def _labels(frame: pd.DataFrame, path: Path, config: CheXpertConfig) -> np.ndarray:
+    """The task's label columns under the config's uncertainty and blank policies."""
+    labels = config.task_labels()
     policy = config.uncertainty_policy()
-    blank = _POLICY_VALUE[config.blank]
-    columns = []
-    for label in config.task_labels():
-        column = values[label].to_numpy(copy=True)
-        column[column == -1.0] = _POLICY_VALUE[policy[label]]
-        column[np.isnan(values[label].to_numpy())] = blank
-        columns.append(column)
-    return np.stack(columns, axis=1).astype(np.float32)
+    return apply_policies(
+        parse_label_cells(frame, labels, path),
+        policy_values({label: policy[label] for label in labels}, UNCERTAINTY_VALUES, "zeros", "uncertainty", labels),
+        policy_values(config.blank, BLANK_VALUES, "zeros", "blank", labels),
+    )
 
 
 def _keep(views: str | tuple[str, ...], orientation: str, view: str) -> bool:
@@ -269,7 +253,7 @@ def _read_split_csv(path: Path, root: Path, split: str, config: CheXpertConfig) 
     frame = read_csv_strict(path, lambda header: header if sorted(header) == sorted(expected) else expected)
     if not len(frame):
         raise CorpusError(f"{path}: no rows (no image listed)")
-    labels = _labels(_parse_values(frame, path), config)
+    labels = _labels(frame, path, config)
 
     if is_test:
         if isinstance(config.views, tuple) and {"AP", "PA", "LL", "RL"} & set(config.views):
@@ -388,7 +372,7 @@ class CheXpert(RecordCorpusBuilder):
     VERSION = datasets.Version("1.0.0")
 
     @classmethod
-    def label_names(cls, **options) -> list[str]:
+    def label_names(cls, data_dir: str | Path | None = None, **options) -> list[str]:
         return list(cls.BUILDER_CONFIG_CLASS(**options).task_labels())
 
     def _info(self) -> datasets.DatasetInfo:

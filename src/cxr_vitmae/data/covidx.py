@@ -26,8 +26,9 @@ from pathlib import Path
 import datasets
 
 from ..models.chest_xray_labels import COVIDX_LABELS
+from .builder import CorpusConfig, RecordCorpusBuilder
 from .errors import CorpusError
-from .schema import ImageRecord, RecordCorpusBuilder, classification_features
+from .schema import ImageRecord, classification_features
 from .validation import carve_validation_patients, check_fraction, check_images
 
 BINARY_LABELS = ("negative", "positive")
@@ -48,7 +49,7 @@ _FIELDS = ("patient_id", "filename", "class", "data_source")
 
 
 @dataclass
-class COVIDxConfig(datasets.BuilderConfig):
+class COVIDxConfig(CorpusConfig):
     """Options of `covidx`.
 
     Attributes:
@@ -204,7 +205,7 @@ class COVIDx(RecordCorpusBuilder):
     OPTION_ALIASES = {"version": "covidx_version"}
 
     @classmethod
-    def label_names(cls, **options) -> list[str]:
+    def label_names(cls, data_dir: str | Path | None = None, **options) -> list[str]:
         return list(cls.BUILDER_CONFIG_CLASS(**options).class_names)
 
     def _info(self) -> datasets.DatasetInfo:

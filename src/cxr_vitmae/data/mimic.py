@@ -22,9 +22,11 @@ import datasets
 import numpy as np
 import pandas as pd
 
+from .builder import CorpusConfig, RecordCorpusBuilder
 from .errors import CorpusError
+from .label_policy import BLANK_VALUES, UNCERTAINTY_VALUES, apply_policies, parse_label_cells, policy_values
 from .label_vocabulary import canonical_label
-from .schema import ImageRecord, RecordCorpusBuilder, classification_features
+from .schema import ImageRecord, classification_features
 from .validation import check_images, first_few
 
 logger = logging.getLogger(__name__)
@@ -58,14 +60,8 @@ RADIOLOGIST_TEST_FILE = "mimic-cxr-2.1.0-test-set-labeled.csv"
 SPLIT_NAMES = {"train": "train", "validate": "validation", "test": "test"}
 
 
-_UNCERTAINTY_VALUES = {"ones": 1.0, "zeros": 0.0, "ignore": float("nan")}
-_BLANK_VALUES = {"zeros": 0.0, "ignore": float("nan")}
-# Raw label cells as the labeler files write them (floats), plus the integer spelling some re-exports use.
-_RAW_VALUES = {"1.0": 1.0, "1": 1.0, "0.0": 0.0, "0": 0.0, "-1.0": -1.0, "-1": -1.0}
-
-
 @dataclass
-class MIMICCXRConfig(datasets.BuilderConfig):
+class MIMICCXRConfig(CorpusConfig):
     """Options of `mimic-cxr` (none of them comes from the paper, which used MIMIC only unlabelled for pre-training,
     except `views` = AP/PA and `images_folder`, whose alternative `files_resized_320` is the paper's folder).
 
@@ -139,43 +135,11 @@ class MIMICCXRConfig(datasets.BuilderConfig):
 
     def uncertainty_values(self) -> np.ndarray:
         """Per class (in `MIMIC_CXR_LABELS` order), the value an uncertain label becomes."""
-        return per_class_policy(self.uncertainty, _UNCERTAINTY_VALUES, "ignore", "uncertainty", MIMIC_CXR_LABELS)
+        return policy_values(self.uncertainty, UNCERTAINTY_VALUES, "ignore", "uncertainty", MIMIC_CXR_LABELS)
 
     def blank_values(self) -> np.ndarray:
         """Per class (in `MIMIC_CXR_LABELS` order), the value a blank label becomes."""
-        return per_class_policy(self.blank, _BLANK_VALUES, "zeros", "blank", MIMIC_CXR_LABELS)
-
-
-def per_class_policy(
-    policy: str | Mapping[str, str],
-    values: Mapping[str, float],
-    default: str,
-    option: str,
-    label_names: Sequence[str],
-) -> np.ndarray:
-    """The float each class's cell becomes under `policy` (one name for all classes, or label -> name; labels may be
-    written in any corpus's spelling, `Effusion` for `Pleural Effusion`, as `canonical_label` knows them)."""
-    if isinstance(policy, str):
-        policy = dict.fromkeys(label_names, policy)
-    elif isinstance(policy, Mapping):
-        by_canonical = {canonical_label(name): name for name in label_names}
-        resolved_policy: dict[str, str] = {}
-        for given, choice in policy.items():
-            name = by_canonical.get(canonical_label(given))
-            if name is None:
-                raise CorpusError(f"option {option}: unknown label {given!r}; expected names from {list(label_names)}")
-            if resolved_policy.setdefault(name, choice) != choice:
-                raise CorpusError(f"option {option}: {name!r} is given two policies ({given!r} is one of its names)")
-        policy = resolved_policy
-    else:
-        raise CorpusError(f"option {option}={policy!r}: expected a policy name or a mapping label -> policy name")
-    resolved = []
-    for name in label_names:
-        choice = policy.get(name, default)
-        if choice not in values:
-            raise CorpusError(f"option {option} for {name!r} is {choice!r}; expected one of {', '.join(values)}")
-        resolved.append(values[choice])
-    return np.asarray(resolved, dtype=np.float32)
+        return policy_values(self.blank, BLANK_VALUES, "zeros", "blank", MIMIC_CXR_LABELS)
 
 
 def read_csv(path: Path, required: Sequence[str], rename: Callable[[str], str] | None = None) -> pd.DataFrame:
@@ -229,22 +193,8 @@ def image_path(images_dir: Path, subject_id: str, study_id: str, dicom_id: str) 
 
 def _label_matrix(frame: pd.DataFrame, path: Path, config: MIMICCXRConfig) -> np.ndarray:
     """The 14 label columns of `frame` (raw strings) as floats under the uncertainty and blank policies."""
-    raw = np.empty((len(frame), len(MIMIC_CXR_LABELS)), dtype=np.float32)
-    for column_index, name in enumerate(MIMIC_CXR_LABELS):
-        cells = frame[name].str.strip()
-        known = cells.isin(list(_RAW_VALUES)) | (cells == "")
-        if not known.all():
-            row = int(np.flatnonzero(~known.to_numpy())[0])
-            raise CorpusError(
-                f"{path}: row {row + 2}, column {name!r}: unknown label value {cells.iloc[row]!r}; "
-                "expected 1.0, 0.0, -1.0 or blank"
-            )
-        raw[:, column_index] = cells.map(lambda cell: _RAW_VALUES.get(cell, np.nan)).to_numpy(dtype=np.float32)
-    uncertain, blank = raw == -1.0, np.isnan(raw)
-    labels = raw.copy()
-    labels[uncertain] = np.broadcast_to(config.uncertainty_values(), raw.shape)[uncertain]
-    labels[blank] = np.broadcast_to(config.blank_values(), raw.shape)[blank]
-    return labels
+    raw = parse_label_cells(frame, MIMIC_CXR_LABELS, path)
+    return apply_policies(raw, config.uncertainty_values(), config.blank_values())
 
 
 def _read_label_file(
@@ -417,7 +367,7 @@ class MIMICCXR(RecordCorpusBuilder):
     VERSION = datasets.Version("1.0.0")
 
     @classmethod
-    def label_names(cls, **options) -> list[str]:
+    def label_names(cls, data_dir: str | Path | None = None, **options) -> list[str]:
         cls.BUILDER_CONFIG_CLASS(**options)
         return list(MIMIC_CXR_LABELS)
 

@@ -33,6 +33,7 @@ import datasets
 import pandas as pd
 
 from ..models.chest_xray_labels import NIH_CHESTXRAY14_LABELS
+from .builder import CorpusBuilder, CorpusConfig
 from .errors import CorpusError
 from .schema import ImageRecord, classification_features
 from .validation import carve_validation_patients, check_fraction, check_images, check_patients_disjoint, first_few
@@ -128,7 +129,7 @@ class BoundingBox:
 
 
 @dataclass
-class NIHChestXray14Config(datasets.BuilderConfig):
+class NIHChestXray14Config(CorpusConfig):
     """Options of the `nih-chestxray14` corpus.
 
     Attributes:
@@ -479,14 +480,14 @@ def nih_features() -> datasets.Features:
     return datasets.Features({**classification_features(NIH_CHESTXRAY14_LABELS), "boxes": datasets.List(box)})
 
 
-class NIHChestXray14(datasets.GeneratorBasedBuilder):
+class NIHChestXray14(CorpusBuilder):
     """NIH ChestX-ray14: 112,120 frontal radiographs of 30,805 patients, 14 NLP-mined findings."""
 
     BUILDER_CONFIG_CLASS = NIHChestXray14Config
     VERSION = datasets.Version("1.0.0")
 
     @classmethod
-    def label_names(cls, **options) -> list[str]:
+    def label_names(cls, data_dir: str | Path | None = None, **options) -> list[str]:
         cls.BUILDER_CONFIG_CLASS(**options)  # validates the options
         return list(NIH_CHESTXRAY14_LABELS)
 

@@ -5,18 +5,17 @@ from pathlib import Path
 
 import datasets
 
-from .errors import CorpusError
-
 
 @dataclass(frozen=True)
 class ImageRecord:
     """One image of a corpus as its metadata describe it, before anything is decoded.
 
     `labels` follows the corpus's `label_names` order (NaN = unknown); `label` is the class index of single-label
-    corpora (COVIDx), else None.
+    corpora (COVIDx), else None. `path` is the image file, or, for a corpus that holds the images themselves (a
+    Hugging Face dataset, `hf`), the undecoded `datasets.Image` cell `{"bytes", "path"}`, stored as it is.
     """
 
-    path: Path
+    path: Path | dict
     image_id: str
     patient_id: str
     view: str
@@ -24,9 +23,10 @@ class ImageRecord:
     label: int | None = None
 
     def example(self) -> dict:
-        """The record as a `classification_features` example (the image as its path; datasets reads it lazily)."""
+        """The record as a `classification_features` example (the image as its path, or its cell; datasets reads it
+        lazily)."""
         example = {
-            "image": str(self.path),
+            "image": self.path if isinstance(self.path, dict) else str(self.path),
             "labels": list(self.labels),
             "image_id": self.image_id,
             "patient_id": self.patient_id,
@@ -35,27 +35,6 @@ class ImageRecord:
         if self.label is not None:
             example["label"] = self.label
         return example
-
-
-class RecordCorpusBuilder(datasets.GeneratorBasedBuilder):
-    """A labelled corpus whose reader gives `{split: [ImageRecord]}`: the split and example generators the
-    single-reader corpora (CheXpert, MIMIC-CXR, COVIDx) share; subclasses say how their corpus is read
-    (`read_records`)."""
-
-    def read_records(self) -> dict[str, list[ImageRecord]]:
-        raise NotImplementedError
-
-    def _split_generators(self, dl_manager):
-        if not self.config.data_dir:
-            raise CorpusError(f"{self.dataset_name} needs data_dir: the folder holding the corpus as distributed")
-        return [
-            datasets.SplitGenerator(name=split, gen_kwargs={"records": records})
-            for split, records in self.read_records().items()
-        ]
-
-    def _generate_examples(self, records: list[ImageRecord]):
-        for record in records:
-            yield record.image_id, record.example()
 
 
 def classification_features(label_names: list[str] | tuple[str, ...], single_label: bool = False) -> datasets.Features:

@@ -10,18 +10,23 @@ from pathlib import Path
 
 import datasets
 
-from .corpora import CORPORA, Corpus, builder_class, config_options, corpus, corpus_options
+from .builder import CorpusBuilder
+from .corpora import CORPORA, Corpus, builder_class, config_options, corpus, corpus_options, uses_own_data
+from .dicom_images import register_dicom_with_pil
 from .errors import CorpusError
-from .prepared_copy import MANIFEST_NAME, load_prepared
+from .prepared_copy import MANIFEST_NAME, load_prepared, read_manifest
 from .validation import check_cached_images
 
+# Corpora may list DICOM files, which `datasets.Image` decodes through PIL.
+register_dicom_with_pil()
 
-def metadata_fingerprint(data_dir: str | Path) -> str:
-    """A hash of the corpus's metadata files (name, size, modification time), so that a cache built from other
-    metadata is never reused: datasets keys its cache on the options, not on the files."""
+
+def metadata_fingerprint(data_dir: str | Path, suffixes: tuple[str, ...] = CorpusBuilder.FINGERPRINT_SUFFIXES) -> str:
+    """A hash of the corpus's metadata files (name, size, modification time of the files with `suffixes`), so that
+    a cache built from other metadata is never reused: datasets keys its cache on the options, not on the files."""
     digest = hashlib.sha256()
     for path in sorted(Path(data_dir).rglob("*")):
-        if path.suffix in {".csv", ".txt", ".gz"} and path.is_file():
+        if path.suffix.lower() in suffixes and path.is_file():
             stat = path.stat()
             digest.update(f"{path.relative_to(data_dir)}:{stat.st_size}:{stat.st_mtime_ns};".encode())
     return digest.hexdigest()[:16]
@@ -29,7 +34,7 @@ def metadata_fingerprint(data_dir: str | Path) -> str:
 
 def load_cxr_dataset(
     name: str,
-    data_dir: str | Path,
+    data_dir: str | Path | None,
     *,
     cache_dir: str | Path | None = None,
     num_proc: int | None = None,
@@ -38,33 +43,52 @@ def load_cxr_dataset(
     """The splits of corpus `name` read from `data_dir` (its distributed layout), with the given options.
 
     When `data_dir` is a directory written by `prepare_corpus` (`cxr-vitmae prepare`), its resized copy is returned
-    instead, provided it was prepared from corpus `name` with the same options (else CorpusError)."""
-    data_dir = Path(data_dir)
-    if not data_dir.is_dir():
-        raise CorpusError(f"{data_dir}: no such directory (expected the {name} corpus as distributed)")
+    instead, provided it was prepared from corpus `name` with the same options (else CorpusError). A corpus found by
+    its options (`hf`: `path` names a Hub dataset or a folder) takes `data_dir=None`."""
     cls = builder_class(name)
-    options = corpus_options(name, options)
-    if (data_dir / MANIFEST_NAME).is_file():
-        # Written by `cxr-vitmae prepare`: the resized images are already in Arrow, there is nothing to build.
-        return load_prepared(name, data_dir, **options)
+    if data_dir is None and not cls.NEEDS_DATA_DIR:
+        options = corpus_options(name, options)
+        # Nothing under a data_dir to fingerprint: the cache is keyed on the source dataset itself (its fingerprints,
+        # which change with its files or its Hub commit), so a changed source is rebuilt.
+        fingerprint, where = cls.source_fingerprint(**options), f"{name} {options}"
+    else:
+        if data_dir is None:
+            raise CorpusError(f"{name} needs data_dir: the folder holding the corpus as distributed")
+        data_dir = Path(data_dir)
+        if not data_dir.is_dir():
+            raise CorpusError(f"{data_dir}: no such directory (expected the {name} corpus as distributed)")
+        options = corpus_options(name, options)
+        if (data_dir / MANIFEST_NAME).is_file():
+            # Written by `cxr-vitmae prepare`: the resized images are already in Arrow, there is nothing to build.
+            return load_prepared(name, data_dir, **options)
+        if not cls.NEEDS_DATA_DIR:
+            raise CorpusError(f"{data_dir}: {name} reads the dataset its options name; data_dir is for a prepared copy")
+        fingerprint, where = metadata_fingerprint(data_dir, cls.FINGERPRINT_SUFFIXES), f"{name} in {data_dir}"
     builder = cls(
-        data_dir=str(data_dir),
+        data_dir=None if data_dir is None else str(data_dir),
         cache_dir=str(cache_dir) if cache_dir is not None else None,
         dataset_name=name.replace(".", "_"),
-        hash=metadata_fingerprint(data_dir),
+        hash=fingerprint,
         **options,
     )
     cached = (Path(builder.cache_dir) / datasets.config.DATASET_INFO_FILENAME).is_file()
     builder.download_and_prepare(num_proc=num_proc)
     splits = builder.as_dataset()
     if cached:  # a fresh build has just checked every image
-        check_cached_images(splits, f"{name} in {data_dir}")
+        check_cached_images(splits, where)
     return splits
 
 
-def label_names(name: str, **options) -> list[str]:
-    """The order of the `labels` vector of corpus `name` under `options` (empty for pre-training unions)."""
-    return list(builder_class(name).label_names(**corpus_options(name, options)))
+def label_names(name: str, data_dir: str | Path | None = None, **options) -> list[str]:
+    """The order of the `labels` vector of corpus `name` under `options` (empty for unlabelled corpora). `data_dir`
+    is read only by corpora whose labels come from the data (a `csv` table's class column without `class_names`)."""
+    options = corpus_options(name, options)
+    if data_dir is not None and (Path(data_dir) / MANIFEST_NAME).is_file():
+        load_prepared(name, data_dir, **options)  # the copy is of this corpus under these options
+        recorded = read_manifest(Path(data_dir)).get("label_names")
+        if recorded is not None:
+            return list(recorded)
+    return list(builder_class(name).label_names(data_dir, **options))
 
 
 def synthetic_corpus(name: str, data_dir: str | Path | None, **options) -> dict | None:
@@ -77,15 +101,23 @@ def synthetic_corpus(name: str, data_dir: str | Path | None, **options) -> dict 
 
     record = phantom_record(data_dir)
     cls = builder_class(name)
-    if record is None and data_dir is not None and hasattr(cls, "phantom_record"):
+    if record is None and data_dir is not None:
         record = cls.phantom_record(data_dir, **corpus_options(name, options))
     return record
 
 
-def split_source(name: str, split: str, **options) -> str:
+def split_source(name: str, split: str, data_dir: str | Path | None = None, **options) -> str:
     """What split `split` of corpus `name` is read from under `options` (e.g. CheXpert's default `test` is
-    "valid.csv, the paper's CheXpert evaluation set"), for metrics.json and model cards."""
-    sources = builder_class(name).BUILDER_CONFIG_CLASS(**corpus_options(name, options)).split_sources()
+    "valid.csv, the paper's CheXpert evaluation set"), for metrics.json and model cards. `data_dir` lets a corpus
+    name its own files (a `csv` corpus's table)."""
+    if data_dir is not None and (Path(data_dir) / MANIFEST_NAME).is_file():
+        # A prepared copy: the files a split is named after are in the corpus it was prepared from.
+        source = Path(read_manifest(Path(data_dir))["source_data_dir"])
+        data_dir = source if source.is_dir() else None
+    config = builder_class(name).BUILDER_CONFIG_CLASS(
+        data_dir=None if data_dir is None else str(data_dir), **corpus_options(name, options)
+    )
+    sources = config.split_sources()
     if split not in sources:
         raise CorpusError(f"{name} has no {split!r} split under these options; it has {', '.join(sources)}")
     return sources[split]
@@ -104,4 +136,5 @@ __all__ = [
     "metadata_fingerprint",
     "split_source",
     "synthetic_corpus",
+    "uses_own_data",
 ]

@@ -14,6 +14,7 @@ from typing import Any
 import datasets
 
 from ..models.chest_xray_labels import CHEXPERT_COMPETITION_LABELS, COVIDX_LABELS, NIH_CHESTXRAY14_LABELS
+from .builder import CorpusBuilder
 from .errors import CorpusError
 
 
@@ -33,12 +34,17 @@ class Corpus:
     # The default labels of a classifier trained on it (the paper's released heads), and whether they are exclusive.
     classifier_labels: tuple[str, ...] = ()
     single_label: bool = False
+    # The user's own radiographs (patient data): nothing derived from them, no identifier and no local path is ever
+    # published, and cards name the data by its table and split policy, never as a public corpus.
+    own_data: bool = False
 
     @property
     def image_sources(self) -> tuple[str, ...]:
         """The corpora whose images it holds, which model cards list as their `datasets`."""
         return self.sources or (self.name,)
 
+
+OWN_DATA_RESTRICTION = "the user's own data (patient data)"
 
 _CORPORA = (
     Corpus(
@@ -112,6 +118,36 @@ _CORPORA = (
         ),
         sources=("nih-chestxray14", "chexpert", "mimic-cxr"),
     ),
+    Corpus(
+        name="csv",
+        builder="table:TableCorpus",
+        display_name="own data (image folder and label table)",
+        description=(
+            "The user's own radiographs: a folder of PNG, JPEG or DICOM images and one table (CSV, TSV or Parquet) "
+            "of their labels; splits from the table's split column or carved by patient with a fixed seed."
+        ),
+        restricted_by=OWN_DATA_RESTRICTION,
+        own_data=True,
+    ),
+    Corpus(
+        name="folder",
+        builder="folder:FolderCorpus",
+        display_name="own data (unlabelled image folder)",
+        description="The user's own unlabelled radiographs: every PNG, JPEG and DICOM image under a folder.",
+        restricted_by=OWN_DATA_RESTRICTION,
+        own_data=True,
+    ),
+    Corpus(
+        name="hf",
+        builder="hf_dataset:HFDatasetCorpus",
+        display_name="own data (a Hugging Face dataset)",
+        description=(
+            "A Hugging Face dataset (a Hub dataset repository or a local save_to_disk, imagefolder or parquet "
+            "folder) with the user's column choices; its own splits, validation carved by patient where absent."
+        ),
+        restricted_by=OWN_DATA_RESTRICTION,
+        own_data=True,
+    ),
 )
 CORPORA: dict[str, Corpus] = {entry.name: entry for entry in _CORPORA}
 _BY_ALIAS = {alias: entry for entry in _CORPORA for alias in entry.aliases}
@@ -130,10 +166,16 @@ def corpus(name: str) -> Corpus:
     raise CorpusError(f"Unknown corpus {name!r}; expected one of {', '.join(CORPORA)}")
 
 
-def builder_class(name: str) -> type[datasets.GeneratorBasedBuilder]:
+def builder_class(name: str) -> type[CorpusBuilder]:
     """The `datasets` builder of corpus `name`, imported on first use so `import cxr_vitmae.data` stays cheap."""
     module, class_name = corpus(name).builder.split(":")
     return getattr(importlib.import_module(f"{__package__}.{module}"), class_name)
+
+
+def uses_own_data(name: str, options: dict[str, Any]) -> bool:
+    """Whether corpus `name` with `options` holds the user's own images (patient data): an own-data corpus, or a
+    pre-training union with the user's `folders` added."""
+    return corpus(name).own_data or bool(options.get("folders"))
 
 
 # BuilderConfig's own fields, which are not corpus options.
@@ -144,7 +186,7 @@ def corpus_options(name: str, options: dict[str, Any]) -> dict[str, Any]:
     """`options` checked against the fields of corpus `name`'s builder config, with its aliases applied (e.g.
     COVIDx's `version`, which cannot be a field name because every BuilderConfig has a `version` of its own)."""
     cls = builder_class(name)
-    aliases = getattr(cls, "OPTION_ALIASES", {})
+    aliases = cls.OPTION_ALIASES
     options = {aliases.get(key, key): value for key, value in options.items()}
     allowed = {field.name for field in fields(cls.BUILDER_CONFIG_CLASS)} - _BUILDER_FIELDS
     unknown = sorted(set(options) - allowed)
@@ -172,4 +214,5 @@ __all__ = [
     "config_options",
     "corpus",
     "corpus_options",
+    "uses_own_data",
 ]

@@ -44,8 +44,8 @@ from torchvision.transforms import InterpolationMode
 from torchvision.transforms.v2 import functional as tvF
 
 from ..models.image_processing_cxr import RadiographReadError, load_radiograph
-from . import load_cxr_dataset, metadata_fingerprint
-from .corpora import config_options
+from . import label_names, load_cxr_dataset, metadata_fingerprint
+from .corpora import builder_class, config_options
 from .errors import CorpusError
 from .phantoms import PHANTOM_RECORD
 from .prepared_copy import FORMAT_VERSION, MANIFEST_NAME, builder_version, read_manifest
@@ -204,7 +204,9 @@ def prepare_corpus(
         "options": resolved,
         "size": size,
         "source_data_dir": str(data_dir),
-        "metadata_fingerprint": metadata_fingerprint(data_dir) if data_dir.is_dir() else None,
+        "metadata_fingerprint": (
+            metadata_fingerprint(data_dir, builder_class(name).FINGERPRINT_SUFFIXES) if data_dir.is_dir() else None
+        ),
         "builder_version": builder_version(name),
         "storage": STORAGE,
     }
@@ -267,6 +269,8 @@ def prepare_corpus(
         "format_version": FORMAT_VERSION,
         **request,
         "splits": {split: len(dataset) for split, dataset in prepared.items()},
+        # What `label_names` needs when the labels come from the data (a table's class column), which is not here.
+        "label_names": label_names(name, data_dir, **options),
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
     _atomic_write_json(output_dir / MANIFEST_NAME, manifest)

@@ -32,7 +32,9 @@ from pathlib import Path
 import datasets
 
 from . import chexpert, metadata_fingerprint, mimic, nih
+from .builder import CorpusBuilder, CorpusConfig
 from .errors import CorpusError
+from .folder import FolderConfig, FolderCorpus, read_folder
 from .phantoms import phantom_record
 from .schema import ImageRecord, pretraining_features
 from .validation import first_few
@@ -42,7 +44,7 @@ DEFAULT_FOLDERS = {NIH: "nih", CHEXPERT: "chexpert", MIMIC: "mimic"}
 
 
 @dataclass
-class PretrainConfig(datasets.BuilderConfig):
+class PretrainConfig(CorpusConfig):
     """Options of `pretrain-0.3m` and `pretrain-0.5m` (paths and per-corpus options; see the module docstring).
 
     Attributes:
@@ -52,6 +54,9 @@ class PretrainConfig(datasets.BuilderConfig):
             the builders' own, i.e. the paper's choices for the union: CheXpert frontal views, MIMIC AP/PA; for the
             paper's NIH train set give `{"split_files_dir": <medical_mae data_splits/chestxray>}`). Options that
             change which images a split holds (views, split files) change the union accordingly.
+        folders: the user's own image folders added to the union (absolute, or relative to `data_dir`), each read
+            as the `folder` corpus reads one, with `folder_options` (`exclude`, `patients_from`); their images carry
+            `source` "own/<folder name>".
     """
 
     nih_dir: str | None = None
@@ -60,9 +65,17 @@ class PretrainConfig(datasets.BuilderConfig):
     nih_options: dict = field(default_factory=dict)
     chexpert_options: dict = field(default_factory=dict)
     mimic_options: dict = field(default_factory=dict)
+    folders: tuple[str, ...] = ()
+    folder_options: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        super().__post_init__()
+        self.folders = (self.folders,) if isinstance(self.folders, str) else tuple(str(f) for f in self.folders)
+        FolderConfig(**self.folder_options)  # checked now, not after the corpora are read
 
     def split_sources(self) -> dict[str, str]:
-        return {"train": "the train images of its corpora (module docstring)"}
+        own = f", plus {len(self.folders)} folder(s) of the user's own images" if self.folders else ""
+        return {"train": f"the train images of its corpora (module docstring){own}"}
 
     def corpus_dir(self, corpus: str) -> Path:
         given = {NIH: self.nih_dir, CHEXPERT: self.chexpert_dir, MIMIC: self.mimic_dir}[corpus]
@@ -172,11 +185,18 @@ def _check_no_evaluation_image(name: str, parts: list[_Part]) -> None:
                 )
 
 
+def _folder_part(config: PretrainConfig, folder: str) -> _Part:
+    path = _resolve(config.data_dir, folder)
+    records = read_folder(path, FolderConfig(**config.folder_options))
+    return _Part(f"own/{path.name}", records, set(), set(), set())
+
+
 def read_union(name: str, sources: tuple[str, ...], config: PretrainConfig) -> list[ImageRecord]:
     """The union's records (ids and patients prefixed with their source), after every check of every part and the
-    no-evaluation-image assertion."""
+    no-evaluation-image assertion (which also keeps the corpora's evaluation images out of the user's folders)."""
     readers = {NIH: _nih_part, CHEXPERT: _chexpert_part, MIMIC: _mimic_part}
     parts = [readers[source](config) for source in sources]
+    parts += [_folder_part(config, folder) for folder in config.folders]
     _check_no_evaluation_image(name, parts)
     union = [
         ImageRecord(
@@ -206,10 +226,16 @@ def _combined_hash(hash: str | None, data_dir: str | None, options: dict) -> str
         path = _resolve(data_dir, options[key])
         if path.is_dir() and not path.is_relative_to(base):
             digest.update(f"{key}:{metadata_fingerprint(path)};".encode())
+    # The user's folders are defined by their images, which the metadata fingerprint does not cover.
+    folders = options.get("folders") or ()
+    for folder in (folders,) if isinstance(folders, str) else folders:
+        path = _resolve(data_dir, folder)
+        if path.is_dir():
+            digest.update(f"folder:{folder}:{metadata_fingerprint(path, FolderCorpus.FINGERPRINT_SUFFIXES)};".encode())
     return digest.hexdigest()[:16]
 
 
-class _PretrainUnion(datasets.GeneratorBasedBuilder):
+class _PretrainUnion(CorpusBuilder):
     BUILDER_CONFIG_CLASS = PretrainConfig
     VERSION = datasets.Version("1.0.0")
     CORPUS_NAME = ""
@@ -223,7 +249,7 @@ class _PretrainUnion(datasets.GeneratorBasedBuilder):
             )
 
     @classmethod
-    def label_names(cls, **options) -> list[str]:
+    def label_names(cls, data_dir: str | Path | None = None, **options) -> list[str]:
         cls.BUILDER_CONFIG_CLASS(**options)
         return []
 
@@ -256,7 +282,8 @@ class _PretrainUnion(datasets.GeneratorBasedBuilder):
         for record in records:
             example = record.example()
             del example["labels"]  # the unions are unlabelled
-            yield record.image_id, {**example, "source": record.image_id.split("/", 1)[0]}
+            source = record.image_id.split("/", 2 if record.image_id.startswith("own/") else 1)
+            yield record.image_id, {**example, "source": "/".join(source[:-1])}
 
 
 class Pretrain03M(_PretrainUnion):

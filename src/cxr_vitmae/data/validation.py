@@ -8,6 +8,7 @@ from pathlib import Path
 import datasets
 from PIL import Image
 
+from ..models.image_processing_cxr import DICOM_SUFFIXES
 from .errors import CorpusError
 
 SHOWN = 5  # how many offending names an error message lists
@@ -23,21 +24,50 @@ def first_few(names: Iterable) -> str:
 # PNG IEND chunk, and the JPEG end-of-image marker (0xFF is never followed by 0xD9 inside JPEG scan data).
 _END_MARKERS = {"PNG": b"IEND\xaeB`\x82", "JPEG": b"\xff\xd9"}
 _TAIL_BYTES = 1024
+# A DICOM file has a 128-byte preamble, then "DICM"; files without them are read by suffix.
+_DICOM_MAGIC_END = 132
 
 
-def _readable(path: Path) -> bool:
-    """PIL identifies the file from its header, and a PNG or JPEG also ends as a complete one does: a truncated copy
-    (an interrupted download or extraction) opens fine and fails only when its pixels are decoded."""
+def image_problem(path: Path) -> str | None:
+    """Why `path` would fail to decode, or None, found without decoding (except compressed DICOM): PIL identifies
+    the file from its header and a PNG or JPEG ends as a complete one does (a truncated copy, an interrupted
+    download or extraction, opens fine and fails only when its pixels are decoded); a DICOM file holds as many
+    pixel bytes as its header promises."""
     try:
-        with open(path, "rb") as file, Image.open(file) as image:
-            marker = _END_MARKERS.get(image.format)
-            if marker is None:
-                return True
-            size = file.seek(0, os.SEEK_END)
-            file.seek(max(size - _TAIL_BYTES, 0))
-            return marker in file.read()
-    except (OSError, SyntaxError, ValueError):
-        return False
+        with open(path, "rb") as file:
+            header = file.read(_DICOM_MAGIC_END)
+            if header[_DICOM_MAGIC_END - 4 :] == b"DICM" or path.suffix.lower() in DICOM_SUFFIXES:
+                return _dicom_problem(path, forced=header[_DICOM_MAGIC_END - 4 :] != b"DICM")
+            file.seek(0)
+            with Image.open(file) as image:
+                marker = _END_MARKERS.get(image.format)
+                if marker is None:
+                    return None
+                size = file.seek(0, os.SEEK_END)
+                file.seek(max(size - _TAIL_BYTES, 0))
+                return None if marker in file.read() else f"truncated: no {image.format} end marker"
+    except (OSError, SyntaxError, ValueError) as error:
+        return f"not a readable PNG, JPEG or DICOM file ({error})"
+
+
+def _dicom_problem(path: Path, forced: bool) -> str | None:
+    try:
+        import pydicom
+    except ImportError:
+        return 'a DICOM file, which needs pydicom: pip install "cxr-vitmae[dicom]"'
+    try:
+        dataset = pydicom.dcmread(path, force=forced)
+        if "PixelData" not in dataset:
+            return "a DICOM file without pixel data"
+        if dataset.file_meta.TransferSyntaxUID.is_compressed:
+            # No cheaper way to know that a compressed stream is whole, or that a decoder for it is installed.
+            return None if dataset.pixel_array.size else "a DICOM file with empty pixel data"
+        frames = int(dataset.get("NumberOfFrames", 1) or 1)
+        expected = dataset.Rows * dataset.Columns * dataset.SamplesPerPixel * dataset.BitsAllocated // 8 * frames
+        found = len(dataset.PixelData)
+        return None if found >= expected else f"truncated DICOM: {found} of {expected} pixel bytes"
+    except Exception as error:  # pydicom raises many kinds for a damaged file
+        return f"not a readable DICOM file ({error})"
 
 
 def check_images(paths: Iterable[Path], listed_in: str) -> None:
@@ -49,7 +79,7 @@ def check_images(paths: Iterable[Path], listed_in: str) -> None:
         raise CorpusError(
             f"{len(missing)} of {len(paths)} image(s) listed in {listed_in} are missing: {first_few(missing)}"
         )
-    unreadable = [path for path in paths if not _readable(path)]
+    unreadable = [path for path in paths if image_problem(path) is not None]
     if unreadable:
         raise CorpusError(
             f"{len(unreadable)} image(s) listed in {listed_in} cannot be read as images or are truncated: "
@@ -66,20 +96,32 @@ def check_fraction(corpus: str, fraction, seed) -> None:
 
 
 def carve_validation_patients(patients: Iterable[str], fraction: float, seed: int, carved_from: str) -> set[str]:
-    """The patients carved out of `patients` (the ids of one split) as a validation split: the first
-    `round(fraction × n)` (at least 1, never all) ordered by SHA-256 of `"<seed>:<patient id>"`, which is the same on
-    every platform and library version, and independent of row order. `fraction` 0 carves nothing."""
+    """The patients carved out of `patients` (the ids of one split) as a validation split (`carve_patients`)."""
+    return set(carve_patients(patients, {"validation": fraction}, seed, carved_from))
+
+
+def carve_patients(patients: Iterable[str], fractions: dict[str, float], seed: int, carved_from: str) -> dict[str, str]:
+    """Patient -> split for the patients carved out of `patients` (the rest stay where they are): the patients
+    ordered by SHA-256 of `"<seed>:<patient id>"`, which is the same on every platform and library version and
+    independent of row order, are dealt out in `fractions`' order, `round(fraction × n)` each (at least 1 for a
+    fraction above 0), leaving at least one patient uncarved. Fractions of 0 carve nothing."""
     patients = set(patients)
-    if fraction == 0:
-        return set()
-    if len(patients) < 2:
+    wanted = {split: fraction for split, fraction in fractions.items() if fraction > 0}
+    if not wanted:
+        return {}
+    if len(patients) < len(wanted) + 1:
         raise CorpusError(
-            f"{carved_from} has {len(patients)} patient(s); carving a validation split needs at least 2 "
-            "(or validation_fraction=0)"
+            f"{carved_from} has {len(patients)} patient(s); carving {' and '.join(wanted)} from them needs at least "
+            f"{len(wanted) + 1} (or a fraction of 0)"
         )
-    count = min(max(round(fraction * len(patients)), 1), len(patients) - 1)
     ranked = sorted(patients, key=lambda patient: hashlib.sha256(f"{seed}:{patient}".encode()).hexdigest())
-    return set(ranked[:count])
+    carved, start = {}, 0
+    for position, (split, fraction) in enumerate(wanted.items()):
+        left_for_later = len(wanted) - position - 1
+        count = min(max(round(fraction * len(patients)), 1), len(patients) - start - 1 - left_for_later)
+        carved.update(dict.fromkeys(ranked[start : start + count], split))
+        start += count
+    return carved
 
 
 def check_patients_disjoint(patients: dict[str, set[str]], where: str) -> None:

@@ -21,7 +21,7 @@ from transformers import BatchFeature, ViTImageProcessor
 __all__ = ["CXRImageProcessor", "RadiographReadError", "load_radiograph"]
 
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-_DICOM_SUFFIXES = (".dcm", ".dicom")
+DICOM_SUFFIXES = (".dcm", ".dicom")
 
 # Modes PIL can turn into one we read without losing information.
 _PIL_CONVERSIONS = {"PA": "RGBA", "La": "LA", "RGBa": "RGBA", "RGBX": "RGB", "CMYK": "RGB", "YCbCr": "RGB"}
@@ -83,7 +83,7 @@ def _load_path(path: Path) -> np.ndarray:
         raise RadiographReadError(f"Cannot open image file {name}: {e}") from e
 
     has_dicm_magic = header[128:132] == b"DICM"
-    if has_dicm_magic or path.suffix.lower() in _DICOM_SUFFIXES:
+    if has_dicm_magic or path.suffix.lower() in DICOM_SUFFIXES:
         return _load_dicom(path, has_dicm_magic)
     # PIL silently reduces 16-bit colour PNGs (colour types 2, 4, 6) to 8 bits; libpng keeps all 16.
     if header.startswith(_PNG_SIGNATURE) and len(header) >= 26 and header[24] == 16 and header[25] in (2, 4, 6):

@@ -26,7 +26,14 @@ from cxr_vitmae.training.finish import finish_run, save_history
 from cxr_vitmae.training.loop import train
 from cxr_vitmae.training.models import build_classifier
 from cxr_vitmae.training.optim import supports_layer_decay
-from cxr_vitmae.training.setup import announce_run, load_corpus, make_accelerator, make_optimizer, plan_schedule
+from cxr_vitmae.training.setup import (
+    announce_run,
+    load_corpus,
+    make_accelerator,
+    make_optimizer,
+    plan_schedule,
+    run_recipe,
+)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -36,7 +43,7 @@ def main(argv: list[str] | None = None) -> None:
 
     # Data: the corpus's splits, the paper's transforms, loaders whose randomness is a function of (seed, epoch).
     splits = load_corpus(args, accelerator)
-    names = label_names(args.dataset, **args.options())
+    names = label_names(args.dataset, args.data_dir, **args.options())
     single_label = "label" in splits["train"].features
     label_key = "label" if single_label else "labels"
     # Refused here, before any training: model selection needs a validation split, the report a test split.
@@ -171,4 +178,4 @@ def _problem(single_label: bool) -> str:
 
 
 if __name__ == "__main__":
-    main()
+    run_recipe(main)

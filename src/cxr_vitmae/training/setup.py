@@ -2,6 +2,8 @@
 the record of the run (training_args.json, the start banner, the trackers)."""
 
 import os
+import sys
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -13,6 +15,23 @@ from ..hub.provenance import write_training_args
 from .arguments import RecipeArguments
 from .loop import Schedule
 from .optim import cosine_schedule_with_warmup, parameter_groups, scaled_learning_rate
+
+
+def run_recipe(main: Callable[[], None]) -> None:
+    """A recipe's entry point: what the user can fix from the message (a bad table row, a missing corpus file, an
+    unreadable image) ends the process with that one line on stderr and exit status 1, in every process of an
+    `accelerate launch`, before any training; anything else keeps its traceback, as does every error with
+    CXR_VITMAE_DEBUG=1. (The launcher then adds its own report that a process failed; `accelerate launch --quiet`
+    leaves it out.)"""
+    from ..cli import DEBUG_ENVIRONMENT, USER_ERRORS
+
+    try:
+        main()
+    except USER_ERRORS as error:
+        if os.environ.get(DEBUG_ENVIRONMENT, "") not in ("", "0"):
+            raise
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(1)
 
 
 def native_bf16_supported() -> bool:
@@ -58,8 +77,12 @@ def make_accelerator(args: RecipeArguments) -> Accelerator:
 
 
 def load_corpus(args: RecipeArguments, accelerator: Accelerator):
-    """The corpus's DatasetDict, built (and cached) by the main process first, then read by the others."""
-    with accelerator.main_process_first():
+    """The corpus's DatasetDict, built (and cached) by each machine's main process first, then read by the others.
+
+    Per machine, not once globally: the datasets cache is usually on each machine's own disk, and with the global
+    main first, every process of the other machines would build its machine's copy at once. Where machines share
+    one cache directory, datasets' lock on it makes the second builder wait and reuse the first's build."""
+    with accelerator.local_main_process_first():
         splits = load_cxr_dataset(args.dataset, args.data_dir, **args.options())
     if getattr(args, "label_fraction", 1.0) < 1.0:
         splits["train"] = patient_subset(splits["train"], args.label_fraction, args.label_fraction_seed)

@@ -20,6 +20,7 @@ from cxr_vitmae.evaluation import classification_metrics, roc_curves
 from cxr_vitmae.evaluation.evaluate_model import evaluate_split
 from cxr_vitmae.evaluation.figures import plot_roc_curves
 from cxr_vitmae.evaluation.prediction import PREDICTIONS_FILE, predict, save_predictions
+from cxr_vitmae.model_directory import model_name
 from cxr_vitmae.training.arguments import FinetuneArguments, parse_recipe_arguments
 from cxr_vitmae.training.data import TransformedCorpus, make_loader, make_train_loader
 from cxr_vitmae.training.finish import finish_run, save_history
@@ -157,7 +158,7 @@ def main(argv: list[str] | None = None) -> None:
         metrics.update(selected_by=f"validation {selection_metric}", checkpoint=checkpoint)
         (output_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
         save_predictions(output_dir / PREDICTIONS_FILE, prediction, splits["test"])
-        save_history(state.history, output_dir, title=f"{args.model}: {title}")
+        save_history(state.history, output_dir, title=f"{model_name(args.model)}: {title}")
         plot_roc_curves(
             roc_curves(prediction["scores"], prediction["labels"], names, problem_type=_problem(single_label)),
             {name: values["auroc"] for name, values in metrics["per_class"].items()},

@@ -75,7 +75,7 @@ class PretrainConfig(CorpusConfig):
 
     def split_sources(self) -> dict[str, str]:
         own = f", plus {len(self.folders)} folder(s) of the user's own images" if self.folders else ""
-        return {"train": f"the train images of its corpora (module docstring){own}"}
+        return {"train": f"the train split of each corpus in the union, none of their evaluation images{own}"}
 
     def corpus_dir(self, corpus: str) -> Path:
         given = {NIH: self.nih_dir, CHEXPERT: self.chexpert_dir, MIMIC: self.mimic_dir}[corpus]

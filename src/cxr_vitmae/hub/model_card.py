@@ -3,10 +3,10 @@
 One Jinja template per kind of model, in `model_cards/` next to this module: the MAE-pre-trained ViT encoder, a
 fine-tuned ViT classifier and a DenseNet classifier. The YAML header is a `ModelCardData` whose `model-index` is
 built from the directory's `metrics.json` only (numbers measured on that checkpoint); the paper's numbers appear in
-the text, labelled as the paper's.
+the text, labelled as the paper's. How the card names the data (a public corpus, phantoms, the user's own data) is
+`corpus_description`'s.
 """
 
-import json
 import math
 import re
 import tempfile
@@ -20,13 +20,22 @@ from huggingface_hub.errors import HFValidationError
 from huggingface_hub.utils import validate_repo_id
 from safetensors import safe_open
 
-from ..data import CORPORA, CorpusError, config_options
 from ..data.phantoms import generate_phantoms
 from ..errors import InputError
 from ..models import MODEL_CLASSES
-from ..models.configuration_cxr_densenet import CXR_DENSENET_PRESETS, CXRDenseNetConfig
-from ..models.configuration_cxr_vitmae import VIT_PRESETS
-from .provenance import TRAINING_ARGS_NAME, image_sources, read_json, restricted_sources
+from ..models.configuration_cxr_densenet import CXRDenseNetConfig
+from .corpus_description import (
+    OWN_DATA_DATASET_TYPE,
+    card_datasets,
+    card_restrictions,
+    describe_corpus,
+    hub_dataset_id,
+    label_source,
+    own_data_source,
+    stated_options,
+)
+from .provenance import TRAINING_ARGS_NAME, is_own_data, is_preset, lineage, read_json, split_sources
+from .public_records import public_record
 
 TEMPLATES_DIR = Path(__file__).resolve().parent / "model_cards"
 # kind -> (template file, pipeline tag). The encoder's classification head would be untrained, so it is published as
@@ -88,8 +97,6 @@ _HYPERPARAMETERS = (
     "mixed_precision",
     "seed",
 )
-# Corpus options that are locations on the training machine: their values mean nothing to a reader of the card.
-_PATH_OPTION_SUFFIXES = ("_dir", "_file", "_folder")
 # The model-index dataset type of results on `cxr-vitmae phantoms`, whatever corpus format they were written in.
 PHANTOM_DATASET_TYPE = "cxr-vitmae-phantoms"
 _PHANTOM_EXAMPLES = 3
@@ -154,10 +161,17 @@ def eval_results(metrics: dict) -> list[EvalResult]:
     """The `model-index` entries of a `metrics.json`: mean and per-class AUROC and AUPRC, and accuracy when set.
     Undefined values (a class without both label values in the split) are left out, never written as 0."""
     synthetic = metrics.get("synthetic_corpus")
+    dataset, options = metrics["dataset"], metrics.get("dataset_options") or {}
+    if synthetic:
+        dataset_type = PHANTOM_DATASET_TYPE
+    elif is_own_data(dataset, options):
+        dataset_type = hub_dataset_id(dataset, options) or OWN_DATA_DATASET_TYPE
+    else:
+        dataset_type = dataset
     common = {
         "task_type": "image-classification",
-        "dataset_type": PHANTOM_DATASET_TYPE if synthetic else metrics["dataset"],
-        "dataset_name": describe_corpus(metrics["dataset"], synthetic)[0],
+        "dataset_type": dataset_type,
+        "dataset_name": describe_corpus(dataset, synthetic, options)[0],
         "dataset_split": metrics.get("split"),
     }
     entries = [
@@ -175,32 +189,6 @@ def eval_results(metrics: dict) -> list[EvalResult]:
     ]
 
 
-def describe_corpus(name: str, synthetic: dict | None = None) -> tuple[str, str]:
-    """(display name, description) of corpus `name` (e.g. `NIH ChestX-ray14` for `nih-chestxray14`; unknown names as
-    given). `synthetic`, the `phantom_record` a run recorded, means the data were phantoms in that corpus's format,
-    and the card says so instead of naming the real corpus."""
-    known = CORPORA.get(name)
-    display_name, description = (known.display_name, known.description) if known else (name, "")
-    if synthetic is None:
-        return display_name, description
-    if "parts" in synthetic:  # a pre-training union with phantom parts
-        parts = ", ".join(
-            f"{part}: {'phantoms' if record else 'real images'}" for part, record in synthetic["parts"].items()
-        )
-        return (
-            f"synthetic phantoms in {display_name}'s format",
-            f"{synthetic['num_images']:,} synthetic chest radiographs drawn by `cxr-vitmae phantoms` in the layouts "
-            f"of the union's corpora ({parts}) and read with the `{name}` loader; no patient's image among the "
-            "phantoms. Results on them show that the pipeline runs, not how the model does on real radiographs.",
-        )
-    return (
-        f"synthetic phantoms in {display_name}'s format",
-        f"{synthetic['num_images']:,} synthetic chest radiographs drawn by `cxr-vitmae phantoms` ({synthetic['size']} "
-        f"px, seed {synthetic['seed']}, difficulty {synthetic['difficulty']}) and read with the `{name}` loader; no "
-        "patient's image. Results on them show that the pipeline runs, not how the model does on real radiographs.",
-    )
-
-
 def build_model_card(
     model_dir: str | Path,
     repo_id: str,
@@ -214,7 +202,8 @@ def build_model_card(
     """The model card (README.md) of the model directory `model_dir` published as `repo_id`.
 
     Reads `config.json`, `preprocessor_config.json`, the weights' shapes, and when present `metrics.json` (the
-    evaluation table and `model-index`) and `training_args.json` (training data and settings). `figures` are the
+    evaluation table and `model-index`) and `training_args.json` (training data and settings), both as
+    `public_record` leaves them: no path of the training machine reaches the card. `figures` are the
     repository paths of the figures published with the model, shown in the card. `examples` become the YAML
     `widget:` (classifiers only), linked at `endpoint` (default: the configured Hub).
     `base_model` (a Hub model id: the Hub rejects anything else) defaults to the Hub id the starting model was
@@ -232,8 +221,8 @@ def build_model_card(
         raise InputError(f"{model_dir}: not a model directory (no config.json)")
     kind = card_kind(config)
     template, pipeline_tag = CARD_KINDS[kind]
-    training = read_json(model_dir / TRAINING_ARGS_NAME)
-    metrics = read_json(model_dir / "metrics.json")
+    training = public_record(read_json(model_dir / TRAINING_ARGS_NAME))
+    metrics = public_record(read_json(model_dir / "metrics.json"))
     if metrics is not None and "dataset" not in metrics:
         raise InputError(f"{model_dir / 'metrics.json'}: has no 'dataset' field (the metrics.json schema needs one)")
     base_model = base_model or (training or {}).get("base_model")
@@ -248,19 +237,14 @@ def build_model_card(
     classifier = kind in ("vit-classifier", "densenet-classifier")
     examples = list(examples) if classifier else []
 
-    # Phantoms borrow a corpus's format, not its images: they add no corpus to the card's `datasets`.
     # The starting run's corpus is part of the model's training data (an MAE encoder's weights come from it).
-    corpora = [
-        record["dataset"]
-        for record in (training, metrics, *_runs(base_run))
-        if record and record.get("dataset") and not record.get("synthetic_corpus")
-    ]
+    runs = [record for record in (training, metrics, *lineage(base_run)) if record]
     card_data = ModelCardData(
         model_name=repo_id.split("/")[-1],
         library_name="transformers",
         pipeline_tag=pipeline_tag,
         license=license,
-        datasets=image_sources(corpora) or None,
+        datasets=card_datasets(runs),
         base_model=base_model,
         tags=_tags(kind, config),
         metrics=sorted({result.metric_type for result in eval_results(metrics)}) if metrics else None,
@@ -280,11 +264,11 @@ def build_model_card(
         multi_label=config.get("problem_type") != "single_label_classification",
         preprocessing=_preprocessing(model_dir),
         training=_training(training, base_model),
-        limits=_limits(training),
-        evaluation=_evaluation(metrics),
+        limits=_limits(training, metrics),
+        evaluation=_evaluation(metrics, training),
         figures=list(figures),
         examples=examples,
-        restricted=restricted_sources(corpora),
+        restricted=card_restrictions(runs),
         paper_results=PAPER_RESULTS["densenet" if config["model_type"] == "cxr_densenet" else "vit"],
         citation=CITATION,
     )
@@ -358,19 +342,27 @@ def _preprocessing(model_dir: Path) -> dict | None:
 def _training(record: dict | None, base_model: str | None = None) -> dict | None:
     if record is None:
         return None
-    dataset = record.get("dataset")
-    name, description = describe_corpus(dataset, record.get("synthetic_corpus"))
+    dataset, options = record.get("dataset"), record.get("dataset_options") or {}
+    synthetic = record.get("synthetic_corpus")
+    name, description = describe_corpus(dataset, synthetic, options)
     base_run = record.get("base_model_run")
     start = _start(record.get("model"), base_model or record.get("base_model"), base_run)
     pretrained_on = None
     if base_run and base_run.get("recipe") == "pretrain" and base_run.get("dataset"):
-        pretrained_on = describe_corpus(base_run["dataset"], base_run.get("synthetic_corpus"))[0]
+        pretrained_on = describe_corpus(
+            base_run["dataset"], base_run.get("synthetic_corpus"), base_run.get("dataset_options")
+        )[0]
+    own = not synthetic and is_own_data(dataset, options)
     return {
         "recipe": record.get("recipe"),
         "dataset": dataset,
         "dataset_name": name,
         "description": description,
-        "options": _corpus_options(dataset, record.get("dataset_options") or {}),
+        "options": stated_options(dataset, options),
+        # The user's own data is described by its labels and splits: no registry entry describes them. A record
+        # from before runs recorded their splits gets the policy without the table's file name.
+        "labels": label_source(dataset, options) if own else None,
+        "splits": list((record.get("split_sources") or split_sources(dataset, None, options)).items()) if own else [],
         "n_train_images": record.get("n_train_images"),
         "start": start,
         "pretrained_on": pretrained_on,
@@ -381,7 +373,7 @@ def _training(record: dict | None, base_model: str | None = None) -> dict | None
 def _start(model: str | None, base_model: str | None, run: dict | None, depth: int = 0) -> str:
     """What a run started from, in words: the Hub id when published, and the starting run's corpus, length and
     objective when recorded. The starting directory's local path is never shown: it means nothing to a reader."""
-    if model in VIT_PRESETS or model in CXR_DENSENET_PRESETS:
+    if is_preset(model):
         return f"the `{model}` preset, randomly initialised"
     described = _describe_run(run, depth) if run else None
     if base_model and described:
@@ -402,7 +394,7 @@ def _describe_run(run: dict, depth: int = 0) -> str:
     what = "an encoder MAE pre-trained" if recipe == "pretrain" else "a model trained"
     parts = [f"{what} by `recipes/{recipe}.py`"]
     if run.get("dataset"):
-        corpus = describe_corpus(run["dataset"], run.get("synthetic_corpus"))[0]
+        corpus = describe_corpus(run["dataset"], run.get("synthetic_corpus"), run.get("dataset_options"))[0]
         if run.get("n_train_images"):
             corpus += f" ({run['n_train_images']:,} training images)"
         parts[0] += f" on {corpus}"
@@ -434,15 +426,6 @@ def _describe_run(run: dict, depth: int = 0) -> str:
     return ", ".join(parts)
 
 
-def _runs(run: dict | None) -> list[dict]:
-    """A starting run and the runs it started from in turn."""
-    runs = []
-    while run and len(runs) < 4:
-        runs.append(run)
-        run = run.get("base_model_run")
-    return runs
-
-
 def _synthetic_share(record: dict) -> str | None:
     """How much of a run's corpus was phantoms: "all", "part" (a pre-training union with real parts) or None."""
     synthetic = record.get("synthetic_corpus")
@@ -453,44 +436,46 @@ def _synthetic_share(record: dict) -> str | None:
     return "all"
 
 
-def _limits(record: dict | None) -> dict:
+def _limits(record: dict | None, metrics: dict | None) -> dict:
     """What the Limitations section must say about the data the model learnt from: its own run's corpus
-    (`phantoms`: "all", "part" or None) and the runs it started from (`base_phantoms`: one of them drew on phantoms;
-    `base_real`: one of them read real radiographs)."""
+    (`phantoms`: "all", "part" or None; `own`: the user's own data), the corpus it was evaluated on (`evaluated_own`:
+    the user's own data) and the runs it started from (`base_phantoms`: one of them drew on phantoms; `base_real`: one
+    of them read real radiographs; `base_own`: one of them read the user's own data)."""
     record = record or {}
-    runs = _runs(record.get("base_model_run"))
+    runs = lineage(record.get("base_model_run"))
     return {
         "phantoms": _synthetic_share(record),
         "difficulty": (record.get("synthetic_corpus") or {}).get("difficulty"),
+        "own": _own_data_run(record),
+        "evaluated_own": _own_data_run(metrics or {}),
         "base_phantoms": any(_synthetic_share(run) for run in runs),
         "base_real": any(_synthetic_share(run) != "all" for run in runs if run.get("dataset")),
+        "base_own": any(_own_data_run(run) for run in runs),
     }
 
 
-def _corpus_options(dataset: str, given: dict) -> list[tuple[str, str]]:
-    """Every option of the corpus's builder with the value the run used (its default unless given), so the card
-    states the split and label policies in full; machine-local paths are only said to be set."""
-    try:
-        options = config_options(dataset, given)
-    except CorpusError:  # a corpus this version does not know: what the run recorded
-        return [(key, json.dumps(value)) for key, value in sorted(given.items())]
-    return [
-        (key, "(set to a local path)" if key.endswith(_PATH_OPTION_SUFFIXES) else json.dumps(value))
-        for key, value in options.items()
-        if value is not None or not key.endswith(_PATH_OPTION_SUFFIXES)
-    ]
+def _own_data_run(record: dict) -> bool:
+    return not record.get("synthetic_corpus") and is_own_data(record.get("dataset"), record.get("dataset_options"))
 
 
-def _evaluation(metrics: dict | None) -> dict | None:
+def _evaluation(metrics: dict | None, training: dict | None) -> dict | None:
     if metrics is None:
         return None
     bootstrap = metrics.get("bootstrap") or {}
+    dataset, options = metrics["dataset"], metrics.get("dataset_options") or {}
+    # What the split was read from (e.g. CheXpert's `test` is valid.csv), recorded by the evaluation; the training
+    # run's record of the same corpus and options says it with the corpus's own files named (a `csv` table).
+    split_source = metrics.get("split_source")
+    training = training or {}
+    if (training.get("dataset"), training.get("dataset_options") or {}) == (dataset, options):
+        split_source = (training.get("split_sources") or {}).get(metrics.get("split"), split_source)
     return {
-        "dataset": metrics["dataset"],
-        "dataset_name": describe_corpus(metrics["dataset"], metrics.get("synthetic_corpus"))[0],
+        "dataset": dataset,
+        "dataset_name": describe_corpus(dataset, metrics.get("synthetic_corpus"), options)[0],
+        # The user's own data: "the held-out split of the user's table", never the name of a public corpus.
+        "own_data": own_data_source(dataset, options) if _own_data_run(metrics) else None,
         "split": metrics.get("split"),
-        # What the split was read from (e.g. CheXpert's `test` is valid.csv), recorded by the evaluation.
-        "split_source": metrics.get("split_source"),
+        "split_source": split_source,
         "n_images": metrics.get("n_images"),
         "mean_auroc": _number(metrics.get("mean_auroc")),
         "mean_auroc_ci": _interval(metrics.get("mean_auroc_ci95")),

@@ -1,5 +1,6 @@
-"""What a model directory was trained on: the `training_args.json` the recipes write, and the corpora whose
-data-use agreements forbid redistributing their images.
+"""What a model directory was trained on: the `training_args.json` the recipes write, the corpora whose data-use
+agreements forbid redistributing their images, and whether the user's own data (patient data) is anywhere in its
+lineage.
 
 The model card and the upload set both read this record (plus the `dataset` of `metrics.json`), so a directory
 pushed long after training still knows which corpus its figures come from.
@@ -10,7 +11,8 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from ..data import CORPORA, synthetic_corpus
+from ..data import CORPORA, CorpusError, builder_class, corpus_options, synthetic_corpus, uses_own_data
+from ..data.corpora import OWN_DATA_RESTRICTION
 from ..errors import InputError
 from ..models.configuration_cxr_densenet import CXR_DENSENET_PRESETS
 from ..models.configuration_cxr_vitmae import VIT_PRESETS
@@ -45,8 +47,8 @@ def write_training_args(output_dir: str | Path, args: Any, *, recipe: str, **fac
     options and model overrides parsed, what the run derived from them (`facts`, e.g. `n_train_images`,
     `global_batch_size`, `peak_learning_rate`), the Hub id of the starting model when that was published (the
     card's `base_model`), a summary of the starting model's own run when it is a recipe's output directory
-    (`base_model_run`, see `starting_run`), and the generator's record when the corpus is synthetic phantoms
-    (`synthetic_corpus`)."""
+    (`base_model_run`, see `starting_run`), the generator's record when the corpus is synthetic phantoms
+    (`synthetic_corpus`), and what each split was read from (`split_sources`, see `split_sources`)."""
     record = {
         "recipe": recipe,
         **asdict(args),
@@ -56,11 +58,24 @@ def write_training_args(output_dir: str | Path, args: Any, *, recipe: str, **fac
         "base_model": published_id(args.model),
         "base_model_run": starting_run(args.model),
         "synthetic_corpus": synthetic_corpus(args.dataset, args.data_dir, **args.options()),
+        "split_sources": split_sources(args.dataset, args.data_dir, args.options()),
     }
     path = Path(output_dir) / TRAINING_ARGS_NAME
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(record, indent=2) + "\n")
     return path
+
+
+def split_sources(name: str, data_dir: str | Path | None, options: dict[str, Any]) -> dict[str, str]:
+    """Split -> what it is read from, for every split corpus `name` has under `options`: the split policy a card
+    states for the user's own data. Recorded at training time, where `data_dir` still names the corpus's own files
+    (a `csv` corpus's table when the `table` option does not)."""
+    config_class = builder_class(name).BUILDER_CONFIG_CLASS
+    options = corpus_options(name, options)
+    try:
+        return config_class(data_dir=None if data_dir is None else str(data_dir), **options).split_sources()
+    except CorpusError:  # e.g. a `cxr-vitmae prepare` copy holds no table to name: the policy without the file name
+        return config_class(data_dir=None, **options).split_sources()
 
 
 def published_id(model: str) -> str | None:
@@ -98,9 +113,14 @@ def starting_run(model: str) -> dict | None:
     return summary
 
 
+def is_preset(model: str | None) -> bool:
+    """Whether a recipe's `--model` names a preset (randomly initialised) rather than a model directory."""
+    return model in VIT_PRESETS or model in CXR_DENSENET_PRESETS
+
+
 def _starting_record(model: str) -> dict | None:
     # A preset name wins over a directory of the same name, as in the recipes' model builders.
-    if model in VIT_PRESETS or model in CXR_DENSENET_PRESETS:
+    if is_preset(model):
         return None
     return read_json(Path(model) / TRAINING_ARGS_NAME)
 
@@ -132,19 +152,67 @@ def read_json(path: Path) -> dict | None:
 def training_corpora(model_dir: str | Path) -> list[str]:
     """The corpus names a model directory records: the training corpus of `training_args.json` and the evaluation
     corpus of `metrics.json`, in that order, without repeats. Empty when neither file records one."""
-    model_dir = Path(model_dir)
     names = []
-    for file_name in (TRAINING_ARGS_NAME, "metrics.json"):
-        record = read_json(model_dir / file_name) or {}
-        if record.get("dataset") and record["dataset"] not in names:
+    for record in _corpus_records(Path(model_dir)):
+        if record["dataset"] not in names:
             names.append(record["dataset"])
     return names
+
+
+def _corpus_records(model_dir: Path) -> list[dict]:
+    """The records of `training_args.json` and `metrics.json` that name a corpus, in that order."""
+    records = [read_json(model_dir / name) or {} for name in (TRAINING_ARGS_NAME, "metrics.json")]
+    return [record for record in records if record.get("dataset")]
 
 
 def restricted_sources(corpora: list[str]) -> list[str]:
     """The agreements (as readable names) that forbid redistributing images of any corpus in `corpora`."""
     sources = image_sources(corpora)
-    return [CORPORA[source].restricted_by for source in sources if CORPORA[source].restricted_by]
+    return [CORPORA[source].restricted_by for source in sources if source in CORPORA and CORPORA[source].restricted_by]
+
+
+def is_own_data(name: str | None, options: dict[str, Any] | None) -> bool:
+    """Whether corpus `name` with `options` holds the user's own images (patient data); False for a name this
+    version does not know (a record from another version), which then names no own-data corpus."""
+    return name in CORPORA and uses_own_data(name, options or {})
+
+
+def data_restrictions(name: str, options: dict[str, Any]) -> list[str]:
+    """What forbids publishing images of corpus `name` read with `options`: the agreements of the corpora it holds,
+    and the user's own data when it holds any (an own-data corpus, or a pre-training union with the user's
+    `folders`). One rule for the upload set's figures and for the pre-training recipe's `--push_to_hub`."""
+    restrictions = restricted_sources([name])
+    if is_own_data(name, options) and OWN_DATA_RESTRICTION not in restrictions:
+        restrictions.append(OWN_DATA_RESTRICTION)
+    return restrictions
+
+
+def recorded_restrictions(model_dir: str | Path) -> list[str]:
+    """`data_restrictions` of the corpora a model directory records (`training_corpora`), without repeats."""
+    restrictions = []
+    for record in _corpus_records(Path(model_dir)):
+        for restriction in data_restrictions(record["dataset"], record.get("dataset_options") or {}):
+            if restriction not in restrictions:
+                restrictions.append(restriction)
+    return restrictions
+
+
+def holds_own_data(model_dir: str | Path) -> bool:
+    """Whether the user's own data is anywhere in a model directory's lineage: the corpus it was trained or
+    evaluated on, or that of any run it started from (an encoder pre-trained on the user's folder)."""
+    model_dir = Path(model_dir)
+    training = read_json(model_dir / TRAINING_ARGS_NAME) or {}
+    runs = [*_corpus_records(model_dir), *lineage(training.get("base_model_run"))]
+    return any(is_own_data(run.get("dataset"), run.get("dataset_options")) for run in runs)
+
+
+def lineage(run: dict | None) -> list[dict]:
+    """A starting run (`base_model_run`) and the runs it started from in turn."""
+    runs = []
+    while run and len(runs) < 4:  # as deep as a record nests them (`starting_run` copies one level per run)
+        runs.append(run)
+        run = run.get("base_model_run")
+    return runs
 
 
 def image_sources(corpora: list[str]) -> list[str]:
@@ -158,10 +226,17 @@ def image_sources(corpora: list[str]) -> list[str]:
 __all__ = [
     "TRAINER_HISTORY_NAME",
     "TRAINING_ARGS_NAME",
+    "data_restrictions",
+    "holds_own_data",
     "image_sources",
+    "is_own_data",
+    "is_preset",
+    "lineage",
     "published_id",
     "read_json",
+    "recorded_restrictions",
     "restricted_sources",
+    "split_sources",
     "starting_run",
     "training_corpora",
     "write_training_args",

@@ -5,9 +5,14 @@ card (README.md), `metrics.json`, the training record, figures and the widget's 
 that set to a directory; `push_to_hub` commits the same set with `HfApi.create_commit`, so what is checked locally is
 byte for byte what is uploaded.
 
-Images derived from corpora whose data-use agreements forbid redistribution (CheXpert, MIMIC-CXR) are refused: a
-figure that is not a plot of numbers (ROC or training curves) is taken to show corpus images, and the push stops with
-an error naming it.
+Images derived from corpora whose data-use agreements forbid redistribution (CheXpert, MIMIC-CXR) or from the user's
+own data (patient data: the `csv`, `folder` and `hf` corpora, a pre-training union with the user's `folders`) are
+refused: a figure that is not a plot of numbers (ROC or training curves) is taken to show corpus images, and the push
+stops with an error naming it rather than leave it out unnoticed. Widget examples are always synthetic phantoms.
+
+When the user's own data is anywhere in the model's lineage, the JSON records are published as `public_records`
+leaves them (no path of the training machine), and nothing with per-image rows is ever uploaded: the predictions file
+(image and patient ids of the test split) matches no `MODEL_FILE_PATTERNS`, for any corpus.
 """
 
 from fnmatch import fnmatch
@@ -19,7 +24,14 @@ from huggingface_hub.utils import validate_repo_id
 
 from ..errors import HubRequestError, InputError
 from .model_card import DEFAULT_LICENSE, build_model_card, phantom_examples
-from .provenance import TRAINER_HISTORY_NAME, TRAINING_ARGS_NAME, restricted_sources, training_corpora
+from .provenance import (
+    TRAINER_HISTORY_NAME,
+    TRAINING_ARGS_NAME,
+    holds_own_data,
+    recorded_restrictions,
+    training_corpora,
+)
+from .public_records import public_json
 
 # Files of a model directory that belong on the Hub (checkpoints/, caches and the rest stay home).
 MODEL_FILE_PATTERNS = (
@@ -50,16 +62,16 @@ def publishable_figures(model_dir: str | Path) -> list[Path]:
     """The figures of `model_dir/figures` that may be published.
 
     Raises:
-        InputError: a figure other than ROC/training curves comes from a model trained or evaluated on CheXpert or
-            MIMIC-CXR (their images may not be redistributed), or the directory records no corpus at all, so that
-            nothing tells what the figure shows.
+        InputError: a figure other than ROC/training curves comes from a model trained or evaluated on CheXpert,
+            MIMIC-CXR or the user's own data (their images may not be redistributed), or the directory records no
+            corpus at all, so that nothing tells what the figure shows.
     """
     model_dir = Path(model_dir)
     figures = sorted(
         path for path in (model_dir / "figures").rglob("*") if path.is_file() and path.suffix in FIGURE_SUFFIXES
     )
     corpora = training_corpora(model_dir)
-    restricted = restricted_sources(corpora)
+    restricted = recorded_restrictions(model_dir)
     for figure in figures:
         if any(fnmatch(figure.name, pattern) for pattern in PLOT_FIGURE_PATTERNS):
             continue
@@ -70,8 +82,8 @@ def publishable_figures(model_dir: str | Path) -> list[Path]:
             )
         if restricted:
             raise InputError(
-                f"{figure}: refusing to publish an image derived from {' and '.join(restricted)}, which forbids "
-                "redistributing its images; remove it from the model directory (ROC and training curves may stay)"
+                f"{figure}: refusing to publish an image derived from {' and '.join(restricted)}, whose images may not "
+                "be redistributed; remove it from the model directory (ROC and training curves may stay)"
             )
     return figures
 
@@ -87,7 +99,8 @@ def upload_set(
     """Everything `repo_id` receives from `model_dir`, as `{path in the repository: local file or content}`.
 
     The model card is rendered here (its widget links point at `endpoint`, default the configured Hub), with
-    synthetic phantom images as widget examples.
+    synthetic phantom images as widget examples. With the user's own data in the model's lineage, the JSON files
+    are replaced by their `public_json` content where it differs (module docstring).
 
     Raises:
         InputError: `repo_id` is not `ORG/NAME`, `model_dir` holds no cxr-vitmae model with safetensors weights, or
@@ -104,6 +117,11 @@ def upload_set(
     }
     if not any(name.endswith(".safetensors") for name in files):
         raise InputError(f"{model_dir}: no *.safetensors weights to publish")
+    if holds_own_data(model_dir):
+        for name, path in list(files.items()):
+            public = public_json(path) if name.endswith(".json") else None
+            if public is not None:
+                files[name] = public
     figures = publishable_figures(model_dir)
     files.update({figure.relative_to(model_dir).as_posix(): figure for figure in figures})
     examples = phantom_examples()

@@ -51,7 +51,8 @@ def main(argv: list[str] | None = None) -> None:
     for split, why in (("validation", "model selection"), ("test", "the final evaluation")):
         if split not in splits:
             raise SystemExit(
-                f"{args.dataset} in {args.data_dir} has no {split} split with dataset_options {args.options()} "
+                f"{args.dataset}{f' in {args.data_dir}' if args.data_dir else ''} has no {split} split with "
+                f"dataset_options {args.options()} "
                 f"(only {', '.join(splits)}): {why} needs one (see the corpus's split options in README)"
             )
     # The crop and flip run on the training device when that is all the augmentation is (`--augment_on`);

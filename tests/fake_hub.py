@@ -1,23 +1,31 @@
 """A local stand-in for the Hugging Face Hub's HTTP API: a real `http.server` on 127.0.0.1, in a thread.
 
+Model repositories (`hub.repos`) and dataset repositories (`hub.datasets`, `repo_type="dataset"`) are served alike:
+below, `{kind}` is `models` or `datasets`, and a file URL is `/{repo}/resolve/...` for a model, `/datasets/{repo}/...`
+for a dataset, as on the Hub.
+
 Uploads: it answers the endpoints huggingface_hub's `create_repo` / `create_commit` call (see hf-stack-notes §5):
 
-- `POST /api/repos/create`: records the repository and its visibility; 409 when it exists (as the Hub does);
+- `POST /api/repos/create`: records the repository (its `type`: model by default, or dataset) and its visibility;
+  409 when it exists (as the Hub does);
 - `POST /api/validate-yaml`: parses the README's YAML header, 400 with the parser's message when it does not parse;
-- `POST /api/models/{repo}/preupload/{revision}`: every file goes the "regular" way (inline in the commit);
-- `POST /api/models/{repo}/commit/{revision}`: decodes the NDJSON commit and stores each file's bytes as a new
+- `POST /api/{kind}/{repo}/preupload/{revision}`: every file goes the "regular" way (inline in the commit);
+- `POST /api/{kind}/{repo}/commit/{revision}`: decodes the NDJSON commit and stores each file's bytes as a new
   commit (whose id depends on its parent and its content).
 
-POSTs without `Authorization: Bearer <token>` get 401.
+POSTs without `Authorization: Bearer <token>` get 401 (but paths-info, which only reads).
 
-Downloads: the endpoints `snapshot_download` / `hf_hub_download` call, for the repositories pushed to it:
+Downloads: the endpoints `snapshot_download` / `hf_hub_download` and, for datasets, `datasets.load_dataset("org/name")`
+(through `HfFileSystem`: info, tree listings, then each data file) call, for the repositories pushed to it:
 
-- `GET /api/models/{repo}[/revision/{revision}]` (`repo_info`): `id`, `sha` (the commit `revision` names), `private`,
+- `GET /api/{kind}/{repo}[/revision/{revision}]` (`repo_info`): `id`, `sha` (the commit `revision` names), `private`,
   `siblings` (`rfilename`, plus `size` and `blobId` with `?blobs=true`);
-- `GET /api/models/{repo}/tree/{revision}[/{path}]` (`list_repo_tree`): one page (no `Link` header) of
+- `GET /api/{kind}/{repo}/tree/{revision}[/{path}]` (`list_repo_tree`): one page (no `Link` header) of
   `{"type": "file" | "directory", "path", "size", "oid"}` entries, all below `path` with `?recursive=true`, else its
   direct children;
-- `HEAD` / `GET /{repo}/resolve/{revision}/{file}` (`get_hf_file_metadata`, `http_get`): the bytes, with
+- `POST /api/{kind}/{repo}/paths-info/{revision}` (`get_paths_info`, form fields `paths`): the entries of those of
+  `paths` that exist, as the tree gives them; a read, so no token is needed for a public repository;
+- `HEAD` / `GET /[datasets/]{repo}/resolve/{revision}/{file}` (`get_hf_file_metadata`, `http_get`): the bytes, with
   `X-Repo-Commit`, `ETag` (the file's git blob id, quoted) and `Content-Length`. Every file is "regular": no LFS,
   no Xet headers, no redirect; `Range` is ignored (a 200 with the whole file, which huggingface_hub handles).
 
@@ -41,6 +49,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, unquote, urlsplit
 
 import yaml
+
+# The repository types the fake serves, as `create_repo`'s `type` names them -> their API path segment.
+KINDS = {"model": "models", "dataset": "datasets"}
 
 
 @dataclass
@@ -83,12 +94,14 @@ class RecordedRequest:
 
 
 class FakeHub:
-    """`with FakeHub() as hub:` serves on `hub.url`; `hub.repos` holds what was uploaded, `hub.requests` every call."""
+    """`with FakeHub() as hub:` serves on `hub.url`; `hub.repos` holds the model repositories uploaded, `hub.datasets`
+    the dataset repositories, `hub.requests` every call."""
 
     def __init__(self, user: str = "tester", token: str | None = None):
         self.user = user
         self.token = token
         self.repos: dict[str, FakeRepo] = {}
+        self.datasets: dict[str, FakeRepo] = {}
         self.requests: list[RecordedRequest] = []
         self._lock = threading.Lock()
         self._server = _Server(("127.0.0.1", 0), _handler_for(self))
@@ -108,6 +121,10 @@ class FakeHub:
         """The recorded requests whose path contains `path_part`."""
         return [request for request in self.requests if path_part in request.path]
 
+    def repositories(self, kind: str) -> dict[str, FakeRepo]:
+        """The repositories of one kind: `models` (`hub.repos`) or `datasets` (`hub.datasets`)."""
+        return self.datasets if kind == "datasets" else self.repos
+
     def accepts(self, authorization: str | None) -> bool:
         """Whether an `Authorization` header carries a token the fake Hub accepts."""
         if not (authorization or "").startswith("Bearer "):
@@ -117,12 +134,16 @@ class FakeHub:
     # ---- endpoint logic: (status, JSON body) from the request ----
 
     def create_repo(self, body: dict) -> tuple[int, dict]:
+        repo_type = body.get("type") or "model"
+        if repo_type not in KINDS:
+            return 400, {"error": f"the fake Hub serves model and dataset repositories, not {repo_type!r}"}
         repo_id = f"{body.get('organization') or self.user}/{body['name']}"
-        url = f"{self.url}/{repo_id}"
+        url = f"{self.url}/{'datasets/' if repo_type == 'dataset' else ''}{repo_id}"
+        repos = self.repositories(KINDS[repo_type])
         with self._lock:
-            if repo_id in self.repos:
-                return 409, {"error": "You already created this model repo", "url": url}
-            self.repos[repo_id] = FakeRepo(visibility=body.get("visibility", "public"))
+            if repo_id in repos:
+                return 409, {"error": f"You already created this {repo_type} repo", "url": url}
+            repos[repo_id] = FakeRepo(visibility=body.get("visibility", "public"))
         return 200, {"url": url, "name": repo_id}
 
     @staticmethod
@@ -138,8 +159,8 @@ class FakeHub:
             return 400, {"errors": [{"message": "metadata must be a mapping"}]}
         return 200, {"errors": [], "warnings": []}
 
-    def preupload(self, repo_id: str, body: dict) -> tuple[int, dict]:
-        if repo_id not in self.repos:
+    def preupload(self, kind: str, repo_id: str, body: dict) -> tuple[int, dict]:
+        if repo_id not in self.repositories(kind):
             return 404, {"error": f"Repository not found: {repo_id}"}
         files = [
             {"path": entry["path"], "uploadMode": "regular", "shouldIgnore": False, "oid": None}
@@ -147,8 +168,9 @@ class FakeHub:
         ]
         return 200, {"files": files, "commitOid": None}
 
-    def commit(self, repo_id: str, payload: bytes) -> tuple[int, dict]:
-        if repo_id not in self.repos:
+    def commit(self, kind: str, repo_id: str, payload: bytes) -> tuple[int, dict]:
+        repos = self.repositories(kind)
+        if repo_id not in repos:
             return 404, {"error": f"Repository not found: {repo_id}"}
         received = {}
         for line in payload.decode("utf-8").splitlines():
@@ -164,19 +186,20 @@ class FakeHub:
                 # The fake only answers "regular" to preupload, so a client sending these is misbehaving.
                 return 400, {"error": f"the fake Hub does not handle {item['key']}"}
         with self._lock:
-            repo = self.repos[repo_id]
+            repo = repos[repo_id]
             parent = repo.commits[-1] if repo.commits else ""
             oid = hashlib.sha1(parent.encode() + payload).hexdigest()
             repo.files.update(received)
             repo.commits.append(oid)
             repo.snapshots[oid] = dict(repo.files)
-        return 200, {"success": True, "commitOid": oid, "commitUrl": f"{self.url}/{repo_id}/commit/{oid}"}
+        prefix = "datasets/" if kind == "datasets" else ""
+        return 200, {"success": True, "commitOid": oid, "commitUrl": f"{self.url}/{prefix}{repo_id}/commit/{oid}"}
 
     # ---- downloads: raise HubError for what the Hub answers with an error ----
 
-    def readable_repo(self, repo_id: str, authorization: str | None) -> FakeRepo:
+    def readable_repo(self, kind: str, repo_id: str, authorization: str | None) -> FakeRepo:
         """The repository, if it exists and the caller may read it (a private one needs an accepted token)."""
-        repo = self.repos.get(repo_id)
+        repo = self.repositories(kind).get(repo_id)
         if repo is None or (repo.visibility == "private" and not self.accepts(authorization)):
             # The Hub does not tell a private repository from a missing one; anonymous callers get 401.
             status = 404 if self.accepts(authorization) else 401
@@ -191,8 +214,8 @@ class FakeHub:
             raise HubError(404, "RevisionNotFound", "Invalid rev id: " + revision)
         return commit, repo.snapshots[commit]
 
-    def repo_info(self, repo_id: str, revision: str, authorization: str | None, blobs: bool) -> dict:
-        repo = self.readable_repo(repo_id, authorization)
+    def repo_info(self, kind: str, repo_id: str, revision: str, authorization: str | None, blobs: bool) -> dict:
+        repo = self.readable_repo(kind, repo_id, authorization)
         commit, files = self.snapshot(repo, revision)
         siblings = [
             {"rfilename": path, **({"size": len(content), "blobId": git_blob_id(content)} if blobs else {})}
@@ -210,8 +233,10 @@ class FakeHub:
             "siblings": siblings,
         }
 
-    def tree(self, repo_id: str, revision: str, path: str, recursive: bool, authorization: str | None) -> list[dict]:
-        repo = self.readable_repo(repo_id, authorization)
+    def tree(
+        self, kind: str, repo_id: str, revision: str, path: str, recursive: bool, authorization: str | None
+    ) -> list[dict]:
+        repo = self.readable_repo(kind, repo_id, authorization)
         _, files = self.snapshot(repo, revision)
         prefix = f"{path.strip('/')}/" if path.strip("/") else ""
         below = {name[len(prefix) :]: content for name, content in files.items() if name.startswith(prefix)}
@@ -234,9 +259,18 @@ class FakeHub:
             entries = [entry for entry in entries if "/" not in entry["path"][len(prefix) :]]
         return entries
 
-    def resolve(self, repo_id: str, revision: str, filename: str, authorization: str | None) -> tuple[bytes, dict]:
+    def paths_info(
+        self, kind: str, repo_id: str, revision: str, paths: list[str], authorization: str | None
+    ) -> list[dict]:
+        """The tree entries of those of `paths` that exist (the Hub leaves the others out)."""
+        entries = {entry["path"]: entry for entry in self.tree(kind, repo_id, revision, "", True, authorization)}
+        return [entries[path.strip("/")] for path in paths if path.strip("/") in entries]
+
+    def resolve(
+        self, kind: str, repo_id: str, revision: str, filename: str, authorization: str | None
+    ) -> tuple[bytes, dict]:
         """The file's bytes and the headers the Hub sends with them."""
-        repo = self.readable_repo(repo_id, authorization)
+        repo = self.readable_repo(kind, repo_id, authorization)
         commit, files = self.snapshot(repo, revision)
         if filename not in files:
             raise HubError(404, "EntryNotFound", "Entry not found", {"X-Repo-Commit": commit})
@@ -263,8 +297,7 @@ def _handler_for(hub: FakeHub) -> type[BaseHTTPRequestHandler]:
             try:
                 self._download()
             except HubError as error:
-                headers = {"X-Error-Code": error.code, "X-Error-Message": error.message, **error.headers}
-                self._reply(error.status, {"error": error.message}, headers)
+                self._reply_error(error)
 
         do_HEAD = do_GET
 
@@ -274,16 +307,20 @@ def _handler_for(hub: FakeHub) -> type[BaseHTTPRequestHandler]:
             # Split before unquoting: a revision such as refs/pr/1 comes quoted as one segment.
             parts = [unquote(part) for part in url.path.strip("/").split("/")]
             authorization = self.headers.get("Authorization")
-            if parts[:2] == ["api", "models"] and (len(parts) == 4 or (len(parts) == 6 and parts[4] == "revision")):
+            api = parts[0] == "api" and len(parts) >= 4 and parts[1] in KINDS.values()
+            kind = parts[1] if api else "datasets" if parts[0] == "datasets" else "models"
+            file_url = parts[1:] if kind == "datasets" and not api else parts  # {org}/{name}/resolve/{rev}/{file}
+            if api and (len(parts) == 4 or (len(parts) == 6 and parts[4] == "revision")):
                 revision = parts[5] if len(parts) == 6 else "main"
                 blobs = query.get("blobs", "").lower() in ("1", "true")
-                self._reply(200, hub.repo_info(f"{parts[2]}/{parts[3]}", revision, authorization, blobs))
-            elif parts[:2] == ["api", "models"] and len(parts) >= 6 and parts[4] == "tree":
+                self._reply(200, hub.repo_info(kind, f"{parts[2]}/{parts[3]}", revision, authorization, blobs))
+            elif api and len(parts) >= 6 and parts[4] == "tree":
                 recursive = query.get("recursive", "").lower() in ("1", "true")
                 repo_id, path = f"{parts[2]}/{parts[3]}", "/".join(parts[6:])
-                self._reply(200, hub.tree(repo_id, parts[5], path, recursive, authorization))
-            elif len(parts) >= 5 and parts[2] == "resolve" and parts[0] != "api":
-                content, headers = hub.resolve(f"{parts[0]}/{parts[1]}", parts[3], "/".join(parts[4:]), authorization)
+                self._reply(200, hub.tree(kind, repo_id, parts[5], path, recursive, authorization))
+            elif len(file_url) >= 5 and file_url[2] == "resolve" and parts[0] != "api":
+                repo_id, revision, filename = f"{file_url[0]}/{file_url[1]}", file_url[3], "/".join(file_url[4:])
+                content, headers = hub.resolve(kind, repo_id, revision, filename, authorization)
                 self._send(200, content, headers)
             else:
                 self._reply(404, {"error": f"{url.path} is not served by the fake Hub"})
@@ -293,26 +330,40 @@ def _handler_for(hub: FakeHub) -> type[BaseHTTPRequestHandler]:
             if self.headers.get("Content-Encoding") == "gzip":
                 body = gzip.decompress(body)
             self._record(body)
+            path = self.path.split("?")[0]
+            parts = path.strip("/").split("/")
+            if len(parts) == 6 and parts[0] == "api" and parts[1] in KINDS.values() and parts[4] == "paths-info":
+                # A read (form fields `paths`), answered as the GETs are: no token needed for a public repository.
+                paths = parse_qs(body.decode()).get("paths", [])
+                repo_id, revision = f"{parts[2]}/{parts[3]}", unquote(parts[5])
+                authorization = self.headers.get("Authorization")
+                try:
+                    self._reply(200, hub.paths_info(parts[1], repo_id, revision, paths, authorization))
+                except HubError as error:
+                    self._reply_error(error)
+                return
             if not hub.accepts(self.headers.get("Authorization")):
                 message = "Invalid credentials in Authorization header"
                 self._reply(401, {"error": message}, {"X-Error-Message": message})
                 return
-            path = self.path.split("?")[0]
-            parts = path.strip("/").split("/")
             if path == "/api/repos/create":
                 self._reply(*hub.create_repo(json.loads(body)))
             elif path == "/api/validate-yaml":
                 self._reply(*hub.validate_yaml(json.loads(body)))
-            elif len(parts) == 6 and parts[:2] == ["api", "models"] and parts[4] == "preupload":
-                self._reply(*hub.preupload(f"{parts[2]}/{parts[3]}", json.loads(body)))
-            elif len(parts) == 6 and parts[:2] == ["api", "models"] and parts[4] == "commit":
-                self._reply(*hub.commit(f"{parts[2]}/{parts[3]}", body))
+            elif len(parts) == 6 and parts[0] == "api" and parts[1] in KINDS.values() and parts[4] == "preupload":
+                self._reply(*hub.preupload(parts[1], f"{parts[2]}/{parts[3]}", json.loads(body)))
+            elif len(parts) == 6 and parts[0] == "api" and parts[1] in KINDS.values() and parts[4] == "commit":
+                self._reply(*hub.commit(parts[1], f"{parts[2]}/{parts[3]}", body))
             else:
                 self._reply(404, {"error": f"{path} is not served by the fake Hub"})
 
         def _record(self, body: bytes) -> None:
             with hub._lock:
                 hub.requests.append(RecordedRequest(self.command, self.path, self.headers.get("Authorization"), body))
+
+        def _reply_error(self, error: HubError) -> None:
+            headers = {"X-Error-Code": error.code, "X-Error-Message": error.message, **error.headers}
+            self._reply(error.status, {"error": error.message}, headers)
 
         def _reply(self, status: int, payload: dict | list, headers: dict[str, str] | None = None) -> None:
             self._send(status, json.dumps(payload).encode(), {"Content-Type": "application/json", **(headers or {})})

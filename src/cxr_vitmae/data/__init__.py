@@ -106,10 +106,10 @@ def synthetic_corpus(name: str, data_dir: str | Path | None, **options) -> dict 
     return record
 
 
-def split_source(name: str, split: str, data_dir: str | Path | None = None, **options) -> str:
-    """What split `split` of corpus `name` is read from under `options` (e.g. CheXpert's default `test` is
-    "valid.csv, the paper's CheXpert evaluation set"), for metrics.json and model cards. `data_dir` lets a corpus
-    name its own files (a `csv` corpus's table)."""
+def split_sources(name: str, data_dir: str | Path | None = None, **options) -> dict[str, str]:
+    """Split -> what it is read from, for every split of corpus `name` under `options` (e.g. CheXpert's default
+    `test` is "valid.csv, the paper's CheXpert evaluation set"), for metrics.json and model cards. `data_dir` lets a
+    corpus name its own files (a `csv` corpus's table)."""
     if data_dir is not None and (Path(data_dir) / MANIFEST_NAME).is_file():
         # A prepared copy: the files a split is named after are in the corpus it was prepared from.
         source = Path(read_manifest(Path(data_dir))["source_data_dir"])
@@ -117,7 +117,12 @@ def split_source(name: str, split: str, data_dir: str | Path | None = None, **op
     config = builder_class(name).BUILDER_CONFIG_CLASS(
         data_dir=None if data_dir is None else str(data_dir), **corpus_options(name, options)
     )
-    sources = config.split_sources()
+    return config.split_sources()
+
+
+def split_source(name: str, split: str, data_dir: str | Path | None = None, **options) -> str:
+    """What split `split` of corpus `name` is read from (`split_sources`)."""
+    sources = split_sources(name, data_dir, **options)
     if split not in sources:
         raise CorpusError(f"{name} has no {split!r} split under these options; it has {', '.join(sources)}")
     return sources[split]
@@ -135,6 +140,7 @@ __all__ = [
     "load_cxr_dataset",
     "metadata_fingerprint",
     "split_source",
+    "split_sources",
     "synthetic_corpus",
     "uses_own_data",
 ]

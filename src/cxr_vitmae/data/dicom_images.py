@@ -7,10 +7,12 @@ it: modality and VOI LUTs applied, MONOCHROME1 inverted, scaled to [0, 1], as a 
 `load_radiograph` reads back exactly. Colour DICOMs (rare for radiographs) become 8-bit RGB.
 
 The opener is tried after PIL's own formats have declined a file, and declines (SyntaxError, PIL's signal for "not
-mine") anything that neither carries the DICOM magic bytes nor a DICOM suffix.
+mine") anything that neither carries the DICOM magic bytes nor is a file with a DICOM suffix. Embedded bytes (a
+Hugging Face dataset's image cells) are read too.
 """
 
 import os
+import tempfile
 
 import numpy as np
 from PIL import Image
@@ -25,10 +27,18 @@ _MAGIC_OFFSET, _MAGIC = 128, b"DICM"
 def _open(fp, filename) -> Image.Image:
     name = os.fsdecode(filename) if filename else ""
     header = fp.read(_MAGIC_OFFSET + len(_MAGIC))
-    is_dicom = header[_MAGIC_OFFSET:] == _MAGIC or os.path.splitext(name)[1].lower() in DICOM_SUFFIXES
-    if not is_dicom or not os.path.isfile(name):
-        raise SyntaxError("not a DICOM file on disk")
-    array = load_radiograph(name)
+    on_disk = os.path.isfile(name)
+    if header[_MAGIC_OFFSET:] != _MAGIC and not (on_disk and os.path.splitext(name)[1].lower() in DICOM_SUFFIXES):
+        raise SyntaxError("not a DICOM file")
+    if on_disk:
+        array = load_radiograph(name)
+    else:
+        # Bytes embedded in a dataset (`hf` corpora): `load_radiograph` reads DICOM from files, so through one.
+        fp.seek(0)
+        with tempfile.NamedTemporaryFile(suffix=".dcm") as copy:
+            copy.write(fp.read())
+            copy.flush()
+            array = load_radiograph(copy.name)
     if array.ndim == 2:
         return Image.fromarray(array, "F")
     return Image.fromarray(np.round(array * 255).astype(np.uint8), "RGB")

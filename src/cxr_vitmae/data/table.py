@@ -24,6 +24,7 @@ image listed twice, a patient in two splits, a missing or unreadable image.
 options, `hf_dataset.py`).
 """
 
+import contextlib
 import logging
 import os
 from dataclasses import dataclass
@@ -178,10 +179,11 @@ class TableConfig(TableColumns):
     def split_sources(self) -> dict[str, str]:
         if self.table:
             name = Path(self.table).name
-        elif self.data_dir and Path(self.data_dir).is_dir():
-            name = find_table(Path(self.data_dir), None).name
         else:
             name = "the table"
+            if self.data_dir and Path(self.data_dir).is_dir():
+                with contextlib.suppress(CorpusError):  # no single table there: the policy without the file name
+                    name = find_table(Path(self.data_dir), None).name
         return self.describe_splits(name, {"train", "validation", "test"} if self.split_column else set())
 
 

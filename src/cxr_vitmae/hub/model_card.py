@@ -20,6 +20,7 @@ from huggingface_hub.errors import HFValidationError
 from huggingface_hub.utils import validate_repo_id
 from safetensors import safe_open
 
+from ..data import split_sources
 from ..data.phantoms import generate_phantoms
 from ..errors import InputError
 from ..models import MODEL_CLASSES
@@ -34,7 +35,7 @@ from .corpus_description import (
     own_data_source,
     stated_options,
 )
-from .provenance import TRAINING_ARGS_NAME, is_own_data, is_preset, lineage, read_json, split_sources
+from .provenance import TRAINING_ARGS_NAME, is_own_data, is_preset, lineage, read_json
 from .public_records import public_record
 
 TEMPLATES_DIR = Path(__file__).resolve().parent / "model_cards"
@@ -362,7 +363,7 @@ def _training(record: dict | None, base_model: str | None = None) -> dict | None
         # The user's own data is described by its labels and splits: no registry entry describes them. A record
         # from before runs recorded their splits gets the policy without the table's file name.
         "labels": label_source(dataset, options) if own else None,
-        "splits": list((record.get("split_sources") or split_sources(dataset, None, options)).items()) if own else [],
+        "splits": list((record.get("split_sources") or split_sources(dataset, None, **options)).items()) if own else [],
         "n_train_images": record.get("n_train_images"),
         "start": start,
         "pretrained_on": pretrained_on,

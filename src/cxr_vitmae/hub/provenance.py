@@ -11,7 +11,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from ..data import CORPORA, CorpusError, builder_class, corpus_options, synthetic_corpus, uses_own_data
+from ..data import CORPORA, split_sources, synthetic_corpus, uses_own_data
 from ..data.corpora import OWN_DATA_RESTRICTION
 from ..errors import InputError
 from ..models.configuration_cxr_densenet import CXR_DENSENET_PRESETS
@@ -58,24 +58,12 @@ def write_training_args(output_dir: str | Path, args: Any, *, recipe: str, **fac
         "base_model": published_id(args.model),
         "base_model_run": starting_run(args.model),
         "synthetic_corpus": synthetic_corpus(args.dataset, args.data_dir, **args.options()),
-        "split_sources": split_sources(args.dataset, args.data_dir, args.options()),
+        "split_sources": split_sources(args.dataset, args.data_dir, **args.options()),
     }
     path = Path(output_dir) / TRAINING_ARGS_NAME
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(record, indent=2) + "\n")
     return path
-
-
-def split_sources(name: str, data_dir: str | Path | None, options: dict[str, Any]) -> dict[str, str]:
-    """Split -> what it is read from, for every split corpus `name` has under `options`: the split policy a card
-    states for the user's own data. Recorded at training time, where `data_dir` still names the corpus's own files
-    (a `csv` corpus's table when the `table` option does not)."""
-    config_class = builder_class(name).BUILDER_CONFIG_CLASS
-    options = corpus_options(name, options)
-    try:
-        return config_class(data_dir=None if data_dir is None else str(data_dir), **options).split_sources()
-    except CorpusError:  # e.g. a `cxr-vitmae prepare` copy holds no table to name: the policy without the file name
-        return config_class(data_dir=None, **options).split_sources()
 
 
 def published_id(model: str) -> str | None:

@@ -408,10 +408,8 @@ class HFDatasetCorpus(CorpusBuilder):
     @classmethod
     def label_names(cls, data_dir: str | Path | None = None, **options) -> list[str]:
         config = cls.BUILDER_CONFIG_CLASS(**options)
-        if config.label_columns is not None:
-            return list(config.label_columns)
-        if config.class_names is not None:
-            return list(config.class_names)
+        if config.declared_label_names() is not None:
+            return config.declared_label_names()
         source = open_source(config)
         rows = source_rows(config, source)
         return list(class_names_of(rows.frame, rows.config, rows.where))

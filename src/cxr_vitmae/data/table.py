@@ -121,6 +121,12 @@ class TableColumns(CorpusConfig):
     def single_label(self) -> bool:
         return self.class_column is not None
 
+    def declared_label_names(self) -> list[str] | None:
+        """The label names when the options give them (`label_columns`, `class_names`); None when they come from the
+        data (a class column's values)."""
+        names = self.label_columns if self.label_columns is not None else self.class_names
+        return None if names is None else list(names)
+
     def uncertainty_values(self) -> np.ndarray:
         return policy_values(self.uncertainty, UNCERTAINTY_VALUES, "ignore", "uncertainty", self.label_columns)
 
@@ -445,10 +451,8 @@ class TableCorpus(RecordCorpusBuilder):
     @classmethod
     def label_names(cls, data_dir: str | Path | None = None, **options) -> list[str]:
         config = cls.BUILDER_CONFIG_CLASS(**options)
-        if config.label_columns is not None:
-            return list(config.label_columns)
-        if config.class_names is not None:
-            return list(config.class_names)
+        if config.declared_label_names() is not None:
+            return config.declared_label_names()
         if data_dir is None:
             raise CorpusError("csv: the classes of class_column come from the table; give data_dir or class_names")
         path = find_table(Path(data_dir).absolute(), config.table)

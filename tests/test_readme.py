@@ -25,6 +25,7 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 README = ROOT / "README.md"
 RESULTS = ROOT / "docs" / "results.md"
+GUIDE = (README, ROOT / "docs" / "weights.md")
 DEMO = "scripts/demo.py"  # what `make demo` runs
 
 # For each CLI subcommand: the files that run it (test modules, or the demo that `make demo` runs).
@@ -34,7 +35,7 @@ SUBCOMMAND_RUNNERS = {
     "convert": ["tests/test_convert_vit.py"],
     "export-native": ["tests/test_readme.py"],  # test_export_native_as_the_readme_runs_it, below
     "predict": ["tests/test_cli.py"],
-    "evaluate": ["tests/test_evaluate_cli.py", "tests/test_recipes.py"],
+    "evaluate": ["tests/test_evaluate_cli.py", "tests/test_recipes.py", "tests/test_external_validation.py"],
     "gradcam": ["tests/test_gradcam.py", "tests/test_cli.py", DEMO],
     "localize": ["tests/test_localization.py", DEMO],
     "reconstruct": ["tests/test_reconstruction.py", DEMO],
@@ -45,8 +46,8 @@ SUBCOMMAND_RUNNERS = {
 CLI_DRIVERS = ("cxr-vitmae", "cxr_vitmae.cli", "cli(")
 # The recipes: the files that launch each, and how (every top-level config by test_recipe_configs' glob).
 RECIPE_RUNNERS = {
-    "recipes/pretrain.py": ["tests/test_recipe_configs.py", DEMO],
-    "recipes/finetune.py": ["tests/test_recipe_configs.py", "tests/test_recipes.py", DEMO],
+    "recipes/pretrain.py": ["tests/test_recipe_configs.py", "tests/test_own_data.py", DEMO],
+    "recipes/finetune.py": ["tests/test_recipe_configs.py", "tests/test_recipes.py", "tests/test_own_data.py", DEMO],
 }
 # `make` targets: what runs each (`make test` is CI's own command, `.ci/run`).
 MAKE_RUNNERS = {
@@ -60,6 +61,11 @@ MAKE_RUNNERS = {
 
 def readme() -> str:
     return README.read_text()
+
+
+def guide() -> str:
+    """README and the pages of the guide it links to (docs/weights.md), whose commands are checked alike."""
+    return "\n".join(page.read_text() for page in GUIDE)
 
 
 def fenced_blocks(text: str) -> list[tuple[str, str]]:
@@ -139,8 +145,8 @@ def _parse(parser, argv: list[str], what: str):
 def test_readme_is_a_short_guide_that_links_its_results():
     text = readme()
     assert len(text.splitlines()) < 300, "README is the user's guide: under 300 lines (measurements: docs/results.md)"
-    sections = ["Install", "The two commands", "Quick start", "Models", "Corpora", "Training recipes", "Publishing",
-                "Explaining a model", "Demo app", "Citation"]  # fmt: skip
+    sections = ["Install", "The two commands", "Quick start", "Models", "Corpora", "Your own data", "Training recipes",
+                "Publishing", "Explaining a model", "Demo app", "Citation"]  # fmt: skip
     for section in sections:
         assert f"\n## {section}" in text, section
     # No generated measurement sections any more: the scripts write them into docs/results.md.
@@ -178,7 +184,7 @@ def test_paper_numbers_on_the_results_page_are_the_model_cards_and_labelled():
 
 
 def test_the_readme_has_commands_to_check():
-    text = readme()
+    text = guide()
     assert len(cli_commands(text)) >= 15 and len(accelerate_commands(text)) >= 3 and python_snippets(text)
 
 
@@ -186,7 +192,7 @@ def test_every_cxr_vitmae_command_parses_with_the_real_cli():
     from cxr_vitmae.cli import build_parser
 
     subcommands = set(build_parser()._subparsers._group_actions[0].choices)
-    for argv in cli_commands(readme()):
+    for argv in cli_commands(guide()):
         args = argv[1:]
         if len(args) == 1 and not args[0].startswith("-"):
             # A subcommand named in prose (`cxr-vitmae prepare`): it must exist.
@@ -200,7 +206,7 @@ def test_every_recipe_command_parses_with_the_launcher_and_the_recipe():
 
     from cxr_vitmae.training import arguments
 
-    for argv in accelerate_commands(readme()):
+    for argv in accelerate_commands(guide()):
         what = " ".join(argv)
         launched = _parse(launch_command_parser(), argv[2:], what)
         script = ROOT / launched.training_script
@@ -244,7 +250,7 @@ def test_make_targets_scripts_and_extras_exist():
                            flags=re.S).group(1).split("\n"))  # fmt: skip
     extras = {line.split("=")[0].strip() for line in extras}
     checked = set()
-    for argv in shell_commands(readme()):
+    for argv in shell_commands(guide()):
         what = " ".join(argv)
         if argv[0] == "make":
             assert argv[1] in targets, f"README's `{what}`: no such Makefile target"
@@ -266,7 +272,7 @@ def test_make_targets_scripts_and_extras_exist():
 
 
 def test_python_snippets_compile_and_use_names_that_exist():
-    for snippet in python_snippets(readme()):
+    for snippet in python_snippets(guide()):
         tree = ast.parse(snippet)  # a SyntaxError fails the test
         namespace: dict = {}
         imports = [node for node in tree.body if isinstance(node, (ast.Import, ast.ImportFrom))]
@@ -316,7 +322,7 @@ def test_corpus_table_options_are_the_builders_options_and_defaults():
 
 
 def test_every_readme_subcommand_is_run_by_a_test_or_the_demo():
-    used = {argv[1] for argv in cli_commands(readme()) if len(argv) > 1 and not argv[1].startswith("-")}
+    used = {argv[1] for argv in cli_commands(guide()) if len(argv) > 1 and not argv[1].startswith("-")}
     missing = used - set(SUBCOMMAND_RUNNERS)
     assert not missing, f"README uses {sorted(missing)}: name the tests that run them in SUBCOMMAND_RUNNERS"
     for subcommand, files in SUBCOMMAND_RUNNERS.items():
@@ -333,7 +339,7 @@ def test_every_readme_subcommand_is_run_by_a_test_or_the_demo():
 def test_every_readme_recipe_and_config_is_run_by_a_test_or_the_demo():
     config_glob = 'glob("*.yaml")'
     assert config_glob in (ROOT / "tests" / "test_recipe_configs.py").read_text()
-    for argv in accelerate_commands(readme()):
+    for argv in accelerate_commands(guide()):
         script = next(a for a in argv if a.endswith(".py"))
         assert script in RECIPE_RUNNERS, f"README launches {script}: name the tests that run it in RECIPE_RUNNERS"
         stem = Path(script).stem
@@ -347,7 +353,7 @@ def test_every_readme_recipe_and_config_is_run_by_a_test_or_the_demo():
         assert re.search(rf"^{target}:", (ROOT / "Makefile").read_text(), flags=re.M), target
         text = (ROOT / runner).read_text()
         assert runner == "Makefile" or f"make {target}" in text or "scripts/reproduce.py" in text, (target, runner)
-    used = {argv[1] for argv in shell_commands(readme()) if argv[0] == "make"}
+    used = {argv[1] for argv in shell_commands(guide()) if argv[0] == "make"}
     assert used <= set(MAKE_RUNNERS), f"README uses make {sorted(used - set(MAKE_RUNNERS))}: name what runs them"
 
 

@@ -117,7 +117,7 @@ def test_help(args):
 def test_an_unexpected_error_keeps_its_traceback_while_a_user_error_is_one_line(model_dir, tmp_path, monkeypatch,
                                                                                capsys):  # fmt: skip
     # A ValueError from inside the package is a bug, not bad input: the one-line catch must not swallow it.
-    import cxr_vitmae.predict
+    import cxr_vitmae.batch_predict
     from cxr_vitmae.cli import main
     from cxr_vitmae.errors import InputError
 
@@ -127,14 +127,14 @@ def test_an_unexpected_error_keeps_its_traceback_while_a_user_error_is_one_line(
     def broken(*args, **kwargs):
         raise ValueError("an internal inconsistency")
 
-    monkeypatch.setattr(cxr_vitmae.predict, "predict_images", broken)
+    monkeypatch.setattr(cxr_vitmae.batch_predict, "score_pixels", broken)
     with pytest.raises(ValueError, match="an internal inconsistency"):
         main(["predict", str(model_dir), str(image)])
 
     def refused(*args, **kwargs):
         raise InputError("x.png: not what predict needs")
 
-    monkeypatch.setattr(cxr_vitmae.predict, "predict_images", refused)
+    monkeypatch.setattr(cxr_vitmae.batch_predict, "score_pixels", refused)
     assert main(["predict", str(model_dir), str(image)]) == 1
     assert capsys.readouterr().err == "cxr-vitmae predict: error: x.png: not what predict needs\n"
 

@@ -6,8 +6,6 @@ import os
 import sys
 from pathlib import Path
 
-import torch
-
 from .errors import InputError, MissingExtraError
 from .model_directory import model_name
 from .models.image_processing_cxr import RadiographReadError
@@ -42,21 +40,58 @@ def check_output_file(path: str | None) -> None:
         raise InputError(f"{path}: directory {target.absolute().parent} does not exist; create it first")
 
 
-@subcommand("predict", "print JSON label probabilities for one or more images")
+@subcommand(
+    "predict",
+    "label probabilities of images (files, folders, globs, .txt lists): JSON, or a resumable CSV/JSONL/Parquet file",
+    ("output", "errors"),
+)
 def build_predict(parser: argparse.ArgumentParser):
     parser.add_argument("model_dir", metavar="MODEL_DIR", help="a saved classifier directory or a Hub repo id")
-    parser.add_argument("images", metavar="IMAGE", nargs="+", help="PNG (8/16-bit), JPEG or DICOM files")
+    parser.add_argument(
+        "inputs",
+        metavar="INPUT",
+        nargs="+",
+        help="PNG (8/16-bit), JPEG or DICOM files; folders (recursive); glob patterns; .txt files listing one path per "
+        "line (relative to the list's folder)",
+    )
+    parser.add_argument(
+        "--output",
+        metavar="FILE",
+        help="write one row per image (image, then one probability per label) to FILE.csv, .jsonl or .parquet, "
+        "batch by batch; unreadable images are listed in the errors file and skipped (default: JSON on stdout)",
+    )
+    parser.add_argument(
+        "--resume", action="store_true", help="keep the rows already in --output and score only the other images"
+    )
+    parser.add_argument("--strict", action="store_true", help="stop at the first unreadable image (with --output)")
+    parser.add_argument("--errors", metavar="FILE", help="the errors file (default: OUTPUT.errors.csv)")
     parser.add_argument("--batch-size", type=int, default=8, help="images per forward pass (default: 8)")
+    parser.add_argument(
+        "--num-workers", type=int, help="processes decoding images (default: the usable cores less one, at most 8)"
+    )
     add_device_option(parser)
 
     def run(args: argparse.Namespace) -> None:
-        from .predict import decode_images, load_classifier, predict_images
+        from .batch_predict import expand_inputs, predict_to_dict, predict_to_file
+        from .predict import load_classifier
+        from .prediction_files import output_format
 
-        images = decode_images(args.images)
+        if args.output is None and (args.resume or args.errors):
+            raise InputError(f"{'--resume' if args.resume else '--errors'} needs --output FILE")
+        if args.output is not None:
+            output_format(args.output)  # an unknown suffix is refused before the model loads
+        images = expand_inputs(args.inputs)
         model, processor = load_classifier(args.model_dir, args.device)
-        results = predict_images(model, processor, images, batch_size=args.batch_size)
-        json.dump(results, sys.stdout, indent=2)
-        sys.stdout.write("\n")
+        options = {"batch_size": args.batch_size, "num_workers": args.num_workers}
+        if args.output is None:
+            json.dump(predict_to_dict(model, processor, images, **options), sys.stdout, indent=2)
+            sys.stdout.write("\n")
+            return
+        done = predict_to_file(model, processor, images, args.output, resume=args.resume, strict=args.strict,
+                               errors=args.errors, **options)  # fmt: skip
+        resumed = f" ({done.already_done} already there)" if done.already_done else ""
+        unreadable = f"; {done.unreadable} unreadable, listed in {done.errors_file}" if done.unreadable else ""
+        print(f"{done.scored} images scored{resumed}{unreadable} -> {args.output}")
 
     return run
 
@@ -73,11 +108,13 @@ def build_evaluate(parser: argparse.ArgumentParser):
     parser.add_argument("--bootstrap-seed", type=int, help="seed of the resampling (default: as recorded, else 0)")
 
     def run(args: argparse.Namespace) -> None:
-        from .evaluation.evaluate_model import evaluate_model
+        from .evaluation.evaluate_model import describe_label_mapping, evaluate_model
 
         metrics = evaluate_model(**model_on_split(args), batch_size=args.batch_size, num_workers=args.num_workers,
                                  n_bootstrap=args.n_bootstrap, bootstrap_seed=args.bootstrap_seed)  # fmt: skip
         Path(args.output).write_text(json.dumps(metrics, indent=2) + "\n")
+        if "label_mapping" in metrics:
+            print(describe_label_mapping(metrics["label_mapping"], args.dataset))
         print(f"{args.dataset} {args.split} ({metrics['n_images']} images): {metric_summary(metrics)} -> {args.output}")
 
     return run
@@ -177,6 +214,8 @@ def model_on_split(args: argparse.Namespace) -> dict:
 
 def add_device_option(parser: argparse.ArgumentParser) -> None:
     """`--device`: the torch device the model runs on, CUDA when there is one."""
+    import torch  # only the commands that take --device need it
+
     parser.add_argument(
         "--device", default="cuda" if torch.cuda.is_available() else "cpu", help="torch device (default: %(default)s)"
     )
@@ -450,13 +489,18 @@ def build_push(parser: argparse.ArgumentParser):
 DEBUG_ENVIRONMENT = "CXR_VITMAE_DEBUG"
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """The parser of every subcommand, or, with `only`, one whose subcommands other than `only` are left without their
+    arguments: a builder may import what its command needs (a corpus registry, the phantom generator), and `main`
+    parses one command, so it builds that one alone (`cxr-vitmae --help` builds none)."""
     parser = argparse.ArgumentParser(
         prog="cxr-vitmae", description="Masked-autoencoder ViTs and DenseNets for chest X-ray classification."
     )
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name, (help_text, build, output_files) in SUBCOMMANDS.items():
         command = commands.add_parser(name, help=help_text, description=help_text)
+        if only is not None and name != only:
+            continue
         command.set_defaults(run=build(command), output_files=output_files)
         command.add_argument(
             "--debug", action="store_true", help=f"show the traceback of any error (also {DEBUG_ENVIRONMENT}=1)"
@@ -465,7 +509,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
+    # The top-level parser takes no option with a value, so the first word that is no option names the command.
+    named = next((word for word in argv if not word.startswith("-")), "")
+    args = build_parser(only=named).parse_args(argv)
     from transformers.utils import logging as transformers_logging
 
     # Weight-loading and split-building progress bars would interleave with the command's own output and its

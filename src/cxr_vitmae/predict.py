@@ -1,4 +1,7 @@
-"""Label probabilities for image files from a saved cxr-vitmae (or any transformers image-classification) model."""
+"""Label probabilities for image files from a saved cxr-vitmae (or any transformers image-classification) model.
+
+This module scores images already in memory (`predict_images`, what the demo app and the tests call); `batch_predict`
+streams files from disk through the same `score_pixels`, which is what `cxr-vitmae predict` runs."""
 
 from collections.abc import Sequence
 from pathlib import Path
@@ -52,6 +55,16 @@ def decode_images(images: Sequence[str | Path]) -> dict[str, np.ndarray]:
 
 
 @torch.inference_mode()
+def score_pixels(model, pixel_values: torch.Tensor) -> list[dict[str, float]]:
+    """`{label: probability}` per image of a processed batch (`pixel_values` as the model's processor returns them),
+    rounded to 6 decimals: the one place the CLI's JSON, its output files and `predict_images` get their numbers."""
+    device = next(model.parameters()).device
+    logits = model(pixel_values=pixel_values.to(device)).logits.float()
+    probabilities = scores_from_logits(logits, model.config.problem_type).cpu()
+    labels = [model.config.id2label[i] for i in range(probabilities.shape[-1])]
+    return [dict(zip(labels, (round(p, 6) for p in row.tolist()), strict=True)) for row in probabilities]
+
+
 def predict_images(model, processor, images: dict[str, np.ndarray], batch_size: int = 8) -> dict[str, dict[str, float]]:
     """`{name: {label: probability}}` for decoded `images` (see `decode_images`), in the order given.
 
@@ -65,13 +78,9 @@ def predict_images(model, processor, images: dict[str, np.ndarray], batch_size: 
         for name in names:
             if Path(name).is_file():
                 warn_if_saturated(name)
-    device = next(model.parameters()).device
     results: dict[str, dict[str, float]] = {}
     for start in range(0, len(names), batch_size):
         batch_names = names[start : start + batch_size]
         batch = processor([processor_input(processor, images[name]) for name in batch_names], return_tensors="pt")
-        logits = model(pixel_values=batch["pixel_values"].to(device)).logits.float()
-        probabilities = scores_from_logits(logits, model.config.problem_type).cpu()
-        for name, row in zip(batch_names, probabilities, strict=True):
-            results[name] = {model.config.id2label[i]: round(p.item(), 6) for i, p in enumerate(row)}
+        results.update(zip(batch_names, score_pixels(model, batch["pixel_values"]), strict=True))
     return results

@@ -3,8 +3,14 @@
 transformers' `ImageClassificationPipeline` opens files itself and converts them to 8-bit RGB before any image
 processor runs, which saturates 16-bit PNGs (values above 255 clip to white) and cannot open DICOM. This subclass
 changes only that step: every input goes through `load_radiograph` (16-bit rescaled, DICOM modality/VOI LUTs,
-MONOCHROME1 inverted) and then the model's `CXRImageProcessor`, exactly as `cxr-vitmae predict` reads it; scores,
-`function_to_apply` (sigmoid for multi-label models) and `top_k` are the stock pipeline's.
+MONOCHROME1 inverted) and then the model's `CXRImageProcessor`, exactly as `cxr-vitmae predict` reads it; scores and
+`function_to_apply` (sigmoid for multi-label models) are the stock pipeline's. Two things go further than stock:
+- `top_k` defaults to every label of a multi-label model (a radiograph's findings are independent: the five most
+  probable would hide the rest); single-label models keep stock's 5; an explicit `top_k` wins either way;
+- besides a list (answered as a list) and a generator or a torch `Dataset` such as `KeyDataset` (streamed, as stock
+  does), it streams any other iterator or iterable of images and a `datasets.Dataset` / `IterableDataset` (its `image`
+  column, or its one `Image` column, read from the stored file or bytes, so 16-bit PNG and DICOM keep their values),
+  where stock would take the container itself for one image.
 
 `save_pretrained` of a classifier copies this file into the model directory and names it in `config.json`'s
 `custom_pipelines`, so `pipeline("image-classification", model=dir, trust_remote_code=True)` uses it where cxr_vitmae
@@ -13,9 +19,12 @@ is absent. Like the other copied files it imports only numpy, PIL, the standard 
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import tempfile
+import types
 import urllib.request
+from collections.abc import Iterable
 from typing import Any
 
 import numpy as np
@@ -41,8 +50,21 @@ def processor_input(processor: Any, radiograph: np.ndarray) -> np.ndarray | Imag
 
 class CXRImageClassificationPipeline(ImageClassificationPipeline):
     """`ImageClassificationPipeline` whose inputs (file paths of 8/16-bit PNG, JPEG and DICOM, http(s) URLs, PIL
-    images, numpy arrays, torch tensors) are read with `load_radiograph` instead of an 8-bit RGB conversion.
-    Unreadable input raises `RadiographReadError` (a `ValueError`) naming the problem."""
+    images, numpy arrays, torch tensors, `datasets.Image(decode=False)` dicts) are read with `load_radiograph` instead
+    of an 8-bit RGB conversion. Unreadable input raises `RadiographReadError` (a `ValueError`) naming the problem.
+    Iterators, iterables and `datasets` datasets stream, and a multi-label model answers with every label (module
+    docstring)."""
+
+    def __call__(self, inputs: Any = None, **kwargs: Any):
+        if "images" in kwargs:  # stock's older keyword
+            inputs = kwargs.pop("images")
+        return super().__call__(_streamable(inputs), **kwargs)
+
+    def postprocess(self, model_outputs, function_to_apply=None, top_k=None):
+        if top_k is None:
+            config = self.model.config
+            top_k = config.num_labels if config.problem_type == "multi_label_classification" else 5
+        return super().postprocess(model_outputs, function_to_apply=function_to_apply, top_k=top_k)
 
     def preprocess(self, image: Any, timeout: float | None = None):
         model_inputs = self.image_processor(
@@ -51,7 +73,47 @@ class CXRImageClassificationPipeline(ImageClassificationPipeline):
         return model_inputs.to(self.dtype)
 
 
+def _streamable(inputs: Any) -> Any:
+    """`inputs` as `Pipeline.__call__` streams it: stock streams generators and torch datasets only and takes any
+    other container for a single image, so the others become generators here."""
+    if _is_datasets_dataset(inputs):
+        column = _image_column(inputs)
+        feature = (inputs.features or {}).get(column)
+        if type(feature).__name__ == "Image" and dataclasses.is_dataclass(feature):
+            # The stored file or bytes go to load_radiograph, not to datasets' PIL decoding (which opens no DICOM).
+            inputs = inputs.cast_column(column, dataclasses.replace(feature, decode=False))
+        return (row[column] for row in inputs.select_columns([column]))
+    one_image = (str, bytes, bytearray, dict, list, tuple, np.ndarray, Image.Image, types.GeneratorType)
+    if isinstance(inputs, one_image) or type(inputs).__module__.split(".")[0] == "torch":
+        return inputs  # what stock handles itself (tensors and torch datasets included)
+    if isinstance(inputs, Iterable):
+        return (item for item in inputs)
+    return inputs
+
+
+def _is_datasets_dataset(inputs: Any) -> bool:
+    # By name and shape: this file cannot import `datasets` (model directories carry it where it may be absent).
+    return type(inputs).__module__.split(".")[0] == "datasets" and hasattr(inputs, "column_names")
+
+
+def _image_column(dataset: Any) -> str:
+    """The column of `dataset` holding the images: `image` (transformers' and datasets' default name), else its one
+    column of type `datasets.Image`."""
+    columns = list(dataset.column_names or [])
+    if "image" in columns:
+        return "image"
+    typed = [name for name, feature in (dataset.features or {}).items() if type(feature).__name__ == "Image"]
+    if len(typed) == 1:
+        return typed[0]
+    raise ValueError(
+        f"Cannot tell which column of this dataset holds the images (columns: {', '.join(columns)}): name it "
+        "`image`, or pass the column itself (`dataset[name]` or KeyDataset(dataset, name))."
+    )
+
+
 def _read(image: Any, timeout: float | None) -> np.ndarray:
+    if isinstance(image, dict) and ("bytes" in image or "path" in image):  # datasets.Image(decode=False)
+        image = image.get("bytes") or image.get("path")
     if isinstance(image, str) and image.startswith(("http://", "https://")):
         with urllib.request.urlopen(image, timeout=timeout) as response:
             image = response.read()

@@ -77,14 +77,25 @@ def test_every_format_decodes_as_load_radiograph_reads_it(own, tmp_path):
     train = load_cxr_dataset("csv", own, cache_dir=tmp_path, **own_options())["train"]
     transform = evaluation_transform(32, resize=32)
     corpus = TransformedCorpus(train, transform, seed=0)
-    suffixes = set()
+    suffixes, image_ids = set(), train["image_id"]
     for index in range(8):
-        path = own / train[index]["image_id"]
+        path = own / image_ids[index]
         suffixes.add(path.suffix)
         expected = transform(load_radiograph(path))
         torch.testing.assert_close(corpus[index]["pixel_values"], expected, atol=1e-5, rtol=0)
-        assert np.asarray(train[index]["image"]).size  # datasets decodes every format, DICOM too
     assert {".png", ".jpg", ".dcm"} <= suffixes
+
+
+def test_pil_reads_dicom_once_opted_in(own):
+    """`dataset[i]["image"]` on DICOM rows works in a process that opted in (a fresh one: registration is global)."""
+    code = (
+        "import numpy as np, sys; from PIL import Image; from cxr_vitmae import load_radiograph\n"
+        "from cxr_vitmae.data.dicom_images import register_dicom_with_pil\n"
+        "register_dicom_with_pil(); path = sys.argv[1]\n"
+        "assert np.array_equal(np.asarray(Image.open(path)), load_radiograph(path))\n"
+        "assert np.array_equal(np.asarray(Image.open(open(path, 'rb'))), load_radiograph(path))"
+    )
+    subprocess.run([sys.executable, "-c", code, str(own / "scans" / "scan_0003.dcm")], check=True, timeout=120)
 
 
 def test_split_column_and_class_column(own_split, own_classes, tmp_path):

@@ -12,13 +12,9 @@ import datasets
 
 from .builder import CorpusBuilder
 from .corpora import CORPORA, Corpus, builder_class, config_options, corpus, corpus_options, uses_own_data
-from .dicom_images import register_dicom_with_pil
 from .errors import CorpusError
 from .prepared_copy import MANIFEST_NAME, load_prepared, read_manifest
 from .validation import check_cached_images
-
-# Corpora may list DICOM files, which `datasets.Image` decodes through PIL.
-register_dicom_with_pil()
 
 
 def metadata_fingerprint(data_dir: str | Path, suffixes: tuple[str, ...] = CorpusBuilder.FINGERPRINT_SUFFIXES) -> str:

@@ -18,8 +18,10 @@ from accelerate import Accelerator
 from torch.utils.data import DataLoader, Dataset, Sampler, default_collate
 
 from ..data.device_augmentation import BatchedResizedCrop, collate_pixels, split_for_device
+from ..data.dicom_images import decoded_dicom_cell
 from ..data.errors import CorpusError
 from ..data.transforms import collate_radiographs
+from ..models.image_processing_cxr import RadiographReadError
 from .arguments import RecipeArguments
 
 # The entropy word that tells the shuffle's seed apart from every example's seed (example indices are >= 0).
@@ -101,7 +103,11 @@ class TransformedCorpus(Dataset):
                     if "numpy" in sources:
                         np.random.seed(seed % 2**32)
                     image = rows["image"][position]
-                    if takes_cells and self._decode_image is not None:
+                    # datasets decodes with PIL, which reads no DICOM: those cells are read here, as arrays.
+                    radiograph = self._dicom(image, index) if self._decode_image is not None else None
+                    if radiograph is not None:
+                        transformed = self.transform(radiograph)
+                    elif takes_cells and self._decode_image is not None:
                         transformed = self._transformed_cell(image, index)
                     else:
                         if self._decode_image is not None:
@@ -116,6 +122,12 @@ class TransformedCorpus(Dataset):
                 random.setstate(python_state)
                 np.random.set_state(numpy_state)
         return examples
+
+    def _dicom(self, cell: dict, index: int) -> np.ndarray | None:
+        try:
+            return decoded_dicom_cell(cell)
+        except RadiographReadError as error:
+            raise _undecodable(cell, index, error) from error
 
     def _decoded(self, cell: dict, index: int) -> Any:
         # The builders check every file at load time (header, and that a PNG or JPEG is complete), but a file

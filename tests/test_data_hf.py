@@ -21,7 +21,8 @@ from PIL import Image
 from test_image_processor import write_dicom
 from test_recipes import TINY
 
-from cxr_vitmae import load_radiograph
+from cxr_vitmae import CXRViTMAEConfig, ViTMAEForChestXray, load_radiograph
+from cxr_vitmae.cli import main as cli_main
 from cxr_vitmae.data import CorpusError, label_names, load_cxr_dataset, split_source
 from cxr_vitmae.data.phantoms import generate_phantoms
 
@@ -433,3 +434,27 @@ def test_finetune_recipe_on_a_hub_dataset(hub, hub_dataset, written, tmp_path):
     assert set(metrics["per_class"]) <= set(COLUMNS) and metrics["selected_by"] == "validation mean_auroc"
     assert metrics["synthetic_corpus"] is None
     assert str(tmp_path) not in json.dumps(metrics)
+
+
+def test_cli_prepares_and_evaluates_a_dataset_without_data_dir(written, tmp_path, capsys):
+    """`prepare hf` / `evaluate --dataset hf` take the dataset from the option `path`, as the recipes do."""
+    folder = write_parquet_folder(tmp_path / "cxr parquet", written)
+    options = {"path": str(folder), "validation_fraction": 0.3, **OPTIONS}
+    flags = [f"--option={key}={json.dumps(value)}" for key, value in options.items()]
+    prepared = tmp_path / "prepared"
+    assert cli_main(["prepare", "hf", "--output", str(prepared), "--size", "32", *flags]) == 0, capsys.readouterr().err
+    source = load_cxr_dataset("hf", None, **options)
+    copy = load_cxr_dataset("hf", prepared, **options)
+    assert {split: copy[split]["image_id"] for split in copy} == {split: source[split]["image_id"] for split in source}
+    assert label_names("hf", prepared, **options) == list(COLUMNS)
+
+    model = tmp_path / "model"
+    labels = {"id2label": dict(enumerate(COLUMNS)), "label2id": {name: i for i, name in enumerate(COLUMNS)}}
+    config = CXRViTMAEConfig.from_preset("vit-tiny", image_size=32, patch_size=8, num_hidden_layers=1, **labels)
+    ViTMAEForChestXray(config).save_pretrained(model)
+    output = tmp_path / "metrics.json"
+    code = cli_main(["evaluate", str(model), "--dataset", "hf", "--output", str(output), "--n-bootstrap", "5", *flags])
+    assert code == 0, capsys.readouterr().err
+    metrics = json.loads(output.read_text())
+    assert metrics["dataset"] == "hf" and metrics["n_images"] == len(source["test"])
+    assert list(metrics["per_class"]) == list(COLUMNS)

@@ -200,7 +200,9 @@ def add_model_on_split_arguments(parser: argparse.ArgumentParser, dataset_help: 
 
     parser.add_argument("model_dir", metavar="MODEL_DIR", help="a saved classifier directory or a Hub repo id")
     parser.add_argument("--dataset", required=True, choices=list(CORPORA), help=dataset_help)
-    parser.add_argument("--data-dir", required=True, help="the corpus as distributed, or a prepared copy")
+    parser.add_argument(
+        "--data-dir", help="the corpus as distributed, or a prepared copy (none for hf: its option path names it)"
+    )
     parser.add_argument("--split", default="test", help="default: %(default)s")
     parser.add_argument("--output", default=output, help="default: %(default)s")
     add_corpus_options(parser)
@@ -298,7 +300,7 @@ def build_prepare(parser: argparse.ArgumentParser):
     from .data import CORPORA
 
     parser.add_argument("name", metavar="NAME", choices=list(CORPORA), help=f"one of {', '.join(CORPORA)}")
-    parser.add_argument("--data-dir", required=True, help="the corpus as distributed")
+    parser.add_argument("--data-dir", help="the corpus as distributed (none for hf: its option path names it)")
     parser.add_argument("--output", required=True, help="the prepared directory to write (pass it as data_dir later)")
     parser.add_argument("--size", type=int, default=256, help="short side of the stored images (default: 256)")
     parser.add_argument("--num-proc", type=int, default=None, help="worker processes (default: 1)")

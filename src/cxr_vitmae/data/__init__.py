@@ -108,8 +108,8 @@ def split_sources(name: str, data_dir: str | Path | None = None, **options) -> d
     corpus name its own files (a `csv` corpus's table)."""
     if data_dir is not None and (Path(data_dir) / MANIFEST_NAME).is_file():
         # A prepared copy: the files a split is named after are in the corpus it was prepared from.
-        source = Path(read_manifest(Path(data_dir))["source_data_dir"])
-        data_dir = source if source.is_dir() else None
+        source = read_manifest(Path(data_dir))["source_data_dir"]
+        data_dir = source if source is not None and Path(source).is_dir() else None
     config = builder_class(name).BUILDER_CONFIG_CLASS(
         data_dir=None if data_dir is None else str(data_dir), **corpus_options(name, options)
     )

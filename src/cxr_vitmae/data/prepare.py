@@ -195,17 +195,20 @@ def prepare_corpus(
         raise CorpusError(f"size={size}: expected a positive number of pixels for the short side")
     if chunk_size < 1:
         raise CorpusError(f"chunk_size={chunk_size}: expected a positive number of images")
-    data_dir, output_dir = Path(data_dir).absolute(), Path(output_dir).absolute()
-    if (data_dir / MANIFEST_NAME).is_file():
+    # `hf` corpora name their source by option: nothing under a data_dir to read.
+    data_dir, output_dir = (None if data_dir is None else Path(data_dir).absolute()), Path(output_dir).absolute()
+    if data_dir is not None and (data_dir / MANIFEST_NAME).is_file():
         raise CorpusError(f"{data_dir} is already a prepared corpus; prepare from the corpus as distributed")
     resolved = config_options(name, options)
     request = {
         "corpus": name,
         "options": resolved,
         "size": size,
-        "source_data_dir": str(data_dir),
+        "source_data_dir": None if data_dir is None else str(data_dir),
         "metadata_fingerprint": (
-            metadata_fingerprint(data_dir, builder_class(name).FINGERPRINT_SUFFIXES) if data_dir.is_dir() else None
+            metadata_fingerprint(data_dir, builder_class(name).FINGERPRINT_SUFFIXES)
+            if data_dir is not None and data_dir.is_dir()
+            else None
         ),
         "builder_version": builder_version(name),
         "storage": STORAGE,
@@ -262,7 +265,7 @@ def prepare_corpus(
         elif not path.is_dir():
             path.unlink()
     prepared.save_to_disk(str(output_dir))
-    if (data_dir / PHANTOM_RECORD).is_file():  # a prepared copy of phantoms is still phantoms
+    if data_dir is not None and (data_dir / PHANTOM_RECORD).is_file():  # a prepared copy of phantoms is still phantoms
         shutil.copyfile(data_dir / PHANTOM_RECORD, output_dir / PHANTOM_RECORD)
     manifest = {
         "format": "cxr-vitmae prepared corpus",

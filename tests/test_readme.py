@@ -34,7 +34,7 @@ SUBCOMMAND_RUNNERS = {
     "prepare": [DEMO, "scripts/reproduce.py"],  # reproduce.py: run by tests/test_reproduce.py
     "convert": ["tests/test_convert_vit.py"],
     "export-native": ["tests/test_readme.py"],  # test_export_native_as_the_readme_runs_it, below
-    "predict": ["tests/test_cli.py"],
+    "predict": ["tests/test_cli.py", "tests/test_predict_batch.py"],
     "evaluate": ["tests/test_evaluate_cli.py", "tests/test_recipes.py", "tests/test_external_validation.py"],
     "gradcam": ["tests/test_gradcam.py", "tests/test_cli.py", DEMO],
     "localize": ["tests/test_localization.py", DEMO],

@@ -181,12 +181,15 @@ def main() -> None:
 
     # 2. MAE pre-training (with snapshots for the curve) and the crop-scale ablation.
     snapshot_every = max(1, profile.pretrain_epochs // (profile.snapshots + 1))
+    # The probe of the encoder (at snapshots and the end) reads the NIH-layout phantoms, the fine-tuning corpus.
     step("pretrain mae", mae / "model.safetensors",
          launch(profile, "pretrain", "pretrain_mae.yaml", "--data_dir", pool, "--output_dir", mae,
-                "--num_train_epochs", profile.pretrain_epochs, "--snapshot_every_epochs", snapshot_every,
+                "--probe_data_dir", nih, "--num_train_epochs", profile.pretrain_epochs,
+                "--snapshot_every_epochs", snapshot_every,
                 "--reconstruction_every_epochs", profile.pretrain_epochs))  # fmt: skip
     step("pretrain mae-crop0.2", ablation / "model.safetensors",
          launch(profile, "pretrain", "pretrain_mae.yaml", "--data_dir", pool, "--output_dir", ablation,
+                "--probe_data_dir", nih,
                 "--num_train_epochs", profile.ablation_epochs, "--crop_scale_min", 0.2,
                 "--reconstruction_every_epochs", profile.ablation_epochs))  # fmt: skip
 

@@ -21,14 +21,14 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
 from .errors import InputError
+from .image_files import IMAGE_SUFFIXES, images_below
 from .models import CXRImageProcessor, RadiographReadError, load_radiograph
 from .models.pipeline_cxr import processor_input
 from .predict import score_pixels
 from .prediction_files import ErrorLog, default_errors_file, open_predictions
 
-# What a folder (or a glob's match) contributes; the `folder` corpus reads the same kinds. Files without a suffix
-# (PACS exports often have none) are read only when named explicitly or listed in a .txt file.
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".dcm", ".dicom")
+# A folder (or a glob's match) contributes its `IMAGE_SUFFIXES` files, as the `folder` corpus reads them. Files without
+# a suffix (PACS exports often have none) are read only when named explicitly or listed in a .txt file.
 LIST_SUFFIX = ".txt"
 
 
@@ -62,20 +62,10 @@ def expand_inputs(inputs: Sequence[str]) -> list[str]:
 
 
 def _folder_images(folder: Path) -> list[str]:
-    found = _images_below(folder)
+    found = [str(path) for path in images_below(folder)]
     if not found:
         raise InputError(f"{folder}: no image files ({', '.join(IMAGE_SUFFIXES)}) in it or below it")
     return found
-
-
-def _images_below(folder: Path) -> list[str]:
-    return [
-        str(path)
-        for path in sorted(folder.rglob("*"))
-        if path.suffix.lower() in IMAGE_SUFFIXES
-        and not any(part.startswith(".") for part in path.relative_to(folder).parts)
-        and path.is_file()
-    ]
 
 
 def _listed_images(list_file: Path) -> list[str]:
@@ -94,7 +84,7 @@ def _glob_images(pattern: str) -> list[str]:
     for match in sorted(glob.glob(pattern, recursive=True)):
         path = Path(match)
         if path.is_dir():
-            found.extend(_images_below(path))
+            found.extend(str(image) for image in images_below(path))
         elif path.suffix.lower() in IMAGE_SUFFIXES or not path.suffix:
             found.append(match)
     if not found:

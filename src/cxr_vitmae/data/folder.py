@@ -22,14 +22,14 @@ from pathlib import Path
 
 import datasets
 
+from ..image_files import IMAGE_SUFFIXES, images_below
 from .builder import CorpusConfig, RecordCorpusBuilder
 from .errors import CorpusError
 from .schema import ImageRecord, pretraining_features
-from .validation import DICOM_SUFFIXES, first_few, image_problem
+from .validation import first_few, image_problem
 
 logger = logging.getLogger(__name__)
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", *DICOM_SUFFIXES)
 PATIENT_SOURCES = ("image", "folder", "dicom")
 
 
@@ -55,18 +55,6 @@ class FolderConfig(CorpusConfig):
     def split_sources(self) -> dict[str, str]:
         kept = f" except the ids listed in {Path(self.exclude).name}" if self.exclude else ""
         return {"train": f"every PNG, JPEG and DICOM image under the folder{kept} (unlabelled)"}
-
-
-def find_images(data_dir: Path) -> list[Path]:
-    """Every image file below `data_dir` (module docstring), in sorted path order."""
-    found = []
-    for path in sorted(data_dir.rglob("*")):
-        relative = path.relative_to(data_dir)
-        if any(part.startswith(".") for part in relative.parts):
-            continue
-        if path.suffix.lower() in IMAGE_SUFFIXES and path.is_file():
-            found.append(path)
-    return found
 
 
 def _patient(path: Path, data_dir: Path, patients_from: str) -> str:
@@ -100,7 +88,7 @@ def read_folder(data_dir: str | Path, config: FolderConfig) -> list[ImageRecord]
     data_dir = Path(data_dir).absolute()
     if not data_dir.is_dir():
         raise CorpusError(f"{data_dir}: no such directory (expected a folder of radiographs)")
-    paths = find_images(data_dir)
+    paths = images_below(data_dir)
     if not paths:
         raise CorpusError(f"{data_dir}: no image files ({', '.join(IMAGE_SUFFIXES)}) in it or below it")
     records = [
@@ -174,4 +162,4 @@ class FolderCorpus(RecordCorpusBuilder):
             yield record.image_id, {**example, "source": "folder"}
 
 
-__all__ = ["FolderConfig", "FolderCorpus", "find_images", "read_folder"]
+__all__ = ["FolderConfig", "FolderCorpus", "read_folder"]

@@ -34,6 +34,22 @@ IMAGE_MEAN = 0.5056
 IMAGE_STD = 0.252
 
 _STAR = {"marker": "*", "markersize": 13, "color": "gold", "markeredgecolor": "black", "zorder": 5}
+_PROBE_AXIS = "probe mean AUROC"
+# The pre-training recipe's diagnostics (training/pretraining_monitor.py): per axis, its y label, whether it is
+# logarithmic, and its (history key, legend) curves. The visible-pixel mean's loss is fifteen times the MAE's on the
+# reproduction study's MAE (1.11 against 0.0738), the mean image's close to it (0.0880): hence the log scale.
+_DIAGNOSTIC_AXES = (
+    (
+        "held-out masked-patch loss",
+        True,
+        (
+            ("heldout_mae_loss", "MAE"),
+            ("heldout_visible_mean_loss", "each image's visible-pixel mean"),
+            ("heldout_mean_image_loss", "training mean image"),
+        ),
+    ),
+    (_PROBE_AXIS, False, (("probe_mean_auroc", "MAE encoder"), ("probe_random_mean_auroc", "random encoder"))),
+)
 _RECONSTRUCTION_COLUMNS = ("original", "masked", "reconstruction", "|error|")
 
 
@@ -117,16 +133,18 @@ def _class_colors(n: int) -> list:
 
 
 def plot_training_curves(history: Sequence[Mapping], path: str | PathLike, title: str | None = None) -> Path:
-    """Training curves against the optimisation step, one axis per quantity: the losses, the learning rate, and each
-    validation metric on a panel of its own.
+    """Training curves against the optimisation step, one axis per quantity: the losses, the learning rate, each
+    validation metric on a panel of its own and, from pre-training, the held-out reconstruction losses and the probe.
 
     Args:
         history: records such as `{"step": 120, "epoch": 1.5, "train_loss": 0.31, "lr": 1e-4}` and, at
             evaluation points, `{"step": 200, "epoch": 2, "val_mean_auroc": 0.81}`. Every numeric `val_*` key is a
             validation metric (`val_loss` joins the training loss on the loss axis). The last record with
             `"selected": True` is the selected checkpoint; it is starred on the validation curves and marked with a
-            vertical line. Missing keys, `None` and an empty history are tolerated. The x axis is `step`; if no
-            record has one, `epoch`; if none has either, the record's position.
+            vertical line. Pre-training's `heldout_*_loss` keys share one axis (log scale), `probe_mean_auroc` and
+            `probe_random_mean_auroc` another, with error bars from their `*_ci95` pairs and the chance level.
+            Missing keys, `None` and an empty history are tolerated. The x axis is `step`; if no record has one,
+            `epoch`; if none has either, the record's position.
         path: where to write the PNG.
         title: figure title.
     """
@@ -142,16 +160,18 @@ def _training_figure(history: Sequence[Mapping], title: str | None) -> Figure:
     else:
         x_key, x_label = None, "record"
 
-    def series(key: str) -> tuple[np.ndarray, np.ndarray]:
-        xs, ys = [], []
+    def points(key: str) -> list[tuple[float, float, Mapping]]:
+        """(x, value, record) of every record with a number under `key`, in x order."""
+        found = []
         for index, record in enumerate(records):
             x = index if x_key is None else record.get(x_key)
-            y = record.get(key)
-            if _finite(x) and _is_number(y):
-                xs.append(float(x))
-                ys.append(float(y))
-        order = np.argsort(xs, kind="stable")
-        return np.asarray(xs)[order], np.asarray(ys)[order]
+            if _finite(x) and _is_number(record.get(key)):
+                found.append((float(x), float(record[key]), record))
+        return sorted(found, key=lambda point: point[0])
+
+    def series(key: str) -> tuple[np.ndarray, np.ndarray]:
+        found = points(key)
+        return np.asarray([x for x, _, _ in found]), np.asarray([y for _, y, _ in found])
 
     val_keys = []
     for record in records:
@@ -169,20 +189,26 @@ def _training_figure(history: Sequence[Mapping], title: str | None) -> Figure:
             if _finite(x):
                 selected = (float(x), record)
 
-    # (y label, keys) per axis: panels at least PANEL_PIXELS tall.
-    quantities = [("loss", loss_keys)] + ([("learning rate", ["lr"])] if has_lr else [])
-    quantities += [(key.removeprefix("val_").replace("_", " "), [key]) for key in metric_keys]
+    # (y label, log scale, (key, legend) curves) per axis: panels at least PANEL_PIXELS tall.
+    quantities = [("loss", False, [(key, key) for key in loss_keys])]
+    quantities += [("learning rate", False, [("lr", "lr")])] if has_lr else []
+    quantities += [(key.removeprefix("val_").replace("_", " "), False, [(key, key)]) for key in metric_keys]
+    quantities += [axis for axis in _DIAGNOSTIC_AXES if any(series(key)[0].size for key, _ in axis[2])]
     panel_inches = 1.15 * PANEL_PIXELS / DPI
     fig = _new_figure(7.5, panel_inches * len(quantities) + 0.5)
     axes = fig.subplots(len(quantities), 1, sharex=True, squeeze=False)[:, 0]
-    for ax, (label, keys) in zip(axes, quantities, strict=True):
+    for ax, (label, logarithmic, curves) in zip(axes, quantities, strict=True):
         plotted = False
-        for key in keys:
-            xs, ys = series(key)
-            if not xs.size:
+        for key, legend in curves:
+            found = points(key)
+            if not found:
                 continue
+            xs, ys = series(key)
             validation = key.startswith("val_")
-            ax.plot(xs, ys, marker="o" if validation else "", markersize=3, linewidth=1.2, label=key)
+            # Evaluation points (validation, diagnostics) are marked; the logged training curves are not.
+            marker = "" if key in ("train_loss", "lr") else "o"
+            (line,) = ax.plot(xs, ys, marker=marker, markersize=3, linewidth=1.2, label=legend)
+            _error_bars(ax, found, f"{key}_ci95", line.get_color())
             plotted = True
             if selected is not None and validation and _is_number(selected[1].get(key)):
                 value = float(selected[1][key])
@@ -190,6 +216,10 @@ def _training_figure(history: Sequence[Mapping], title: str | None) -> Figure:
                 ax.plot(selected[0], value, linestyle="none", label=star, **_STAR)
         if label == "learning rate":
             ax.ticklabel_format(axis="y", style="sci", scilimits=(-2, 3))
+        if label == _PROBE_AXIS:
+            ax.axhline(0.5, color="0.55", linestyle=":", linewidth=1.0, label="chance")
+        if logarithmic and plotted:
+            ax.set_yscale("log")
         ax.set_ylabel(label)
         ax.grid(True, alpha=0.3)
         if plotted:
@@ -201,6 +231,16 @@ def _training_figure(history: Sequence[Mapping], title: str | None) -> Figure:
     axes[-1].set_xlabel(x_label)
     _suptitle(fig, title or "training curves")
     return fig
+
+
+def _error_bars(ax, points: list[tuple[float, float, Mapping]], interval_key: str, color) -> None:
+    """Error bars at the (x, value, record) `points` whose record holds a [low, high] pair under `interval_key`."""
+    bars = [(x, y, record[interval_key]) for x, y, record in points if _interval(record.get(interval_key))]
+    if not bars:
+        return
+    x, y, bounds = (np.asarray(values, dtype=np.float64) for values in zip(*bars, strict=True))
+    spread = np.abs(np.stack([y - bounds[:, 0], bounds[:, 1] - y]))
+    ax.errorbar(x, y, yerr=spread, fmt="none", ecolor=color, elinewidth=1.0, capsize=3)
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -417,3 +457,8 @@ def _is_number(value) -> bool:
 
 def _finite(value) -> bool:
     return _is_number(value) and math.isfinite(float(value))
+
+
+def _interval(value) -> bool:
+    """Whether `value` is a [low, high] pair of finite numbers (a `*_ci95` entry of a history record)."""
+    return isinstance(value, Sequence) and len(value) == 2 and all(_finite(bound) for bound in value)

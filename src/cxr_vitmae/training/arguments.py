@@ -18,7 +18,10 @@ class RecipeArguments:
 
     output_dir: str = field(metadata={"help": "final model, metrics.json, figures and checkpoints/ go here"})
     dataset: str = field(default="nih-chestxray14", metadata={"help": "a cxr_vitmae.data corpus name"})
-    data_dir: str | None = field(default=None, metadata={"help": "the corpus as distributed, or a prepared copy"})
+    data_dir: str | None = field(
+        default=None,
+        metadata={"help": "the corpus as distributed, or a prepared copy (none for hf: its option path names it)"},
+    )
     dataset_options: str = field(
         default="{}", metadata={"help": "corpus options as a YAML/JSON mapping, e.g. '{views: [PA]}'"}
     )
@@ -116,6 +119,51 @@ class PretrainArguments(RecipeArguments):
             "fine-tuning from intermediate pre-training); default: only the final model"
         },
     )
+    diagnostic_images: int = field(
+        default=256,
+        metadata={
+            "help": "held-out images on which every epoch end scores the masked-patch loss next to two trivial "
+            "predictors (each image's visible-pixel mean, the training mean image): from the corpus's validation "
+            "split, else the probe corpus's, never of a training patient; 0: none"
+        },
+    )
+    probe_dataset: str | None = field(
+        default=None,
+        metadata={
+            "help": "a labelled cxr_vitmae.data corpus on which every snapshot and the end probe the encoder's pooled "
+            "features (k-NN or logistic regression fitted on its train split, mean AUROC on its validation split), "
+            "next to the same probe of a random encoder; default: no probe"
+        },
+    )
+    probe_data_dir: str | None = field(
+        default=None, metadata={"help": "the probe corpus's data_dir (default: --data_dir when it is --dataset)"}
+    )
+    probe_dataset_options: str = field(
+        default="{}", metadata={"help": "the probe corpus's options as a YAML/JSON mapping"}
+    )
+    probe_train_images: int = field(
+        default=512, metadata={"help": "at most this many probe train images (whole patients, drawn by --seed)"}
+    )
+    probe_eval_images: int = field(
+        default=512, metadata={"help": "at most this many probe validation images (whole patients, drawn by --seed)"}
+    )
+    probe_method: str = field(
+        default="knn",
+        metadata={
+            "help": "knn (cosine distance, 20 neighbours) or logistic (L2, standardised features); one probe per "
+            "label of a multi-label corpus",
+            "choices": ["knn", "logistic"],
+        },
+    )
+
+    def probe_options(self) -> dict:
+        return _mapping(self.probe_dataset_options, "probe_dataset_options")
+
+    def probe_data_dir_or_default(self) -> str | None:
+        """`--probe_data_dir`, else `--data_dir` when the probe corpus is the pre-training corpus."""
+        if self.probe_data_dir is not None or self.probe_dataset != self.dataset:
+            return self.probe_data_dir
+        return self.data_dir
 
 
 @dataclass

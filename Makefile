@@ -35,6 +35,7 @@ test-floors:
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 
 demo: $(STAMP)
 	$(BIN)/python scripts/demo.py --output demo_output --update-results

@@ -55,7 +55,7 @@ MAKE_RUNNERS = {
     "test": ".ci/run",
     "test-floors": ".ci/run",
     "reproduce": "tests/test_reproduce.py",
-    "lint": "Makefile",
+    "lint": ".ci/run",
 }
 
 

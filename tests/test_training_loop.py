@@ -148,3 +148,17 @@ def test_a_non_finite_loss_on_one_process_stops_every_process(tmp_path):
     assert result.returncode != 0
     assert result.stderr.count("NonFiniteLossError: non-finite loss") == 2, result.stderr[-3000:]
     assert "nan, one per process" in result.stderr
+
+
+def test_a_training_split_smaller_than_one_batch_is_refused_before_training():
+    """The loaders drop the last, incomplete batch: an epoch of no step would loop forever."""
+    from types import SimpleNamespace
+
+    from cxr_vitmae.errors import InputError
+    from cxr_vitmae.training.setup import plan_schedule
+
+    args = SimpleNamespace(per_device_train_batch_size=64, gradient_accumulation_steps=1, num_train_epochs=1.0,
+                           max_train_steps=4, warmup_epochs=0.0)  # fmt: skip
+    with pytest.raises(InputError, match="fewer images than one batch of --per_device_train_batch_size 64"):
+        plan_schedule(args, 0)
+    assert plan_schedule(args, 1).total_steps == 4

@@ -11,6 +11,7 @@ from accelerate import Accelerator, DataLoaderConfiguration
 from accelerate.utils import set_seed
 
 from ..data import load_cxr_dataset
+from ..errors import InputError
 from ..hub.provenance import write_training_args
 from .arguments import RecipeArguments
 from .loop import Schedule
@@ -106,7 +107,17 @@ def global_batch_size(args: RecipeArguments, accelerator: Accelerator) -> int:
 
 
 def plan_schedule(args: RecipeArguments, batches_per_epoch: int) -> Schedule:
-    """The run's optimiser steps and warmup from `--num_train_epochs` / `--max_train_steps` / `--warmup_epochs`."""
+    """The run's optimiser steps and warmup from `--num_train_epochs` / `--max_train_steps` / `--warmup_epochs`.
+
+    Raises:
+        InputError: the training split is smaller than one batch, so an epoch would hold no step (the loader drops
+            the last, incomplete batch) and the run would never end.
+    """
+    if batches_per_epoch == 0:
+        raise InputError(
+            f"the training split holds fewer images than one batch of --per_device_train_batch_size "
+            f"{args.per_device_train_batch_size} per process: lower it, or train on more images"
+        )
     return Schedule.plan(
         batches_per_epoch,
         args.gradient_accumulation_steps,

@@ -29,6 +29,7 @@ from cxr_vitmae.training.models import build_classifier
 from cxr_vitmae.training.optim import supports_layer_decay
 from cxr_vitmae.training.setup import (
     announce_run,
+    check_validation_selects,
     load_corpus,
     make_accelerator,
     make_optimizer,
@@ -53,8 +54,11 @@ def main(argv: list[str] | None = None) -> None:
             raise SystemExit(
                 f"{args.dataset}{f' in {args.data_dir}' if args.data_dir else ''} has no {split} split with "
                 f"dataset_options {args.options()} "
-                f"(only {', '.join(splits)}): {why} needs one (see the corpus's split options in README)"
+                f"(only {', '.join(splits)}): {why} needs one (the corpus's split options in README; for csv and "
+                "hf: test_fraction, or test rows in a split column)"
             )
+    if not single_label:
+        check_validation_selects(splits["validation"], args.dataset)
     # The crop and flip run on the training device when that is all the augmentation is (`--augment_on`);
     # RandAugment's PIL operations keep it in the loader.
     augmentation = finetuning_transform(args.image_size, args.auto_augment, scale=(args.crop_scale_min, 1.0))

@@ -98,6 +98,20 @@ def test_pil_reads_dicom_once_opted_in(own):
     subprocess.run([sys.executable, "-c", code, str(own / "scans" / "scan_0003.dcm")], check=True, timeout=120)
 
 
+def test_folder_patients_from_the_folder_holding_each_image(own, tmp_path):
+    """A hospital tree `<site>/<year>/<MRN>/<file>`: the MRN folder is the patient, and an exclusion list of MRNs keeps
+    those patients out."""
+    archive = tmp_path / "export"
+    for index, image in enumerate(sorted((own / "scans").iterdir())[:12]):
+        folder = archive / f"site{index % 2}" / "2019" / f"MRN{index % 3}"
+        folder.mkdir(parents=True, exist_ok=True)
+        shutil.copy(image, folder / image.name)
+    (tmp_path / "exclude.txt").write_text("MRN1\n")
+    options = {"patients_from": "parent", "exclude": str(tmp_path / "exclude.txt")}
+    train = load_cxr_dataset("folder", archive, cache_dir=tmp_path / "cache", **options)["train"]
+    assert set(train["patient_id"]) == {"MRN0", "MRN2"} and len(train) == 8
+
+
 def test_split_column_and_class_column(own_split, own_classes, tmp_path):
     splits = load_cxr_dataset("csv", own_split, cache_dir=tmp_path, **own_options(split_column=True))
     folds = {row["Image Path"]: row["fold"] for row in table_rows(own_split).values()}
@@ -158,6 +172,9 @@ def _break(root: Path, case: str) -> tuple[dict, str]:
     if case == "blank patient":
         _rewrite(table, 6, "MRN", "")
         return options, r"labels\.csv, line 6, column 'MRN': blank; expected a patient id"
+    if case == "label columns as one string":
+        options["label_columns"] = "cardiomegaly,pleural effusion"
+        return options, r"label_columns='cardiomegaly,pleural effusion' is one string; give a list"
     raise AssertionError(case)
 
 
@@ -170,6 +187,7 @@ CASES = (
     "unreadable image",
     "truncated DICOM",
     "blank patient",
+    "label columns as one string",
 )
 
 

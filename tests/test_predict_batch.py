@@ -255,8 +255,30 @@ def test_resume_cuts_a_half_written_last_line_and_refuses_another_models_file(
     other.save_pretrained(tmp_path / "other-model")
     line = one_error_line(capsys, ["predict", str(tmp_path / "other-model"), images[0], "--output", str(output),
                                    "--resume"])  # fmt: skip
-    assert str(output) in line and "not this model's" in line
+    assert str(output) in line and "another model" in line
     assert len(_read_output(output)) == 40  # untouched
+    # The same labels, other weights: two models' scores in one file would look like one model's.
+    retrained = ViTMAEForChestXray.from_pretrained(setup["model"])
+    with torch.no_grad():
+        retrained.classifier.bias.add_(0.5)
+    retrained.save_pretrained(tmp_path / "retrained")
+    line = one_error_line(capsys, ["predict", str(tmp_path / "retrained"), images[0], "--output", str(output),
+                                   "--resume"])  # fmt: skip
+    assert "another model" in line and len(_read_output(output)) == 40
+
+
+def test_resume_knows_an_image_spelled_another_way(setup, tmp_path, capsys, monkeypatch):
+    """Relative in one run, absolute in the next, or from another folder: each image still gets one row."""
+    monkeypatch.chdir(setup["archive"])
+    output = tmp_path / "scores.csv"
+    assert main(["predict", setup["model"], "small/site0", "--output", str(output), *BATCH]) == 0
+    first = len(_read_output(output))
+    monkeypatch.chdir(tmp_path)
+    assert main(["predict", setup["model"], str(setup["archive"] / "small"), "--output", str(output), "--resume",
+                 *BATCH]) == 0  # fmt: skip
+    assert f"{40 - first} images scored ({first} already there)" in capsys.readouterr().out
+    frame = _read_output(output)
+    assert len(frame) == 40 and b"\r\n" not in output.read_bytes()
 
 
 @pytest.mark.parametrize("suffix", ["csv", "parquet"])

@@ -162,3 +162,18 @@ def test_a_training_split_smaller_than_one_batch_is_refused_before_training():
     with pytest.raises(InputError, match="fewer images than one batch of --per_device_train_batch_size 64"):
         plan_schedule(args, 0)
     assert plan_schedule(args, 1).total_steps == 4
+
+
+def test_a_validation_split_that_cannot_select_a_checkpoint_is_refused_before_training():
+    import datasets
+
+    from cxr_vitmae.errors import InputError
+    from cxr_vitmae.training.setup import check_validation_selects
+
+    nan = float("nan")
+    unusable = datasets.Dataset.from_dict(
+        {"labels": [[0.0, nan], [0.0, 1.0], [0.0, 1.0]], "patient_id": ["a", "b", "b"]}
+    )
+    with pytest.raises(InputError, match=r"validation split \(3 images of 2 patients\) has no class with both"):
+        check_validation_selects(unusable, "csv")
+    check_validation_selects(unusable.add_item({"labels": [1.0, nan], "patient_id": "c"}), "csv")

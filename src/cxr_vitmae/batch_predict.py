@@ -10,6 +10,8 @@ message.
 """
 
 import glob
+import hashlib
+import json
 import os
 import sys
 from collections.abc import Iterator, Sequence
@@ -210,6 +212,37 @@ class FileRun:
     errors_file: Path
 
 
+def _model_fingerprint(model) -> str:
+    """A hash of the model's labels and weights: which model wrote a predictions file."""
+    digest = hashlib.sha256(json.dumps(model.config.id2label, sort_keys=True).encode())
+    for name, tensor in sorted(model.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
+def _check_same_run(output: Path, model, labels: list[str], resume: bool) -> str:
+    """Record which model writes `output` (`<output>.run.json`), or, resuming, check it is the one that wrote it: a
+    file of two models' scores would look like one. Returns the folder relative image paths in the file start from.
+
+    Raises:
+        InputError: resuming a file another model wrote.
+    """
+    record_path = output.with_name(output.name + ".run.json")
+    fingerprint = _model_fingerprint(model)
+    if resume and record_path.is_file() and output.is_file():
+        record = json.loads(record_path.read_text())
+        if record.get("model_fingerprint") != fingerprint:
+            raise InputError(
+                f"{output}: written by another model ({record.get('model')}); --resume with that model, or write "
+                "this one's scores to a new file"
+            )
+        return record.get("cwd", os.getcwd())
+    record = {"model": str(getattr(model, "name_or_path", "")), "labels": labels, "model_fingerprint": fingerprint}
+    record_path.write_text(json.dumps({**record, "cwd": os.getcwd()}, indent=2) + "\n")
+    return os.getcwd()
+
+
 def predict_to_file(
     model,
     processor,
@@ -235,9 +268,13 @@ def predict_to_file(
     if errors.absolute() == Path(output).absolute():
         raise InputError(f"{errors}: the errors file cannot be the --output file")
     labels = [model.config.id2label[i] for i in range(model.config.num_labels)]
+    cwd = _check_same_run(Path(output), model, labels, resume)
     writer = open_predictions(output, labels, resume=resume)
     error_log = ErrorLog(errors)
-    pending = [image for image in images if image not in writer.done]
+    # The same image may be spelled another way on resume (relative or absolute, through a symlink): compared as
+    # resolved paths, from the folder the file's first run started in.
+    done = {os.path.realpath(os.path.join(cwd, image)) for image in writer.done}
+    pending = [image for image in images if os.path.realpath(image) not in done]
     run = FileRun(scored=0, already_done=len(images) - len(pending), unreadable=0, errors_file=error_log.path)
     # In a terminal the bar updates as stock tqdm does. Into a log file it first shows after 30 s and then every 30 s,
     # so a day-long run writes kilobytes and a short or failing one leaves stderr to its result. TQDM_DISABLE=1

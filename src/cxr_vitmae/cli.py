@@ -87,8 +87,13 @@ def build_predict(parser: argparse.ArgumentParser):
             json.dump(predict_to_dict(model, processor, images, **options), sys.stdout, indent=2)
             sys.stdout.write("\n")
             return
-        done = predict_to_file(model, processor, images, args.output, resume=args.resume, strict=args.strict,
-                               errors=args.errors, **options)  # fmt: skip
+        try:
+            done = predict_to_file(model, processor, images, args.output, resume=args.resume, strict=args.strict,
+                                   errors=args.errors, **options)  # fmt: skip
+        except KeyboardInterrupt:
+            # Every finished batch is in the file: nothing is lost, and the rerun takes up where this one stopped.
+            raise SystemExit(f"cxr-vitmae predict: interrupted; the rows written so far are in {args.output}, rerun "
+                             "with --resume to continue") from None  # fmt: skip
         resumed = f" ({done.already_done} already there)" if done.already_done else ""
         unreadable = f"; {done.unreadable} unreadable, listed in {done.errors_file}" if done.unreadable else ""
         print(f"{done.scored} images scored{resumed}{unreadable} -> {args.output}")

@@ -88,7 +88,7 @@ class CsvPredictions:
         self.path, self.columns, self.done = path, columns, set()
         existing = resume and path.is_file() and self._read_existing()
         self.file = _open_for_rows(path, "a" if existing else "w")
-        self.writer = csv.writer(self.file)
+        self.writer = csv.writer(self.file, lineterminator="\n")
         if not existing:
             self.writer.writerow(columns)
             self.file.flush()
@@ -223,7 +223,7 @@ class ErrorLog:
     def write(self, image: str, error: str) -> None:
         if self.file is None:
             self.file = _open_for_rows(self.path, "w")
-            self.writer = csv.writer(self.file)
+            self.writer = csv.writer(self.file, lineterminator="\n")
             self.writer.writerow(["image", "error"])
         self.writer.writerow([image, error])
         self.file.flush()

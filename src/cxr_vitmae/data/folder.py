@@ -5,7 +5,8 @@ structure; hidden files and folders are skipped; a single `train` split (pre-tra
 
 - `patients_from`: where a patient id comes from, for the exclusion list and the bookkeeping: `"image"` (default,
   each image its own patient), `"folder"` (the first folder below `data_dir`, as in `<patient>/<study>/<file>`
-  exports) or `"dicom"` (the PatientID tag; every image must then be a DICOM file that has one);
+  exports), `"parent"` (the name of the folder holding the image: `<site>/<year>/<MRN>/<file>`) or `"dicom"` (the
+  PatientID tag; every image must then be a DICOM file that has one);
 - `exclude`: a text file (absolute, or relative to `data_dir`) of image or patient ids to keep out, one per line
   (`#` comments and blank lines skipped), e.g. the images a model will later be evaluated on, as the paper's unions
   keep NIH's test patients out. An image is excluded when its id (its path below `data_dir`), its file name, its
@@ -30,7 +31,7 @@ from .validation import first_few, image_problem
 
 logger = logging.getLogger(__name__)
 
-PATIENT_SOURCES = ("image", "folder", "dicom")
+PATIENT_SOURCES = ("image", "folder", "parent", "dicom")
 
 
 @dataclass
@@ -39,7 +40,7 @@ class FolderConfig(CorpusConfig):
 
     Attributes:
         exclude: a file of image or patient ids to keep out (absolute, or relative to `data_dir`).
-        patients_from: "image" (default), "folder" or "dicom".
+        patients_from: "image" (default), "folder", "parent" or "dicom".
     """
 
     exclude: str | None = None
@@ -65,6 +66,10 @@ def _patient(path: Path, data_dir: Path, patients_from: str) -> str:
         if len(relative.parts) < 2:
             raise CorpusError(f"{path}: directly in {data_dir}, so it has no patient folder (patients_from='folder')")
         return relative.parts[0]
+    if patients_from == "parent":
+        if len(relative.parts) < 2:
+            raise CorpusError(f"{path}: directly in {data_dir}, so it has no patient folder (patients_from='parent')")
+        return relative.parent.name
     import pydicom  # the dicom extra; only this option needs it
 
     try:

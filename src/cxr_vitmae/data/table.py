@@ -85,6 +85,11 @@ class TableColumns(CorpusConfig):
     def __post_init__(self):
         super().__post_init__()
         if isinstance(self.label_columns, str):
+            if "," in self.label_columns:
+                raise CorpusError(
+                    f"{self.CORPUS} option label_columns={self.label_columns!r} is one string; give a list, e.g. "
+                    f"--option 'label_columns=[{', '.join(part.strip() for part in self.label_columns.split(','))}]'"
+                )
             self.label_columns = (self.label_columns,)
         if self.label_columns is not None:
             self.label_columns = tuple(str(column) for column in self.label_columns)

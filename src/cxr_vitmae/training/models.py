@@ -11,6 +11,7 @@ from typing import Any
 
 from transformers import AutoConfig, AutoModelForImageClassification, PreTrainedModel
 
+from ..errors import InputError
 from ..models import (
     CXRDenseNetConfig,
     CXRViTMAEConfig,
@@ -85,7 +86,7 @@ def build_classifier(
     if model in CXR_DENSENET_PRESETS:
         return DenseNetForChestXray(CXRDenseNetConfig.from_preset(model, image_size=image_size, **labels, **overrides))
     if not (Path(model) / "config.json").is_file():
-        raise FileNotFoundError(
+        raise InputError(
             f"--model {model}: neither a preset ({', '.join([*VIT_PRESETS, *CXR_DENSENET_PRESETS])}) nor a model "
             "directory with a config.json"
         )
@@ -109,5 +110,5 @@ def build_pretraining_model(
             CXRViTMAEConfig.from_preset(model, image_size=image_size, **objective, **overrides)
         )
     if not (Path(model) / "config.json").is_file():
-        raise FileNotFoundError(f"--model {model}: neither a ViT preset ({', '.join(VIT_PRESETS)}) nor a directory")
+        raise InputError(f"--model {model}: neither a ViT preset ({', '.join(VIT_PRESETS)}) nor a directory")
     return at_image_size(CXRViTMAEForPreTraining.from_pretrained(model, **objective, **overrides), image_size)

@@ -92,6 +92,24 @@ def load_corpus(args: RecipeArguments, accelerator: Accelerator):
     return splits
 
 
+def check_validation_selects(validation, dataset: str) -> None:
+    """Refuse, before training, a multi-label validation split on which no class has both a positive and a
+    negative image: its mean AUROC is undefined at every epoch, so no checkpoint could be selected.
+
+    Raises:
+        InputError: naming the split's size and how to get a usable one.
+    """
+    labels = np.asarray(validation["labels"], dtype=np.float32)
+    usable = [(column == 1).any() and (column == 0).any() for column in labels.T]
+    if not any(usable):
+        patients = len(set(validation["patient_id"]))
+        raise InputError(
+            f"{dataset}: the validation split ({len(labels)} images of {patients} patients) has no class with both "
+            "positive and negative images, so its mean AUROC, which selects the checkpoint, is undefined: carve a "
+            "larger one (dataset option validation_fraction) or give more validation patients in a split column"
+        )
+
+
 def patient_subset(split, fraction: float, seed: int):
     """The images of round(fraction x patients) patients (at least one), drawn by `seed` from the sorted patient ids,
     so that the subset depends on the corpus and the seed only, and a patient's images stay together (no patient

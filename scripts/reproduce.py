@@ -64,6 +64,14 @@ class Profile:
     anomaly_images: int
     nodule_scale: float  # planted nodules' radii x this, so that they span a few pixels at the model's 64 px
     launch: tuple[str, ...]  # `accelerate launch` flags
+    # At most this many held-out and probe images for the pre-training diagnostics (None: the YAML's 256 / 512).
+    probe_images: int | None = None
+
+    def probe_flags(self) -> list:
+        if self.probe_images is None:
+            return []
+        return ["--diagnostic_images", self.probe_images, "--probe_train_images", self.probe_images,
+                "--probe_eval_images", self.probe_images]  # fmt: skip
 
 
 CPU_LAUNCH = (
@@ -87,6 +95,7 @@ PROFILES = {
     "smoke": Profile(
         nih_images=240, pool_images=160, phantom_size=64, pretrain_epochs=2, snapshots=1, ablation_epochs=1,
         finetune_steps={0.5: 2, 1.0: 3}, seeds=2, anomaly_images=4, nodule_scale=2.5, launch=CPU_LAUNCH,
+        probe_images=32,
     ),
 }  # fmt: skip
 ARMS = {
@@ -184,12 +193,12 @@ def main() -> None:
     # The probe of the encoder (at snapshots and the end) reads the NIH-layout phantoms, the fine-tuning corpus.
     step("pretrain mae", mae / "model.safetensors",
          launch(profile, "pretrain", "pretrain_mae.yaml", "--data_dir", pool, "--output_dir", mae,
-                "--probe_data_dir", nih, "--num_train_epochs", profile.pretrain_epochs,
+                "--probe_data_dir", nih, *profile.probe_flags(), "--num_train_epochs", profile.pretrain_epochs,
                 "--snapshot_every_epochs", snapshot_every,
                 "--reconstruction_every_epochs", profile.pretrain_epochs))  # fmt: skip
     step("pretrain mae-crop0.2", ablation / "model.safetensors",
          launch(profile, "pretrain", "pretrain_mae.yaml", "--data_dir", pool, "--output_dir", ablation,
-                "--probe_data_dir", nih,
+                "--probe_data_dir", nih, *profile.probe_flags(),
                 "--num_train_epochs", profile.ablation_epochs, "--crop_scale_min", 0.2,
                 "--reconstruction_every_epochs", profile.ablation_epochs))  # fmt: skip
 

@@ -35,10 +35,11 @@ def run(step: str, command: list[str]) -> float:
 
 def accelerate(recipe: str, config: str, *flags: str) -> list[str]:
     # `accelerate launch` pins every process to OMP_NUM_THREADS=1 unless told otherwise: one process gets every core.
+    # Precision as the study's (`reproduce.CPU_LAUNCH`): the recipe's `auto`, bf16 only where it is native.
     return [
         str(BIN / "accelerate"), "launch", "--num_processes", "1", "--num_machines", "1",
         "--num_cpu_threads_per_process", str(os.cpu_count() or 1),
-        "--mixed_precision", "bf16", "--dynamo_backend", "no",
+        "--mixed_precision", "no", "--dynamo_backend", "no",
         f"recipes/{recipe}.py", "--config", f"recipes/configs/{config}.yaml", *flags,
     ]  # fmt: skip
 

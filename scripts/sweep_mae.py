@@ -18,21 +18,18 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import subprocess
 import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from reproduce import CPU_LAUNCH  # one process with every core, bf16 only where native
 from results_section import add_update_results_flag, machine, update_results_section
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 BASE_CONFIG = "recipes/configs/demo_pretrain.yaml"
-# As the study launches on a CPU: one process with every core, bf16.
-CPU_LAUNCH = ("--num_processes", "1", "--num_machines", "1", "--num_cpu_threads_per_process", str(os.cpu_count() or 1),
-              "--mixed_precision", "bf16", "--dynamo_backend", "no")  # fmt: skip
 
 
 @dataclass(frozen=True)

@@ -160,7 +160,8 @@ def test_every_output_format_holds_the_json_scores(setup, resolved_reference, tm
     direct = np.array([setup["direct"][image] for image in frame["image"]])
     assert np.abs(frame[setup["labels"]].to_numpy() - direct).max() <= TOLERANCE
     assert not Path(f"{output}.errors.csv").exists()
-    assert sorted(path.name for path in tmp_path.iterdir()) == [output.name]  # no part or temporary file left
+    # No part or temporary file left: the scores and the record of the model that wrote them (what --resume checks).
+    assert sorted(path.name for path in tmp_path.iterdir()) == [output.name, f"{output.name}.run.json"]
 
 
 def test_json_on_stdout_is_what_predict_images_gives(setup, resolved_reference, tmp_path, capsys):

@@ -243,6 +243,26 @@ def test_difficulty_changes_pixels_not_labels(tmp_path):
     assert noise[1] > noise[0]
 
 
+def test_variation_spreads_the_films_apart_and_one_is_todays_corpus(tmp_path):
+    default = generate_phantoms(tmp_path / "default", 24, size=64, seed=5)
+    explicit = generate_phantoms(tmp_path / "one", 24, size=64, seed=5, variation=1.0)
+    varied = generate_phantoms(tmp_path / "varied", 24, size=64, seed=5, variation=3.0)
+    for path in sorted(default.output_dir.rglob("*")):
+        if path.is_file():
+            assert path.read_bytes() == (explicit.output_dir / path.relative_to(default.output_dir)).read_bytes()
+    assert [image.labels for image in varied.images] == [image.labels for image in default.images]
+    assert phantom_record(varied.output_dir)["variation"] == 3.0 and "variation" not in phantom_record(tmp_path / "one")
+
+    def spread_between_films(corpus):  # each pixel's standard deviation across the corpus's images, averaged
+        stack = [np.asarray(Image.open(corpus.output_dir / "images" / image.file_name)) for image in corpus.images]
+        return np.stack(stack).astype(np.float32).std(axis=0).mean()
+
+    assert spread_between_films(varied) > 1.2 * spread_between_films(default)
+    for bad in (0, -1.0, float("inf")):
+        with pytest.raises(ValueError, match="variation"):
+            generate_phantoms(tmp_path / "bad", 2, size=32, variation=bad)
+
+
 def test_arguments(tmp_path):
     assert DIFFICULTY in DIFFICULTY_CHOICES
     assert resolve_difficulty("easy") < resolve_difficulty("medium") < resolve_difficulty("hard")

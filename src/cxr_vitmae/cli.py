@@ -267,6 +267,13 @@ def build_phantoms(parser: argparse.ArgumentParser):
         help=f"{', '.join(DIFFICULTY_CHOICES)} or a number in [0, 1] (default: %(default)s)",
     )
     parser.add_argument(
+        "--variation",
+        type=float,
+        default=1.0,
+        help="spread of anatomy and acquisition between images, x the difficulty's (default: %(default)s; real "
+        "radiographs vary more than the default phantoms)",
+    )
+    parser.add_argument(
         "--layout",
         choices=LAYOUTS,
         default="nih",
@@ -288,6 +295,7 @@ def build_phantoms(parser: argparse.ArgumentParser):
             size=args.size,
             seed=args.seed,
             difficulty=difficulty,
+            variation=args.variation,
             progress=True,
         )
         print(

@@ -24,6 +24,14 @@ def resolve_difficulty(difficulty: str | float) -> float:
     return value
 
 
+def checked_variation(variation: float) -> float:
+    """The variation factor as the renderer's float: positive and finite (1 draws today's phantoms)."""
+    value = float(variation)
+    if not 0.0 < value < float("inf"):
+        raise InputError(f"variation {variation!r}: expected a positive number (1: the default phantoms' spread)")
+    return value
+
+
 def checked_difficulty(num_images: int, size: int, difficulty: str | float) -> float:
     """Refuse an empty corpus or a size too small to draw on, and return the difficulty as the renderer's float."""
     if int(num_images) < 1:

@@ -53,7 +53,7 @@ from ..chexpert import TRAIN_CSV, VALID_CSV
 from ..covidx import IMAGE_FOLDERS, VERSIONS
 from ..mimic import SPLIT_FILE, SPLIT_NAMES
 from ..nih import TEST_LIST, TRAIN_VAL_LIST
-from .arguments import DIFFICULTY, checked_difficulty
+from .arguments import DIFFICULTY, checked_difficulty, checked_variation
 from .layout_files import CHEXPERT_ROOT, LayoutImage, plan_layout
 from .nih_layout import PNG_OPTIONS, generate_phantoms
 from .record import PHANTOM_RECORD, phantom_record, write_record
@@ -142,8 +142,10 @@ def _check(planned: PhantomLayout, num_images: int) -> None:
         )
 
 
-def _nih(output: Path, num_images: int, size: int, seed: int, difficulty, progress: bool) -> PhantomLayout:
-    corpus = generate_phantoms(output, num_images, size=size, seed=seed, difficulty=difficulty, progress=progress)
+def _nih(output: Path, num_images: int, size: int, seed: int, difficulty, variation, progress) -> PhantomLayout:
+    corpus = generate_phantoms(
+        output, num_images, size=size, seed=seed, difficulty=difficulty, variation=variation, progress=progress
+    )
     images = tuple(
         LayoutImage(f"images/{image.file_name}", image.split, image.patient_id, image.view, image.findings, index)
         for index, image in enumerate(corpus.images)
@@ -159,6 +161,7 @@ def write_phantom_layout(
     size: int = 1024,
     seed: int = 0,
     difficulty: str | float = DIFFICULTY,
+    variation: float = 1.0,
     progress: bool = False,
 ) -> PhantomLayout:
     """Write `num_images` phantom studies to `output_dir` in the on-disk layout `layout` (one of `LAYOUTS`; the
@@ -172,6 +175,7 @@ def write_phantom_layout(
     if layout not in LAYOUTS:
         raise InputError(f"layout {layout!r}: expected one of {', '.join(LAYOUTS)}")
     level = checked_difficulty(num_images, size, difficulty)
+    variation = checked_variation(variation)
     output, num_images, size, seed = Path(output_dir), int(num_images), int(size), int(seed)
     existing = phantom_record(output)
     if existing is not None and existing.get("layout", "nih") != layout:
@@ -180,7 +184,7 @@ def write_phantom_layout(
             "to an empty directory"
         )
     if layout == "nih":
-        return _nih(output, num_images, size, seed, level, progress)
+        return _nih(output, num_images, size, seed, level, variation, progress)
 
     entries, files = plan_layout(layout, num_images, seed, size)
     planned = PhantomLayout(layout, output, size, seed, level, tuple(entry.image for entry in entries))
@@ -190,7 +194,7 @@ def write_phantom_layout(
     for entry in tqdm(entries, desc=f"{layout} phantoms", unit="img") if progress else entries:
         # a study's lateral follows its frontal image: each plan entry is rendered once
         if rendered is None or rendered[0] != entry.image.plan_index:
-            rendered = (entry.image.plan_index, render(entry.spec, size, level, seed)[0])
+            rendered = (entry.image.plan_index, render(entry.spec, size, level, seed, variation=variation)[0])
         pixels = _lateral(rendered[1]) if entry.image.view == "LATERAL" else rendered[1]
         image = Image.fromarray(pixels)
         if layout == "mimic-cxr":  # as MIMIC-CXR-JPG's images were made
@@ -201,5 +205,5 @@ def write_phantom_layout(
     for name, content in files.items():
         (output / name).parent.mkdir(parents=True, exist_ok=True)
         (output / name).write_bytes(content if isinstance(content, bytes) else content.encode())
-    write_record(output, layout, num_images, size, seed, level)
+    write_record(output, layout, num_images, size, seed, level, variation)
     return planned

@@ -26,7 +26,7 @@ from ..nih import (
     TRAIN_VAL_LIST,
     BoundingBox,
 )
-from .arguments import DIFFICULTY, checked_difficulty
+from .arguments import DIFFICULTY, checked_difficulty, checked_variation
 from .plan import ImagePlan, plan_corpus
 from .record import write_record
 from .render import render
@@ -114,11 +114,14 @@ def generate_phantoms(
     size: int = 1024,
     seed: int = 0,
     difficulty: str | float = DIFFICULTY,
+    variation: float = 1.0,
     progress: bool = False,
 ) -> PhantomCorpus:
     """Write `num_images` synthetic chest radiographs and their metadata to `output_dir` in NIH ChestX-ray14's
-    on-disk format, and return exactly what was written. Same arguments, byte-identical files."""
+    on-disk format, and return exactly what was written. Same arguments, byte-identical files. `variation` scales
+    the spread of anatomy and acquisition between images (`render`; 1: the default phantoms)."""
     level = checked_difficulty(num_images, size, difficulty)
+    variation = checked_variation(variation)
     output = Path(output_dir)
     specs = plan_corpus(int(num_images), int(seed))
     # Images left by another corpus would sit in images/ without a CSV row; refuse rather than delete them.
@@ -134,7 +137,7 @@ def generate_phantoms(
     iterator = tqdm(specs, desc="phantoms", unit="img") if progress else specs
     images = []
     for spec in iterator:
-        pixels, drawn = render(spec, int(size), level, int(seed))
+        pixels, drawn = render(spec, int(size), level, int(seed), variation=variation)
         Image.fromarray(pixels).save(output / "images" / spec.file_name, **PNG_OPTIONS)
         # NIH boxed test images only, and only the ChestX-ray8 classes.
         boxes = tuple(box for box in drawn if box.label in BOX_LABELS) if spec.split == "test" else ()
@@ -150,5 +153,5 @@ def generate_phantoms(
     with open(output / BBOX_FILE, "w", newline="", encoding="utf-8") as handle:
         handle.write(BBOX_HEADER + "\n")
         handle.writelines(_box_row(image.file_name, box) for image in images for box in image.boxes)
-    write_record(output, "nih", len(images), int(size), int(seed), level)
+    write_record(output, "nih", len(images), int(size), int(seed), level, variation)
     return PhantomCorpus(output_dir=output, size=int(size), seed=int(seed), difficulty=level, images=tuple(images))

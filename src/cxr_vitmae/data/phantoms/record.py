@@ -13,11 +13,15 @@ PHANTOM_RECORD = "cxr_vitmae_phantoms.json"
 PHANTOM_GENERATOR = "cxr-vitmae phantoms"
 
 
-def write_record(output: Path, layout: str, num_images: int, size: int, seed: int, difficulty: float) -> None:
+def write_record(
+    output: Path, layout: str, num_images: int, size: int, seed: int, difficulty: float, variation: float = 1.0
+) -> None:
     """Record the generator's arguments in `output`. The NIH layout's record names no layout: readers take a record
-    without one as NIH's (`phantom_record(...).get("layout", "nih")`)."""
+    without one as NIH's (`phantom_record(...).get("layout", "nih")`); likewise a record without `variation` is the
+    default phantoms' (1), so the default corpus's record stays as it was."""
     record = {"generator": PHANTOM_GENERATOR, **({} if layout == "nih" else {"layout": layout}),
-              "num_images": num_images, "size": size, "seed": seed, "difficulty": difficulty}  # fmt: skip
+              "num_images": num_images, "size": size, "seed": seed, "difficulty": difficulty,
+              **({} if variation == 1.0 else {"variation": variation})}  # fmt: skip
     (output / PHANTOM_RECORD).write_text(json.dumps(record, indent=2) + "\n")
 
 

@@ -15,6 +15,12 @@ position and a small rotation vary on every film.
   drops by up to 25 % × d;
 - confounders: nipple shadows (nodule mimics) in (10 + 30 d) % of patients.
 
+`variation` v (default 1) multiplies the variation alone, leaving conspicuity, noise and confounders as the
+difficulty sets them: anatomy and acquisition spread over (0.5 + d) v × their ranges, rotation up to ±(2 + 6 d) v°,
+contrast drops by up to 25 % × d v. Real radiographs differ far more between patients than the default phantoms do
+(anatomy size and position, rotation, inspiration, exposure); a larger v is the generator's stand-in for that, for
+studies of what pre-training can learn (issue 27). v = 1 draws today's phantoms, byte for byte.
+
 Random streams: image i draws its acquisition from `default_rng([seed, i, 0])` and its finding j (NIH order) from
 `default_rng([seed, i, 1 + j])`, so images render independently and in any order, and an image re-rendered without
 one finding keeps every other draw.
@@ -50,13 +56,18 @@ PA_CONTRAST = 0.55
 
 
 def render(
-    spec: ImagePlan, size: int, difficulty: float, seed: int, without: frozenset = frozenset()
+    spec: ImagePlan,
+    size: int,
+    difficulty: float,
+    seed: int,
+    without: frozenset = frozenset(),
+    variation: float = 1.0,
 ) -> tuple[np.ndarray, tuple[BoundingBox, ...]]:
     """The 8-bit image of one plan entry and the boxes of the findings drawn on it that a radiologist would box.
     `without` leaves findings out while keeping every other random draw, so the difference shows exactly what a
     finding changed."""
     rng = np.random.default_rng([seed, spec.index, 0])
-    spread = 0.5 + difficulty
+    spread = (0.5 + difficulty) * variation
     findings = [name for name in spec.findings if name not in without]
     streams = {
         name: np.random.default_rng([seed, spec.index, 1 + NIH_CHESTXRAY14_LABELS.index(name)]) for name in findings
@@ -69,7 +80,7 @@ def render(
         collapse = (int(stream.integers(2)), bool(stream.random() < 0.4), strengths["Atelectasis"])
 
     ap = spec.view == "AP"
-    angle = np.deg2rad((2.0 + 6.0 * difficulty) * float(rng.uniform(-1.0, 1.0)))
+    angle = np.deg2rad((2.0 + 6.0 * difficulty) * variation * float(rng.uniform(-1.0, 1.0)))
     scale = FIELD_SCALE * (1.0 + 0.04 * spread * spec.anatomy["body_scale"])
     shift = (0.025 * spread * float(rng.standard_normal()), FIELD_DROP + 0.025 * spread * float(rng.standard_normal()))
     frame = Frame(size, scale, shift, angle)
@@ -96,7 +107,7 @@ def render(
     # Heel effect: the exposure falls off along the tube's anode-cathode axis.
     attenuation += np.float32(0.05 * float(rng.standard_normal())) * frame.v
     exposure = 1.45 + 0.07 * spread * float(rng.standard_normal())
-    contrast = PA_CONTRAST * (1.0 + 0.25 * difficulty * float(rng.random())) * (1.1 if ap else 1.0)
+    contrast = PA_CONTRAST * (1.0 + 0.25 * difficulty * variation * float(rng.random())) * (1.1 if ap else 1.0)
     attenuation -= np.float32(exposure)
     attenuation *= np.float32(-1.0 / contrast)
     image = 1.0 / (1.0 + np.exp(attenuation))

@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install test test-floors demo reproduce lint
+.PHONY: install test test-fast test-floors demo reproduce lint
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -15,8 +15,15 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
+# Every test, spread over the cores (pytest-xdist; a test file stays on one worker, so its module fixtures are built
+# once). CI runs this.
 test: $(STAMP)
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n auto --dist loadfile
+
+# The inner loop: everything but the tests marked slow (subprocesses, recipes under accelerate launch, the app and its
+# browser, end-to-end runs); a few minutes on 2 cores.
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -n auto --dist loadfile -m "not slow"
 
 # The declared dependency floors (.ci/floors.txt, equal to pyproject.toml's lower bounds: tests/test_floors.py) in an
 # environment of their own, and the smoke subset of the suite there: import, models, save/load, remote code and the

@@ -1,9 +1,12 @@
-"""Which MAE pre-training regime learns something transferable on the phantoms, measured cheaply before any
-fine-tuning: the pre-training recipe's own diagnostics (held-out masked-patch loss against the training set's mean
-image, and a k-NN probe of the encoder against a random encoder's) for each regime the public evidence on small-data
-MAE points to (issue 27: tokens per image, mask ratio, `norm_pix_loss`, pre-training length).
+"""Which MAE pre-training regime learns something transferable on the phantoms: first the pre-training recipe's own
+diagnostics (held-out masked-patch loss against the training set's mean image, and a k-NN probe of the encoder
+against a random encoder's), then the answer itself: the ViT fine-tuned from the MAE against the same ViT from
+scratch at 10 % of the labelled patients, each arm with the same step budget and its own learning rate chosen on
+validation. The regimes are those the public evidence on small-data MAE points to (issue 27: tokens per image, mask
+ratio, `norm_pix_loss`, pre-training length) and a corpus with more variation between films (`--variation`).
 
-    python scripts/sweep_mae.py --output sweep_output                  # the regimes below, about 40 min on 2 cores
+    python scripts/sweep_mae.py --output sweep_output                  # every regime below: hours on 2 cores
+    python scripts/sweep_mae.py --output sweep_output --regimes study tokens-256-mask-0.75
     python scripts/sweep_mae.py --output sweep_output --update-results # also the table into docs/results.md
 
 Every run is `accelerate launch recipes/pretrain.py --config recipes/configs/demo_pretrain.yaml` on the same
@@ -11,7 +14,9 @@ NIH-layout phantoms (prepared once) with the regime's flags and the same wall-cl
 probe is fitted on the phantoms' train patients and scored on their validation patients (selection on validation
 only; no test image is read). A regime's row: the final held-out loss as a fraction of the mean-image predictor's
 (below 1: the encoder-decoder infers masked content from the visible patches), and the probe's mean AUROC minus the
-random encoder's (above 0 with its CI: features that carry the labels). Re-running skips the regimes already done.
+random encoder's (above 0 with its CI: features that carry the labels); then each arm's best validation mean AUROC
+over the learning rates tried, and MAE minus scratch. Only validation is read: the recipe evaluates its test split
+once, as always, and the sweep never opens those numbers. Re-running skips the runs already done.
 """
 
 from __future__ import annotations
@@ -21,15 +26,17 @@ import json
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
-from reproduce import CPU_LAUNCH  # one process with every core, bf16 only where native
+from reproduce import CPU_LAUNCH, PROFILES, finetune_flags  # CPU_LAUNCH: one process, every core, native precision
 from results_section import add_update_results_flag, machine, update_results_section
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 BASE_CONFIG = "recipes/configs/demo_pretrain.yaml"
+FINETUNE_CONFIGS = {"mae": "recipes/configs/reproduce/finetune_vit_mae.yaml",
+                    "scratch": "recipes/configs/reproduce/finetune_vit_scratch.yaml"}  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -40,6 +47,13 @@ class Regime:
     mask_ratio: float
     norm_pix_loss: bool = False
     layers: int = 6
+    variation: float = 1.0  # the phantoms' spread between films (`cxr-vitmae phantoms --variation`)
+    steps_factor: float = 1.0  # pre-training length, x --steps
+
+    @property
+    def architecture(self) -> str:
+        """What the scratch arm depends on: the same ViT on the same corpus needs one scratch run."""
+        return f"patch{self.patch_size}-layers{self.layers}-variation{self.variation:g}"
 
 
 REGIMES = (
@@ -48,7 +62,11 @@ REGIMES = (
     Regime("tokens-256", "4-px patches: 256 tokens, 26 visible at 0.9 (the paper's 20 of 196)", 4, 0.9, layers=4),
     Regime("tokens-256-mask-0.75", "256 tokens at 0.75 (IcarusWizard's CIFAR MAE)", 4, 0.75, layers=4),
     Regime("norm-pix", "per-patch normalised targets (MAE's better ImageNet setting)", 8, 0.9, norm_pix_loss=True),
-)
+    Regime("tokens-256-mask-0.75-variation-2", "256 tokens at 0.75 on films twice as varied (real films vary more)",
+           4, 0.75, layers=4, variation=2.0),
+    Regime("tokens-256-mask-0.75-long", "256 tokens at 0.75, 3x the pre-training (MAE gains grow with length)",
+           4, 0.75, layers=4, steps_factor=3.0),
+)  # fmt: skip
 
 
 def run(command: list[str], log: Path) -> float:
@@ -61,14 +79,15 @@ def run(command: list[str], log: Path) -> float:
     return time.perf_counter() - start
 
 
-def corpus(output: Path, images: int, size: int) -> Path:
-    phantoms, prepared = output / "phantoms", output / "prepared"
+def corpus(output: Path, images: int, size: int, variation: float) -> Path:
+    tag = "" if variation == 1.0 else f"-variation-{variation:g}"
+    phantoms, prepared = output / f"phantoms{tag}", output / f"prepared{tag}"
     if not (prepared / "cxr_vitmae_prepared.json").is_file():
         cli = BIN / "cxr-vitmae"
-        run([cli, "phantoms", "--output", phantoms, "--num-images", images, "--size", size, "--seed", 0],
-            output / "phantoms.log")  # fmt: skip
+        run([cli, "phantoms", "--output", phantoms, "--num-images", images, "--size", size, "--seed", 0,
+             "--variation", variation], output / f"phantoms{tag}.log")  # fmt: skip
         run([cli, "prepare", "nih-chestxray14", "--data-dir", phantoms, "--output", prepared, "--size", 64],
-            output / "prepare.log")  # fmt: skip
+            output / f"prepare{tag}.log")  # fmt: skip
     return prepared
 
 
@@ -78,6 +97,7 @@ def pretrain(regime: Regime, data_dir: Path, output: Path, steps: int) -> dict:
     summary_file = run_dir / "sweep_summary.json"
     if summary_file.is_file():
         return json.loads(summary_file.read_text())
+    steps = round(steps * regime.steps_factor)
     overrides = f"{{patch_size: {regime.patch_size}, num_hidden_layers: {regime.layers}}}"
     flags = ["--config", BASE_CONFIG, "--data_dir", data_dir, "--output_dir", run_dir, "--probe_data_dir", data_dir,
              "--model_overrides", overrides, "--mask_ratio", regime.mask_ratio, "--norm_pix_loss", regime.norm_pix_loss,
@@ -95,6 +115,7 @@ def pretrain(regime: Regime, data_dir: Path, output: Path, steps: int) -> dict:
         "mask_ratio": regime.mask_ratio,
         "norm_pix_loss": regime.norm_pix_loss,
         "encoder_layers": regime.layers,
+        "variation": regime.variation,
         "steps": steps,
         "epochs": last["epoch"],
         "heldout_mae_loss": last["heldout_mae_loss"],
@@ -110,27 +131,70 @@ def pretrain(regime: Regime, data_dir: Path, output: Path, steps: int) -> dict:
     return summary
 
 
+def best_validation_auroc(run_dir: Path) -> float:
+    """The selected checkpoint's validation mean AUROC (the recipe keeps the best); the test numbers stay unread."""
+    history = json.loads((run_dir / "trainer_history.json").read_text())
+    return max(entry["val_mean_auroc"] for entry in history if entry.get("val_mean_auroc") is not None)
+
+
+def finetune(regime: Regime, arm: str, data_dir: Path, output: Path, args: argparse.Namespace) -> dict:
+    """One arm at the low label fraction, once per learning rate; the best on validation (kept across re-runs).
+    The scratch arm is the same ViT, so regimes sharing an architecture and corpus share it."""
+    name = regime.name if arm == "mae" else regime.architecture
+    results, total = {}, 0.0
+    for learning_rate in args.finetune_lrs:
+        run_dir = output / "finetune" / arm / name / f"lr-{learning_rate:g}"
+        if not (run_dir / "metrics.json").is_file():
+            if arm == "mae":
+                model = ["--model", output / regime.name, "--model_overrides", "{classifier_init_std: 0.02}"]
+            else:
+                overrides = f"{{patch_size: {regime.patch_size}, num_hidden_layers: {regime.layers}, "
+                model = ["--model", "vit-tiny", "--model_overrides", overrides + "classifier_init_std: 0.02}"]
+            # The study's budget rule: the steps, warmup over the first tenth, about six validations.
+            budget = replace(PROFILES["cpu"], finetune_steps={args.label_fraction: args.finetune_steps})
+            schedule = finetune_flags(budget, data_dir, args.label_fraction, 64, seed=0)
+            flags = ["--config", FINETUNE_CONFIGS[arm], "--output_dir", run_dir, *model, *schedule,
+                     "--base_learning_rate", learning_rate, "--n_bootstrap", 0]  # fmt: skip
+            launch = [BIN / "accelerate", "launch", *CPU_LAUNCH, "recipes/finetune.py", *flags]
+            seconds = run(launch, output / f"finetune-{arm}-{name}-lr-{learning_rate:g}.log")
+            (run_dir / "sweep_seconds.json").write_text(json.dumps(seconds) + "\n")
+        results[learning_rate] = best_validation_auroc(run_dir)
+        total += json.loads((run_dir / "sweep_seconds.json").read_text())
+    chosen = max(results, key=results.get)
+    return {"validation_mean_auroc": results[chosen], "learning_rate": chosen, "all": results, "seconds": total}
+
+
 def table(rows: list[dict], args: argparse.Namespace) -> str:
+    lrs = ", ".join(f"{lr:g}" for lr in args.finetune_lrs)
     lines = [
         f"Measured by `python scripts/sweep_mae.py` on {machine()}: {args.images} NIH-layout phantoms ({args.size} px, "
-        f"seed 0) prepared at 64 px, the demo's pre-training config with each regime's flags, {args.steps} steps at "
-        "batch 64 each; k-NN probe (k = 20, cosine) of the pooled encoder fitted on at most 256 train-patient images "
-        "and scored on at most 256 validation-patient images (95 % patient-bootstrap CIs). Loss ratio: final "
-        "held-out masked-patch loss / the training mean image's (in the regime's own target space).",
+        f"seed 0; variation as listed) prepared at 64 px, the demo's pre-training config with each regime's flags at "
+        f"batch 64; k-NN probe (k = 20, cosine) of the pooled encoder fitted on at most 256 train-patient images and "
+        "scored on at most 256 validation-patient images (95 % patient-bootstrap CIs). Loss ratio: final held-out "
+        "masked-patch loss / the training mean image's (in the regime's own target space). Fine-tuning: the study's "
+        f"fine-tuning configs, {args.finetune_steps} steps at {args.label_fraction:g} of the labelled patients, base "
+        f"learning rate {lrs} for each arm, the best validation mean AUROC of each arm (its lr in brackets); the "
+        "scratch arm is the same ViT randomly initialised (one run serves every regime with that ViT and corpus; its "
+        "seconds count in each). No test number is read.",
         "",
-        "| regime | tokens (visible) | mask | norm pix | loss / mean image | probe AUROC, MAE | probe AUROC, random "
-        "| MAE − random | s |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| regime | variation | tokens (visible) | mask | norm pix | steps | loss / mean image | probe AUROC, MAE "
+        "| probe AUROC, random | val AUROC, MAE-init | val AUROC, scratch | MAE − scratch | s |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for row in rows:
         visible = round(row["tokens"] * (1 - row["mask_ratio"]))
         low, high = row["probe_mean_auroc_ci95"] or (float("nan"), float("nan"))
         rlow, rhigh = row["probe_random_mean_auroc_ci95"] or (float("nan"), float("nan"))
+        mae, scratch = row["finetune"]["mae"], row["finetune"]["scratch"]
         lines.append(
-            f"| {row['regime']} | {row['tokens']} ({visible}) | {row['mask_ratio']} | {row['norm_pix_loss']} | "
-            f"{row['loss_vs_mean_image']:.2f} | {row['probe_mean_auroc']:.3f} [{low:.3f}, {high:.3f}] | "
+            f"| {row['regime']} | {row.get('variation', 1.0):g} | {row['tokens']} ({visible}) | {row['mask_ratio']} | "
+            f"{row['norm_pix_loss']} | {row['steps']} | {row['loss_vs_mean_image']:.2f} | "
+            f"{row['probe_mean_auroc']:.3f} [{low:.3f}, {high:.3f}] | "
             f"{row['probe_random_mean_auroc']:.3f} [{rlow:.3f}, {rhigh:.3f}] | "
-            f"{row['probe_mean_auroc'] - row['probe_random_mean_auroc']:+.3f} | {row['seconds']:.0f} |"
+            f"{mae['validation_mean_auroc']:.3f} ({mae['learning_rate']:g}) | "
+            f"{scratch['validation_mean_auroc']:.3f} ({scratch['learning_rate']:g}) | "
+            f"{mae['validation_mean_auroc'] - scratch['validation_mean_auroc']:+.3f} | "
+            f"{row['seconds'] + mae['seconds'] + scratch['seconds']:.0f} |"
         )
     return "\n".join(lines)
 
@@ -142,15 +206,25 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=128, help="phantom side in pixels (default: %(default)s)")
     parser.add_argument("--steps", type=int, default=640, help="pre-training steps per regime (default: the demo's)")
     parser.add_argument("--regimes", nargs="+", default=[regime.name for regime in REGIMES])
+    parser.add_argument("--label_fraction", type=float, default=0.1, help="fine-tuning label fraction (%(default)s)")
+    parser.add_argument("--finetune_steps", type=int, default=100, help="steps per fine-tuning run (the study's)")
+    parser.add_argument("--finetune_lrs", type=float, nargs="+", default=[1.2e-3, 4e-3],
+                        help="base learning rates tried for each arm (default: %(default)s)")  # fmt: skip
     add_update_results_flag(parser, "write the table into docs/results.md (section 'sweep')")
     args = parser.parse_args()
+    unknown = sorted(set(args.regimes) - {regime.name for regime in REGIMES})
+    if unknown:
+        parser.error(f"unknown regime(s) {', '.join(unknown)}: expected some of {[r.name for r in REGIMES]}")
     args.output.mkdir(parents=True, exist_ok=True)
-    data_dir = corpus(args.output, args.images, args.size)
-    chosen = [regime for regime in REGIMES if regime.name in args.regimes]
-    rows = [pretrain(regime, data_dir, args.output, args.steps) for regime in chosen]
-    text = table(rows, args)
-    (args.output / "sweep.md").write_text(text + "\n")
-    (args.output / "sweep.json").write_text(json.dumps(rows, indent=2) + "\n")
+    rows = []
+    for regime in (regime for regime in REGIMES if regime.name in args.regimes):
+        data_dir = corpus(args.output, args.images, args.size, regime.variation)
+        row = pretrain(regime, data_dir, args.output, args.steps)
+        row["finetune"] = {arm: finetune(regime, arm, data_dir, args.output, args) for arm in FINETUNE_CONFIGS}
+        rows.append(row)
+        text = table(rows, args)  # after every regime, so that a long sweep shows its progress
+        (args.output / "sweep.md").write_text(text + "\n")
+        (args.output / "sweep.json").write_text(json.dumps(rows, indent=2) + "\n")
     print(text)
     if args.update_results:
         update_results_section("sweep", text)

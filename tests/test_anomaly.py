@@ -133,6 +133,7 @@ def test_plant_nodules_names_the_image_it_cannot_plant_into(tmp_path, healthy_te
         )
 
 
+@pytest.mark.slow
 def test_anomaly_eval_cli_scores_planted_nodules(tmp_path, corpus, mae_dir):
     output = tmp_path / "anomaly.json"
     arguments = ["--num-images", "4", "--num-maskings", "3", "--seed", "2", "--nodule-scale", "3"]

@@ -30,6 +30,7 @@ def model_dir(tmp_path_factory) -> Path:
     return path
 
 
+@pytest.mark.slow
 def test_predict_prints_probabilities_per_image(model_dir, tmp_path):
     rng = np.random.default_rng(0)
     png8 = tmp_path / "a.png"
@@ -52,6 +53,7 @@ def test_predict_prints_probabilities_per_image(model_dir, tmp_path):
             assert scores[label] == pytest.approx(probabilities[index].item(), abs=2e-6)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("problem", ["missing", "corrupt"])
 def test_predict_bad_image_gives_one_line_naming_it(model_dir, tmp_path, problem):
     good = tmp_path / "good.png"
@@ -67,6 +69,7 @@ def test_predict_bad_image_gives_one_line_naming_it(model_dir, tmp_path, problem
     assert "Traceback" not in result.stderr
 
 
+@pytest.mark.slow
 def test_predict_missing_model_dir(tmp_path):
     image = tmp_path / "x.png"
     Image.fromarray(np.zeros((64, 64), dtype=np.uint8)).save(image)
@@ -75,6 +78,7 @@ def test_predict_missing_model_dir(tmp_path):
     assert len(result.stderr.strip().splitlines()) == 1 and "no_such_model" in result.stderr
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("how", ["flag", "environment"])
 def test_debug_shows_the_traceback_of_an_error_that_is_otherwise_one_line(tmp_path, how):
     image = tmp_path / "x.png"
@@ -91,6 +95,7 @@ def test_debug_shows_the_traceback_of_an_error_that_is_otherwise_one_line(tmp_pa
     assert "Traceback (most recent call last)" in debug.stderr and "no_such_model" in debug.stderr
 
 
+@pytest.mark.slow
 def test_predict_refuses_a_pretraining_directory(tmp_path):
     # It would load into the classifier class with a random head and print meaningless probabilities.
     pretraining = tmp_path / "mae"
@@ -105,6 +110,7 @@ def test_predict_refuses_a_pretraining_directory(tmp_path):
     assert len(lines) == 1 and "CXRViTMAEForPreTraining model, not an image classifier" in lines[0], result.stderr
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "args",
     [["--help"], *([command, "--help"] for command in ("predict", "gradcam", "reconstruct", "push", "localize"))],
@@ -139,6 +145,7 @@ def test_an_unexpected_error_keeps_its_traceback_while_a_user_error_is_one_line(
     assert capsys.readouterr().err == "cxr-vitmae predict: error: x.png: not what predict needs\n"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("command", ["gradcam", "reconstruct"])
 def test_an_output_path_in_a_missing_directory_is_refused_before_any_work(command, tmp_path):
     image = tmp_path / "x.png"

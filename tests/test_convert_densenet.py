@@ -222,6 +222,7 @@ LAYOUTS = ["paper_finetuned", "paper_unet_pretraining", "chexnet_style", "torchv
 # --- conversion function ------------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("layout_name", LAYOUTS)
 def test_layout_converts_to_the_reference_network(layout_name, request, pixels):
     layout: Layout = request.getfixturevalue(layout_name)
@@ -243,6 +244,7 @@ def test_paper_finetuned_gets_nih_labels_and_multilabel_loss(paper_finetuned):
     assert tuple(config.block_config) == (6, 12, 24, 16)
 
 
+@pytest.mark.slow
 def test_unet_pretraining_is_a_backbone_without_the_decoder(paper_unet_pretraining, torchvision121, pixels):
     converted = convert_file(paper_unet_pretraining.path, labels="chexpert")  # labels mean nothing without a head
     assert set(converted.state_dict) == set(CXRDenseNetModel(converted.config).state_dict())
@@ -329,6 +331,7 @@ def test_labels_contradicting_the_head_size_raise(torchvision121):
         convert_densenet_state_dict(with_head(torchvision121, 5), labels="nih")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("labels", "num_labels"), [(None, 14), ("chexpert", 5)])
 def test_imagenet_head_is_replaced_by_a_new_chest_xray_head(labels, num_labels, torchvision121, pixels):
     converted = convert_densenet_state_dict(with_head(torchvision121, 1000), labels=labels)
@@ -397,6 +400,7 @@ def test_is_densenet_state_dict_routes_the_layouts(torchvision121):
 # --- end to end through the orchestrator (cxr_vitmae.hub.convert) ---------------------------------------------------
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("layout_name", LAYOUTS)
 def test_convert_checkpoint_writes_a_loadable_model(layout_name, request, pixels, tmp_path):
     from transformers import AutoModel, AutoModelForImageClassification
@@ -415,6 +419,7 @@ def test_convert_checkpoint_writes_a_loadable_model(layout_name, request, pixels
     assert max_diff(actual, expected) <= TOLERANCE
 
 
+@pytest.mark.slow
 def test_convert_checkpoint_gives_an_imagenet_densenet_a_new_head(torchvision121, pixels, tmp_path):
     from transformers import AutoModelForImageClassification
 

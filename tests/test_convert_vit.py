@@ -251,6 +251,7 @@ def cli(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run([str(script), *args], capture_output=True, text=True, timeout=300)
 
 
+@pytest.mark.slow
 def test_cli_converts_and_rejects_another_architecture(tmp_path):
     path = save_like_mae(tmp_path / "vit.pth", as_finetuned_classifier(random_mae_state_dict(**VIT_S), 14))
     done = cli("convert", "--source", "medical-mae", "--checkpoint", str(path), "--output", str(tmp_path / "out"))

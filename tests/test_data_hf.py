@@ -359,6 +359,7 @@ def summary(splits: datasets.DatasetDict) -> dict:
     }  # fmt: skip
 
 
+@pytest.mark.slow
 def test_hub_dataset_online_then_offline_from_the_cache(hub, hub_dataset, written, tmp_path):
     options = {"path": REPO, "validation_fraction": 0.3, **OPTIONS}
     local = summary(load_cxr_dataset("hf", None, **{**options, "path": str(hub_dataset)}))
@@ -410,6 +411,7 @@ def test_fake_hub_serves_dataset_repositories(hub, hub_dataset, monkeypatch):
     assert not hub.repos, "a dataset repository is not a model repository"
 
 
+@pytest.mark.slow
 def test_finetune_recipe_on_a_hub_dataset(hub, hub_dataset, written, tmp_path):
     """`accelerate launch recipes/finetune.py --dataset hf` with no --data_dir, the dataset read from the Hub."""
     options = {"path": REPO, "validation_fraction": 0.3, **OPTIONS}

@@ -125,6 +125,7 @@ def test_hidden_states_and_pooling():
 # --- exactness against torchvision and timm -------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("size", [224, 64])
 def test_logits_match_torchvision(torchvision_densenet121, cxr_from_torchvision, size):
     x = torch.randn(2, 3, size, size, generator=torch.Generator().manual_seed(size))
@@ -293,6 +294,7 @@ def test_save_and_load_round_trip(tmp_path, cxr_from_torchvision):
         torch.testing.assert_close(backbone(x).pooler_output, cxr_from_torchvision.densenet(x).pooler_output)
 
 
+@pytest.mark.slow
 def test_saved_directory_loads_as_remote_code_in_a_fresh_process(tmp_path):
     torch.manual_seed(0)
     model = randomise_(DenseNetForChestXray(tiny_config()))

@@ -30,6 +30,7 @@ def save_model(path: Path, **overrides) -> ViTMAEForChestXray:
     return model
 
 
+@pytest.mark.slow
 def test_evaluate_writes_the_contract_metrics(phantoms, tmp_path):
     model = save_model(tmp_path / "model")
     output = tmp_path / "metrics.json"
@@ -56,6 +57,7 @@ def test_evaluate_writes_the_contract_metrics(phantoms, tmp_path):
     assert set(metrics["per_class"]) == set(model.config.id2label.values())
 
 
+@pytest.mark.slow
 def test_evaluate_refuses_a_model_with_other_labels(phantoms, tmp_path):
     save_model(tmp_path / "model", id2label={0: "normal", 1: "pneumonia", 2: "COVID-19"})
     done = subprocess.run(

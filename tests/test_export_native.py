@@ -91,6 +91,7 @@ def exported(tmp_path_factory):
     return {"root": root, "png": png, "models": models, "outputs": outputs, "results": results}
 
 
+@pytest.mark.slow
 def test_vit_cases_exercise_the_key_bias_drop(exported):
     model = exported["models"]["vit-mean"]
     k_bias = model.vit.layers[0].attention.qkv.bias.chunk(3)[1]
@@ -137,6 +138,7 @@ def test_stock_preprocessing_is_close_to_ours(exported, name):
     assert difference.max().item() <= 0.05
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", CASES)
 def test_exported_logits_equal_ours(exported, name):
     model = exported["models"][name]

@@ -49,6 +49,7 @@ def evaluate_on(chexpert: Path, tmp_path: Path) -> list[str]:
     return ["evaluate", model, "--dataset", "chexpert", "--data-dir", str(chexpert), "--output", output]
 
 
+@pytest.mark.slow
 def test_an_nih_model_on_chexpert_is_scored_on_the_findings_both_name(chexpert, tmp_path):
     model = save_model(tmp_path / "nih-model")
     assert list(model.config.id2label.values()) == list(NIH_CHESTXRAY14_LABELS)

@@ -177,6 +177,7 @@ def radiograph(tmp_path_factory) -> Path:
     return path
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("architecture", "size"), [("vit", 32), ("densenet", 48)])
 def test_cli_writes_a_readable_figure(model_dirs, radiograph, tmp_path, capfd, architecture, size):
     output = tmp_path / "overlay.png"

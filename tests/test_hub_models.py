@@ -66,6 +66,7 @@ def predictions(result: subprocess.CompletedProcess) -> dict:
     return json.loads(result.stdout)
 
 
+@pytest.mark.slow
 def test_predict_downloads_a_hub_model_then_runs_offline_from_the_cache(hub, model_dir, image, tmp_path, capsys):
     # The reference: the same command on the local directory (in-process, to spare an interpreter start-up).
     assert cli(["predict", str(model_dir), str(image)]) == 0
@@ -89,6 +90,7 @@ def test_predict_downloads_a_hub_model_then_runs_offline_from_the_cache(hub, mod
     assert len(hub.requests) == requests_so_far, "offline, nothing may reach the Hub"
 
 
+@pytest.mark.slow
 def test_unknown_repo_id_is_one_line_naming_it(hub, image, tmp_path):
     result = cxr_vitmae("predict", "cxr-lab/no-such-model", str(image), hub=hub, hf_home=tmp_path)
     assert result.returncode == 1 and result.stdout == "", result.stderr[-3000:]

@@ -360,6 +360,7 @@ def test_valid_float_and_bool_arrays():
 # ---------------------------------------------------------------- transformers integration
 
 
+@pytest.mark.slow
 def test_remote_code_roundtrip_without_package(processor, tmp_path, gray8):
     path, _ = gray8
     gradient = np.arange(65536, dtype=np.uint16).reshape(256, 256)

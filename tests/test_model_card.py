@@ -347,6 +347,7 @@ def python_blocks(text: str) -> list[str]:
     return re.findall(r"```python\n(.*?)```", text, flags=re.S)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", ["vit-classifier", "densenet-classifier"])
 def test_classifier_snippets_run_from_the_published_files_without_the_package(model_dirs, kind, tmp_path):
     """The card's transformers-only snippets, pointed at a copy of exactly what would be uploaded."""
@@ -384,6 +385,7 @@ def test_encoder_snippets_run(model_dirs, tmp_path, monkeypatch):
     assert namespace["outputs"].mask.shape == (1, patches)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("family", ["vit", "densenet"])
 def test_a_backbone_gets_a_feature_extraction_card_whose_snippets_run(family, tmp_path, monkeypatch):
     # What `convert` writes for encoder-only checkpoints (timm ports, the paper's DenseNet U-Net MAE): no head, so no

@@ -5,25 +5,22 @@ processes. This is the README's "On a cluster" command, with 127.0.0.1 as the ma
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+import pytest
+from ports import free_port
 from safetensors.torch import load_file
 from test_recipes import ROOT, assert_same_numbers, finetune_command, phantoms  # noqa: F401  (phantoms is a fixture)
+
+pytestmark = pytest.mark.slow  # two machines of processes on loopback
 
 BIN = Path(sys.executable).parent
 # Gloo processes on CPU: `--multi_gpu` with ACCELERATE_USE_CPU (`--cpu` would silently run one process).
 LAUNCH_ENV = {**os.environ, "ACCELERATE_USE_CPU": "1", "OMP_NUM_THREADS": "1"}
 TIMEOUT_S = 600
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def launch(corpus: Path, output_dir: Path, *launcher_flags: str) -> list[str]:

@@ -268,6 +268,7 @@ def train_prepared(accelerator, model, optimizer, scheduler, steps: int) -> list
     return history
 
 
+@pytest.mark.slow
 def test_accelerate_save_state_and_load_state_restore_the_schedule(tmp_path, fresh_accelerate_state):
     accelerator = Accelerator(cpu=True)
     uninterrupted = train_prepared(accelerator, *accelerator.prepare(*make_run()), steps=13)

@@ -86,6 +86,7 @@ def test_every_format_decodes_as_load_radiograph_reads_it(own, tmp_path):
     assert {".png", ".jpg", ".dcm"} <= suffixes
 
 
+@pytest.mark.slow
 def test_pil_reads_dicom_once_opted_in(own):
     """`dataset[i]["image"]` on DICOM rows works in a process that opted in (a fresh one: registration is global)."""
     code = (
@@ -229,6 +230,7 @@ def finetune_flags(data_dir: Path, options: dict, output: Path, model: Path) -> 
             "--per_device_eval_batch_size", "16", "--n_bootstrap", "20"]  # fmt: skip
 
 
+@pytest.mark.slow
 def test_pretraining_on_a_folder_continues_from_an_mae_directory(own, mae_dir, tmp_path):
     archive = tmp_path / "archive"
     for index, image in enumerate(sorted((own / "scans").iterdir())[:48]):
@@ -250,6 +252,7 @@ def test_pretraining_on_a_folder_continues_from_an_mae_directory(own, mae_dir, t
     assert any(not torch.equal(start[name], end[name]) for name in start)  # it trained from there
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("layout", ["carved", "split column", "class column"])
 def test_finetune_on_own_table_end_to_end(own, own_split, own_classes, mae_dir, tmp_path, layout):
     data_dir, options = {
@@ -276,6 +279,7 @@ def test_finetune_on_own_table_end_to_end(own, own_split, own_classes, mae_dir, 
     assert not set(card_data.datasets or ()) & {"nih-chestxray14", "chexpert", "mimic-cxr", "covidx"}
 
 
+@pytest.mark.slow
 def test_bad_table_under_accelerate_launch_is_one_line_before_training(own, mae_dir, tmp_path):
     root = tmp_path / "corpus"
     shutil.copytree(own, root)

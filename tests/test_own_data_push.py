@@ -78,6 +78,7 @@ def section(card: str, heading: str) -> str:
     return card[start : card.index("\n## ", start + 1)]
 
 
+@pytest.mark.slow
 def test_the_upload_set_holds_nothing_of_the_patients(own_run, tmp_path_factory, tmp_path):
     model_dir, pushed = own_run
     assert cli(["push", str(model_dir), "--repo-id", REPO, "--dry-run", str(tmp_path / "dry-run")]) == 0

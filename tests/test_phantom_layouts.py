@@ -380,6 +380,7 @@ def test_covidx_read_by_the_builder(covidx, version):
 # All layouts
 
 
+@pytest.mark.slow
 def test_labeler_prevalence():
     """CheXpert-like rates for the 5 competition tasks, and enough positives of each in a few hundred phantoms."""
     plan = [set(spec.findings) for spec in plan_corpus(20_000, 0, LABELER_PREVALENCE)]

@@ -165,6 +165,7 @@ def test_boxes_only_on_test_images_inside_and_on_their_findings(corpus, box_tabl
         assert boxed == set(records[name].findings) & set(BOX_LABELS)
 
 
+@pytest.mark.slow
 def test_prevalence_and_co_occurrence(corpus):
     counts = Counter(label for image in corpus.images for label in image.findings)
     no_finding = sum(not image.findings for image in corpus.images) / NUM_IMAGES

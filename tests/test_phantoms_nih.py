@@ -35,6 +35,7 @@ def test_builder_returns_exactly_what_the_generator_recorded(phantoms):
     assert sum(len(image.boxes) for image in phantoms.images) > 0
 
 
+@pytest.mark.slow
 def test_phantoms_command(tmp_path):
     script = Path(sys.executable).parent / "cxr-vitmae"
     done = subprocess.run(

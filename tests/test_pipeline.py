@@ -156,6 +156,7 @@ def test_pipeline_refuses_what_it_cannot_read(setup, tmp_path):
         pipeline("image-classification", model=str(setup["models"]["vit"]["dir"]))
 
 
+@pytest.mark.slow
 def test_pipeline_without_the_package_gives_predicts_scores(setup):
     entry, files = setup["models"]["vit"], setup["files"]
     paths = [str(files["png16"]), str(files["dicom"])]

@@ -150,6 +150,7 @@ def test_inputs_expand_files_folders_globs_and_lists_in_a_fixed_order(tmp_path):
 # --- output files -----------------------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("suffix", FORMATS)
 def test_every_output_format_holds_the_json_scores(setup, resolved_reference, tmp_path, capsys, suffix):
     output = tmp_path / f"scores.{suffix}"
@@ -282,6 +283,7 @@ def test_resume_knows_an_image_spelled_another_way(setup, tmp_path, capsys, monk
     assert len(frame) == 40 and b"\r\n" not in output.read_bytes()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("suffix", ["csv", "parquet"])
 def test_a_killed_run_resumes_with_exactly_one_row_per_image(setup, resolved_reference, tmp_path, suffix):
     output = tmp_path / f"scores.{suffix}"
@@ -398,6 +400,7 @@ def test_pipeline_top_k_defaults_to_every_label_only_for_multi_label_models(setu
     assert sum(entry["score"] for entry in results) < 1.0
 
 
+@pytest.mark.slow
 def test_pipeline_without_the_package_streams_and_gives_every_label(setup):
     images = _small_images(setup)[:3]
     stdout = run_without_package(

@@ -89,6 +89,7 @@ def assert_same_columns(left, right, skip=("image",)):
             assert left[column] == right[column], column
 
 
+@pytest.mark.slow
 def test_prepared_equals_the_corpus_with_resized_images(corpus, prepared):
     source = load_cxr_dataset("nih-chestxray14", corpus)
     result = datasets.load_from_disk(str(prepared))

@@ -288,6 +288,7 @@ def diagnostics(output_dir: Path) -> list[dict]:
     return [record for record in history if "heldout_mae_loss" in record or "probe_mean_auroc" in record]
 
 
+@pytest.mark.slow
 def test_pretraining_records_the_diagnostics_and_resumes_without_duplicates(phantoms, tmp_path):
     straight = tmp_path / "straight"
     result = pretrain(phantoms, straight, *PROBE, "--checkpointing_steps", "1")

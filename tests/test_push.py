@@ -262,6 +262,7 @@ def uploaded_as_planned(hub: FakeHub, output_dir: Path, repo_id: str) -> dict[st
     return hub.repos[repo_id].files
 
 
+@pytest.mark.slow
 def test_recipes_push_their_output_dir(hub, phantoms, tmp_path):  # noqa: F811
     """MAE pre-training pushed as an encoder, then fine-tuning from it pushed as a private classifier whose card
     names the encoder as its base model."""

@@ -16,6 +16,8 @@ from cxr_vitmae.cli import main as cli
 from cxr_vitmae.data import load_cxr_dataset, split_source, synthetic_corpus
 from cxr_vitmae.data.phantoms import generate_phantoms, write_phantom_layout
 
+pytestmark = pytest.mark.slow  # every config through `accelerate launch`
+
 ROOT = Path(__file__).resolve().parent.parent
 CONFIGS = sorted((ROOT / "recipes" / "configs").glob("*.yaml"))
 ACCELERATE = [str(Path(sys.executable).parent / "accelerate"), "launch", "--num_processes", "1", "--num_machines", "1",
@@ -23,6 +25,8 @@ ACCELERATE = [str(Path(sys.executable).parent / "accelerate"), "launch", "--num_
 SHRINK = ["--image_size", "32", "--max_train_steps", "2", "--per_device_train_batch_size", "8",
           "--dataloader_num_workers", "0", "--logging_steps", "1"]  # fmt: skip
 TINY_VIT = ["--model", "vit-tiny", "--model_overrides", "{patch_size: 8, num_hidden_layers: 2}"]
+# A DenseNet config keeps its preset's name and layout (four dense blocks): one narrow layer per block.
+TINY_DENSENET = ["--model_overrides", "{block_config: [1, 1, 1, 1], growth_rate: 8}"]
 # Where each corpus's phantoms are, below the corpora fixture (the unions read nih/, chexpert/ and mimic/ there).
 FOLDERS = {"nih-chestxray14": "nih", "chexpert": "chexpert", "mimic-cxr": "mimic", "covidx": "covidx"}
 
@@ -101,6 +105,8 @@ def test_finetuning_config_runs_end_to_end(path, pretrained, corpora, tmp_path):
     values = config(path)
     dataset, options = values["dataset"], values.get("dataset_options") or {}
     model = ["--model", str(pretrained[values["model"]])] if values["model"] in pretrained else []
+    if values["model"].startswith("densenet"):
+        model = TINY_DENSENET
     output = tmp_path / "run"
     done = launch("finetune", "--config", str(path), "--data_dir", str(data_dir(corpora, dataset)),
                   "--output_dir", str(output), *model, *SHRINK, "--per_device_eval_batch_size", "32",

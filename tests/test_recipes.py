@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 from model_helpers import assert_readable_png
+from ports import free_port
 from safetensors.torch import load_file
 
 from cxr_vitmae.data import load_cxr_dataset
@@ -51,6 +52,7 @@ def cpu_has_native_bf16() -> bool:
     return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
+@pytest.mark.slow
 def test_finetune_selects_on_validation_and_evaluates_test_once(phantoms, tmp_path):
     result = run(finetune_command(phantoms, tmp_path / "run"))
     # The default precision is the fastest native one, and training_args.json records what ran, not "auto".
@@ -114,6 +116,7 @@ def assert_same_numbers(evaluated, recorded, *, tolerance: float, where: str = "
     ],
     ids=["cpu-augmentation", "device-augmentation"],
 )
+@pytest.mark.slow
 def test_sigkill_and_resume_gives_bit_identical_weights(phantoms, tmp_path, data_path):
     flags = ("--checkpointing_steps", "3", "--max_train_steps", "14", *data_path)
     if data_path:  # RandAugment has no device version; a YAML null is how a config turns it off
@@ -148,9 +151,11 @@ def test_sigkill_and_resume_gives_bit_identical_weights(phantoms, tmp_path, data
     )
 
 
+@pytest.mark.slow
 def test_two_cpu_processes_count_every_image_once(phantoms, tmp_path):
     command = [
         str(BIN / "accelerate"), "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
+        "--main_process_port", str(free_port()),
         "--mixed_precision", "bf16", "--dynamo_backend", "no", *finetune_command(phantoms, tmp_path / "ddp")[1:],
         "--num_train_epochs", "1",
     ]  # fmt: skip
@@ -165,6 +170,7 @@ def test_two_cpu_processes_count_every_image_once(phantoms, tmp_path):
     assert json.loads((tmp_path / "ddp" / "metrics.json").read_text())["n_images"] == len(splits["test"])
 
 
+@pytest.mark.slow
 def test_every_process_draws_its_own_random_stream(tmp_path):
     # MAE masking and drop path draw from the process's generator: two processes must not repeat each other.
     script = tmp_path / "draw.py"
@@ -178,6 +184,7 @@ def test_every_process_draws_its_own_random_stream(tmp_path):
     )
     command = [
         str(BIN / "accelerate"), "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
+        "--main_process_port", str(free_port()),
         "--mixed_precision", "no", "--dynamo_backend", "no", str(script), str(tmp_path),
     ]  # fmt: skip
     run(command, env={**os.environ, "ACCELERATE_USE_CPU": "1", "OMP_NUM_THREADS": "1"})
@@ -185,6 +192,7 @@ def test_every_process_draws_its_own_random_stream(tmp_path):
     assert first != second
 
 
+@pytest.mark.slow
 def test_torch_compile_through_the_launcher(phantoms, tmp_path):
     """`accelerate launch --dynamo_backend inductor`: the recipe trains the compiled model and saves, reloads and
     evaluates the model under it (Accelerate's unwrap_model keeps the compile wrapper unless told otherwise)."""
@@ -200,6 +208,7 @@ def test_torch_compile_through_the_launcher(phantoms, tmp_path):
     assert json.loads((tmp_path / "compiled" / "metrics.json").read_text())["n_images"] > 0
 
 
+@pytest.mark.slow
 def test_non_finite_loss_stops_the_run_and_keeps_the_last_checkpoint(phantoms, tmp_path):
     command = finetune_command(phantoms, tmp_path / "diverge", "--learning_rate", "1e25", "--checkpointing_steps", "1")
     result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=600)

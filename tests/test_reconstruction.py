@@ -128,6 +128,7 @@ def test_anomaly_map_averages_each_pixel_over_the_maskings_that_hid_it(mae):
     assert not torch.allclose(result[some], errors.mean(dim=0)[some])
 
 
+@pytest.mark.slow
 def test_anomaly_map_is_seeded(mae):
     pixel_values = pixels(1)
     first = anomaly_map(mae, pixel_values, 4, seed=3)
@@ -194,6 +195,7 @@ def test_only_an_mae_pretraining_directory_loads(tmp_path, mae_dir):
         load_pretraining_model(tmp_path / "nowhere")
 
 
+@pytest.mark.slow
 def test_reconstruct_cli_writes_the_strip(tmp_path, mae_dir, film):
     output = tmp_path / "strip.png"
     args = [str(mae_dir), str(film), "--output", str(output), "--mask-ratio", "0.5", "--seed", "3"]

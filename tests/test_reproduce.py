@@ -45,6 +45,7 @@ def run_study(output: Path) -> subprocess.CompletedProcess:
     return subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=900)
 
 
+@pytest.mark.slow
 def test_study_end_to_end_and_resume(tmp_path):
     output = tmp_path / "study"
     first = run_study(output)

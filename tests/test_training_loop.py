@@ -12,6 +12,7 @@ import pytest
 import torch
 from accelerate import Accelerator
 from accelerate.state import AcceleratorState, GradientState
+from ports import free_port
 
 from cxr_vitmae.evaluation.prediction import predict
 from cxr_vitmae.training.loop import Schedule, train
@@ -114,6 +115,7 @@ def test_epochs_under_gradient_accumulation_match_accelerates_steps(accelerator_
     assert epoch_ends == [(1, False), (2, True)]
 
 
+@pytest.mark.slow
 def test_a_non_finite_loss_on_one_process_stops_every_process(tmp_path):
     # Process 1's loss turns NaN at its third batch; process 0's stays finite. Both must stop with the error, where
     # a check on the local loss alone would leave process 0 waiting in the gradient all-reduce.
@@ -141,7 +143,8 @@ def test_a_non_finite_loss_on_one_process_stops_every_process(tmp_path):
     )
     command = [
         str(Path(sys.executable).parent / "accelerate"), "launch", "--multi_gpu", "--num_processes", "2",
-        "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", str(script),
+        "--num_machines", "1", "--main_process_port", str(free_port()), "--mixed_precision", "no",
+        "--dynamo_backend", "no", str(script),
     ]  # fmt: skip
     env = {**os.environ, "ACCELERATE_USE_CPU": "1", "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(__file__).parent)}
     result = subprocess.run(command, capture_output=True, text=True, timeout=240, env=env)

@@ -298,6 +298,7 @@ def test_save_pretrained_writes_a_matching_image_processor_unless_one_is_there(t
     assert AutoImageProcessor.from_pretrained(tmp_path / "custom").size == {"shortest_edge": 64}
 
 
+@pytest.mark.slow
 def test_remote_code_and_pipeline_work_without_the_package(tmp_path):
     model_dir = tmp_path / "model"
     model = save_classifier(model_dir)
@@ -337,6 +338,7 @@ def test_remote_code_and_pipeline_work_without_the_package(tmp_path):
     assert sum(scores.values()) != pytest.approx(1.0, abs=1e-3)  # sigmoid, not softmax
 
 
+@pytest.mark.slow
 def test_a_pretraining_directory_loads_through_every_auto_class_without_the_package(tmp_path):
     # CONTRACT: AutoModel and AutoModelForImageClassification (fine-tuning from it) as well as AutoModelForPreTraining;
     # transformers itself writes only the saved class's entry into auto_map.

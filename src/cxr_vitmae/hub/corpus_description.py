@@ -58,7 +58,8 @@ def describe_corpus(name: str, synthetic: dict | None = None, options: dict[str,
         f"synthetic phantoms in {display_name}'s format",
         f"{synthetic['num_images']:,} synthetic chest radiographs drawn by `cxr-vitmae phantoms` ({synthetic['size']} "
         f"px, seed {synthetic['seed']}, difficulty {synthetic['difficulty']}{variation}) and read with the `{name}` "
-        "loader; no patient's image. Results on them show that the pipeline runs, not how the model does on real radiographs.",
+        "loader; no patient's image. Results on them show that the pipeline runs, not how the model does on real "
+        "radiographs.",
     )
 
 

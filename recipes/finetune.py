@@ -21,12 +21,12 @@ from cxr_vitmae.evaluation.evaluate_model import evaluate_split
 from cxr_vitmae.evaluation.figures import plot_roc_curves
 from cxr_vitmae.evaluation.prediction import PREDICTIONS_FILE, predict, save_predictions
 from cxr_vitmae.model_directory import model_name
+from cxr_vitmae.model_families import family_of
 from cxr_vitmae.training.arguments import FinetuneArguments, parse_recipe_arguments
 from cxr_vitmae.training.data import TransformedCorpus, make_loader, make_train_loader
 from cxr_vitmae.training.finish import finish_run, save_history
 from cxr_vitmae.training.loop import train
 from cxr_vitmae.training.models import build_classifier
-from cxr_vitmae.training.optim import supports_layer_decay
 from cxr_vitmae.training.setup import (
     announce_run,
     check_validation_selects,
@@ -86,7 +86,7 @@ def main(argv: list[str] | None = None) -> None:
     # The model itself, under the DDP and torch.compile (`--dynamo_backend`) wrappers: for saving and reloading.
     bare_model = accelerator.unwrap_model(model, keep_torch_compile=False)
     schedule = plan_schedule(args, len(train_loader))
-    layer_decay = args.layer_decay if supports_layer_decay(bare_model) else None
+    layer_decay = args.layer_decay if family_of(bare_model).layer_decay else None  # transformer blocks only
     optimizer, scheduler, peak_lr = make_optimizer(model, args, accelerator, schedule, layer_decay)
     optimizer = accelerator.prepare(optimizer)
     # training_args.json, the start banner, the trackers.

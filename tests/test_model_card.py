@@ -23,7 +23,7 @@ from cxr_vitmae import (
 from cxr_vitmae.data import label_names
 from cxr_vitmae.data.phantoms import generate_phantoms, phantom_record
 from cxr_vitmae.evaluation.metrics import classification_metrics
-from cxr_vitmae.hub.model_card import CARD_KINDS, PAPER_RESULTS, TEMPLATES_DIR, build_model_card, phantom_examples
+from cxr_vitmae.hub.model_card import PAPER_RESULTS, TEMPLATES_DIR, build_model_card, card_kinds, phantom_examples
 from cxr_vitmae.hub.provenance import starting_run, write_training_args
 from cxr_vitmae.hub.push import upload_set, write_upload_set
 from cxr_vitmae.training.arguments import FinetuneArguments, PretrainArguments, parse_recipe_arguments
@@ -42,7 +42,7 @@ SECTIONS = (
 )
 TINY_VIT = {"image_size": 32, "patch_size": 8, "num_hidden_layers": 2}
 # What the recipes write; a backbone (no head, no decoder) only comes from `convert`.
-TRAINED_KINDS = [kind for kind in CARD_KINDS if kind != "backbone"]
+TRAINED_KINDS = [kind for kind in card_kinds() if kind != "backbone"]
 
 
 def make_model_dir(path: Path, kind: str, dataset: str = "nih-chestxray14") -> Path:
@@ -113,7 +113,7 @@ def test_card_for_each_kind(model_dirs, examples, kind, tmp_path):
     metadata = front_matter(text)
 
     assert metadata["library_name"] == "transformers"
-    assert metadata["pipeline_tag"] == CARD_KINDS[kind][1]
+    assert metadata["pipeline_tag"] == card_kinds()[kind][1]
     assert metadata["license"] == "cc-by-nc-4.0"
     assert metadata["datasets"] == ["nih-chestxray14"]
     assert {"medical-imaging", "chest-x-ray", "cxr-vitmae"} <= set(metadata["tags"])
@@ -338,7 +338,7 @@ def test_not_a_cxr_vitmae_model_is_refused(tmp_path):
 def test_templates_are_package_data():
     from importlib.resources import files
 
-    for template, _ in CARD_KINDS.values():
+    for template, _ in card_kinds().values():
         assert (files("cxr_vitmae.hub") / "model_cards" / template).is_file()
         assert (TEMPLATES_DIR / template).read_text().startswith("---\n{{ card_data }}\n---\n")
 

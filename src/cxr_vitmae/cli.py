@@ -129,8 +129,7 @@ def build_evaluate(parser: argparse.ArgumentParser):
 def build_convert(parser: argparse.ArgumentParser):
     from .data.corpora import CLASSIFIER_LABEL_NAMES
     from .hub.convert import SOURCES
-    from .models.configuration_cxr_densenet import CXR_DENSENET_PRESETS
-    from .models.configuration_cxr_vitmae import VIT_PRESETS
+    from .model_families import families
 
     parser.add_argument("--source", required=True, choices=SOURCES, help="the layout the checkpoint was saved in")
     parser.add_argument(
@@ -139,7 +138,7 @@ def build_convert(parser: argparse.ArgumentParser):
     parser.add_argument("--output", required=True, help="the model directory to write")
     parser.add_argument(
         "--preset",
-        choices=sorted(VIT_PRESETS) + sorted(CXR_DENSENET_PRESETS),
+        choices=[name for family in families() if family.checkpoint_sources for name in sorted(family.presets)],
         help="model size (default: inferred from the tensor shapes)",
     )
     parser.add_argument(

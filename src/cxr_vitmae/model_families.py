@@ -67,9 +67,16 @@ class ModelFamily:
 
 
 def resolve(path: str) -> Any:
-    """The object a "module:name" path inside cxr_vitmae names."""
+    """The object a "module:name" path names: a module inside cxr_vitmae (the package's own families) or, failing
+    that, an importable module of that name (a family registered from outside)."""
     module, name = path.split(":")
-    return getattr(importlib.import_module(f"cxr_vitmae.{module}"), name)
+    try:
+        found = importlib.import_module(f"cxr_vitmae.{module}")
+    except ModuleNotFoundError as error:
+        if error.name != f"cxr_vitmae.{module}":
+            raise
+        found = importlib.import_module(module)
+    return getattr(found, name)
 
 
 _FAMILIES: dict[str, ModelFamily] = {}

@@ -23,6 +23,7 @@ import torch
 from PIL import Image
 
 from ..errors import InputError, MissingExtraError
+from ..model_families import family_of, resolve
 from ..predict import scores_from_logits
 
 try:
@@ -75,19 +76,32 @@ class _Logits(torch.nn.Module):
 
 def gradcam_target(model: torch.nn.Module) -> tuple[torch.nn.Module, Callable | None]:
     """The layer whose activations and gradients Grad-CAM weighs, and the transform that turns its output into a
-    (batch, channels, height, width) map (None when it already is one). See the module docstring for the choice."""
-    model_type = getattr(model.config, "model_type", None)
-    if model_type == "cxr_densenet":
-        blocks = [module for name, module in model.densenet.features.named_children() if name.startswith("denseblock")]
-        return blocks[-1], None
-    if model_type == "cxr_vitmae" and hasattr(model, "fc_norm"):
-        grid = model.config.image_size // model.config.patch_size
-        # The classifier runs at config.image_size (other sizes need interpolate_pos_encoding), so the grid is fixed.
-        return model.vit.layers[-1].layernorm_before, partial(vit_reshape_transform, height=grid, width=grid)
-    raise ValueError(
-        f"Grad-CAM has no target layer for {type(model).__name__} (model_type {model_type!r}); expected a "
-        "ViTMAEForChestXray or DenseNetForChestXray classifier"
-    )
+    (batch, channels, height, width) map (None when it already is one): the model family's choice
+    (`ModelFamily.gradcam_target`; the module docstring says why)."""
+    model_type = getattr(getattr(model, "config", None), "model_type", None)
+    try:
+        family = family_of(model_type)
+    except InputError:
+        family = None
+    if family is None or not isinstance(model, family.classifier_class()):
+        raise ValueError(
+            f"Grad-CAM has no target layer for {type(model).__name__} (model_type {model_type!r}); expected the "
+            "image classifier of a cxr-vitmae model family"
+        )
+    return resolve(family.gradcam_target)(model)
+
+
+def densenet_gradcam_target(model: torch.nn.Module) -> tuple[torch.nn.Module, None]:
+    """DenseNet: the last dense block (its output is already a feature map)."""
+    blocks = [module for name, module in model.densenet.features.named_children() if name.startswith("denseblock")]
+    return blocks[-1], None
+
+
+def vit_gradcam_target(model: torch.nn.Module) -> tuple[torch.nn.Module, Callable]:
+    """ViT: the last block's first LayerNorm, its patch tokens laid back on the patch grid."""
+    grid = model.config.image_size // model.config.patch_size
+    # The classifier runs at config.image_size (other sizes need interpolate_pos_encoding), so the grid is fixed.
+    return model.vit.layers[-1].layernorm_before, partial(vit_reshape_transform, height=grid, width=grid)
 
 
 def compute_gradcam(model: torch.nn.Module, pixel_values: torch.Tensor, label_index: int) -> np.ndarray:

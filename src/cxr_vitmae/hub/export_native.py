@@ -42,6 +42,7 @@ from transformers.image_utils import PILImageResampling
 
 from ..errors import InputError
 from ..model_directory import model_directory
+from ..model_families import ModelFamily, families, family_of, resolve
 from ..models import CXRDenseNetConfig, CXRViTMAEConfig, DenseNetForChestXray, ViTMAEForChestXray
 from ..models.configuration_cxr_densenet import CXR_DENSENET_PRESETS
 from ..models.conversion_utils import ConversionError
@@ -59,16 +60,17 @@ __all__ = [
 # orders of magnitude larger.
 EXPORT_LOGITS_TOLERANCE = 1e-4
 
-_CLASSIFIERS = {
-    CXRViTMAEConfig.model_type: ViTMAEForChestXray.__name__,
-    CXRDenseNetConfig.model_type: DenseNetForChestXray.__name__,
-}
+
+def _exportable() -> dict[str, ModelFamily]:
+    """model_type -> the family, for every family with a stock-transformers route (`ModelFamily.native_export`)."""
+    return {family.model_type: family for family in families() if family.native_export is not None}
 
 
 def export_native(model_dir: str | Path, output_dir: str | Path) -> Path:
     """Write the fine-tuned classifier in `model_dir` to `output_dir` as a stock transformers model.
 
-    The result has `model_type` `beit` (ViT) or `timm_wrapper` (DenseNet), carries `id2label`, `label2id` and
+    The route is the model family's (`ModelFamily.native_export`). The result has `model_type` `beit` (ViT) or
+    `timm_wrapper` (DenseNet), carries `id2label`, `label2id` and
     `problem_type`, holds no code and no `auto_map`, and works with `pipeline("image-classification", model=...)`
     without `trust_remote_code`. Its logits are checked against the original model before anything is written.
 
@@ -93,14 +95,7 @@ def export_native(model_dir: str | Path, output_dir: str | Path) -> Path:
     model = model.float().eval()
     processor = AutoImageProcessor.from_pretrained(model_dir)
 
-    if isinstance(model, ViTMAEForChestXray):
-        native = _vit_to_beit(model)
-        native_processor = _vit_image_processor(processor)
-        image_size = model.config.image_size
-    else:
-        native = _densenet_to_timm(model, processor)
-        native_processor = None  # timm_wrapper keeps its preprocessing in config.json (pretrained_cfg)
-        image_size = processor.crop_size["height"]
+    native, native_processor, image_size = resolve(family_of(model).native_export)(model, processor)
 
     _check_same_logits(model, native, model.config.num_channels, image_size)
 
@@ -114,12 +109,13 @@ def export_native(model_dir: str | Path, output_dir: str | Path) -> Path:
 
 def _check_is_classifier(model_dir: Path) -> None:
     config = AutoConfig.from_pretrained(model_dir)
-    expected = _CLASSIFIERS.get(config.model_type)
-    if expected is None:
+    exportable = _exportable()
+    if config.model_type not in exportable:
         raise InputError(
             f"'{model_dir}' holds a model of type {config.model_type!r}; export-native converts cxr-vitmae "
-            f"classifiers ({', '.join(sorted(_CLASSIFIERS))})."
+            f"classifiers ({', '.join(sorted(exportable))})."
         )
+    expected = exportable[config.model_type].classifier.split(":")[1]
     # The Auto class would happily load a pre-training checkpoint into a classifier with a random head.
     architectures = config.architectures or []
     if expected not in architectures:
@@ -168,6 +164,17 @@ def beit_config(config: CXRViTMAEConfig) -> BeitConfig:
         use_auxiliary_head=False,
         **_label_kwargs(config),
     )
+
+
+def vit_to_beit(model: ViTMAEForChestXray, processor) -> tuple[BeitForImageClassification, ViTImageProcessor, int]:
+    """The ViT's export: BEiT with mean pooling, a stock `ViTImageProcessor`, checked at the model's input size."""
+    return _vit_to_beit(model), _vit_image_processor(processor), model.config.image_size
+
+
+def densenet_to_timm(model: DenseNetForChestXray, processor) -> tuple[TimmWrapperForImageClassification, None, int]:
+    """The DenseNet's export: timm's DenseNet in `timm_wrapper`, whose preprocessing lives in config.json
+    (`pretrained_cfg`), so no processor file; checked at the processor's crop size."""
+    return _densenet_to_timm(model, processor), None, processor.crop_size["height"]
 
 
 def _vit_to_beit(model: ViTMAEForChestXray) -> BeitForImageClassification:

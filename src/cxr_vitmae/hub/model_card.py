@@ -23,8 +23,8 @@ from safetensors import safe_open
 from ..data import split_sources
 from ..data.phantoms import generate_phantoms
 from ..errors import InputError
+from ..model_families import families, family_of, resolve
 from ..models import MODEL_CLASSES
-from ..models.configuration_cxr_densenet import CXRDenseNetConfig
 from .corpus_description import (
     OWN_DATA_DATASET_TYPE,
     card_datasets,
@@ -41,12 +41,19 @@ from .public_records import public_record
 TEMPLATES_DIR = Path(__file__).resolve().parent / "model_cards"
 # kind -> (template file, pipeline tag). The encoder's classification head would be untrained, so it is published as
 # a feature extractor; the classifiers are what the image-classification widget and pipeline are for.
-CARD_KINDS = {
+# A classifier's kind is "<family>-classifier", its template the family's (`ModelFamily.card_template`).
+ENCODER_KINDS = {
     "pretrained-encoder": ("pretrained_encoder.md", "image-feature-extraction"),
     "backbone": ("backbone.md", "image-feature-extraction"),
-    "vit-classifier": ("vit_classifier.md", "image-classification"),
-    "densenet-classifier": ("densenet_classifier.md", "image-classification"),
 }
+
+
+def card_kinds() -> dict[str, tuple[str, str]]:
+    """Every card kind: (template file, pipeline tag)."""
+    classifiers = {f"{family.name}-classifier": (family.card_template, "image-classification") for family in families()}
+    return {**ENCODER_KINDS, **classifiers}
+
+
 # Research-only, as the training corpora's terms are: non-commercial unless the publisher chooses otherwise.
 DEFAULT_LICENSE = "cc-by-nc-4.0"
 
@@ -140,10 +147,10 @@ def phantom_examples(count: int = _PHANTOM_EXAMPLES, seed: int = 0) -> list[Widg
 
 def card_kind(config: dict) -> str:
     """`pretrained-encoder`, `backbone` (a ViT or DenseNet without head, as `convert` writes for encoder-only
-    checkpoints), `vit-classifier` or `densenet-classifier`, from a model directory's config.json: the Auto class
-    its saved architecture loads as decides."""
+    checkpoints) or `<family>-classifier` (`vit-classifier`, `densenet-classifier`), from a model directory's
+    config.json: the Auto class its saved architecture loads as decides."""
     model_type = config.get("model_type")
-    model_types = sorted({model_class.config_class.model_type for model_class in MODEL_CLASSES})
+    model_types = sorted(family.model_type for family in families())
     if model_type not in model_types:
         raise InputError(
             f"config.json has model_type {model_type!r}; model cards exist for cxr-vitmae models "
@@ -155,7 +162,7 @@ def card_kind(config: dict) -> str:
         return "backbone"
     if "AutoModelForPreTraining" in auto_classes:
         return "pretrained-encoder"
-    return "densenet-classifier" if model_type == CXRDenseNetConfig.model_type else "vit-classifier"
+    return f"{family_of(model_type).name}-classifier"
 
 
 def eval_results(metrics: dict) -> list[EvalResult]:
@@ -221,7 +228,7 @@ def build_model_card(
     if config is None:
         raise InputError(f"{model_dir}: not a model directory (no config.json)")
     kind = card_kind(config)
-    template, pipeline_tag = CARD_KINDS[kind]
+    template, pipeline_tag = card_kinds()[kind]
     training = public_record(read_json(model_dir / TRAINING_ARGS_NAME))
     metrics = public_record(read_json(model_dir / "metrics.json"))
     if metrics is not None and "dataset" not in metrics:
@@ -235,7 +242,7 @@ def build_model_card(
     base_run = (training or {}).get("base_model_run")
     # The Hub HfApi talks to (HF_ENDPOINT), so that widget links point where the files are uploaded.
     endpoint = endpoint or constants.ENDPOINT
-    classifier = kind in ("vit-classifier", "densenet-classifier")
+    classifier = kind.endswith("-classifier")
     examples = list(examples) if classifier else []
 
     # The starting run's corpus is part of the model's training data (an MAE encoder's weights come from it).
@@ -270,50 +277,53 @@ def build_model_card(
         figures=list(figures),
         examples=examples,
         restricted=card_restrictions(runs),
-        paper_results=PAPER_RESULTS["densenet" if config["model_type"] == "cxr_densenet" else "vit"],
+        paper_results=PAPER_RESULTS.get(family_of(config).paper_results, []),
         citation=CITATION,
     )
 
 
 def _tags(kind: str, config: dict) -> list[str]:
-    tags = ["medical-imaging", "chest-x-ray", "radiology", "cxr-vitmae"]
-    if config["model_type"] == "cxr_densenet":
-        tags += ["densenet", "cnn"]
-    else:
-        tags += ["vit", "masked-autoencoder"]
-    if kind in ("vit-classifier", "densenet-classifier"):
+    tags = ["medical-imaging", "chest-x-ray", "radiology", "cxr-vitmae", *family_of(config).card_tags]
+    if kind.endswith("-classifier"):
         single = config.get("problem_type") == "single_label_classification"
         tags.append("single-label-classification" if single else "multi-label-classification")
     return tags
 
 
 def _architecture(kind: str, config: dict, model_dir: Path) -> dict[str, Any]:
-    """What the card says about the network: its shape and its parameter count read from the weights' headers."""
-    densenet = config["model_type"] == "cxr_densenet"
-    if densenet:
-        shape = f"DenseNet, blocks {tuple(config['block_config'])}, growth rate {config['growth_rate']}"
-    else:
-        shape = (
-            f"ViT, {config['num_hidden_layers']} layers, width {config['hidden_size']}, "
-            f"{config['num_attention_heads']} heads, patch {config['patch_size']}"
-        )
-        if kind == "pretrained-encoder":
-            shape += (
-                f"; MAE decoder {config['decoder_num_hidden_layers']} layers, width {config['decoder_hidden_size']}, "
-                f"mask ratio {config['mask_ratio']}"
-            )
+    """What the card says about the network (its family's description: shape, family name, features) and its
+    parameter count read from the weights' headers."""
     return {
-        "shape": shape,
+        **resolve(family_of(config).describe)(kind, config),
         "pooling": "mean-pooled patch tokens" if config.get("use_mean_pooling", True) else "the CLS token",
-        "family": "DenseNet" if densenet else "Vision Transformer",
-        "features": (
-            "`last_hidden_state`, the last dense block's feature map, and `pooler_output`, its global average"
-            if densenet
-            else "`last_hidden_state`, one vector per token (CLS first, then the patches)"
-        ),
         "image_size": config["image_size"],
         "mask_ratio": config.get("mask_ratio"),
         "parameters": _parameter_count(model_dir),
+    }
+
+
+def describe_vit(kind: str, config: dict) -> dict[str, str]:
+    shape = (
+        f"ViT, {config['num_hidden_layers']} layers, width {config['hidden_size']}, "
+        f"{config['num_attention_heads']} heads, patch {config['patch_size']}"
+    )
+    if kind == "pretrained-encoder":
+        shape += (
+            f"; MAE decoder {config['decoder_num_hidden_layers']} layers, width {config['decoder_hidden_size']}, "
+            f"mask ratio {config['mask_ratio']}"
+        )
+    return {
+        "shape": shape,
+        "family": "Vision Transformer",
+        "features": "`last_hidden_state`, one vector per token (CLS first, then the patches)",
+    }
+
+
+def describe_densenet(kind: str, config: dict) -> dict[str, str]:
+    return {
+        "shape": f"DenseNet, blocks {tuple(config['block_config'])}, growth rate {config['growth_rate']}",
+        "family": "DenseNet",
+        "features": "`last_hidden_state`, the last dense block's feature map, and `pooler_output`, its global average",
     }
 
 
@@ -512,14 +522,15 @@ def _interval(bounds: Sequence[float] | None) -> str:
 
 
 __all__ = [
-    "CARD_KINDS",
     "CITATION",
     "DEFAULT_LICENSE",
     "PAPER_RESULTS",
     "TEMPLATES_DIR",
+    "ENCODER_KINDS",
     "WidgetExample",
     "build_model_card",
     "card_kind",
+    "card_kinds",
     "eval_results",
     "phantom_examples",
 ]

@@ -14,8 +14,7 @@ from typing import Any
 from ..data import CORPORA, split_sources, synthetic_corpus, uses_own_data
 from ..data.corpora import OWN_DATA_RESTRICTION
 from ..errors import InputError
-from ..models.configuration_cxr_densenet import CXR_DENSENET_PRESETS
-from ..models.configuration_cxr_vitmae import VIT_PRESETS
+from ..model_families import family_for_preset
 
 TRAINING_ARGS_NAME = "training_args.json"
 TRAINER_HISTORY_NAME = "trainer_history.json"
@@ -103,7 +102,7 @@ def starting_run(model: str) -> dict | None:
 
 def is_preset(model: str | None) -> bool:
     """Whether a recipe's `--model` names a preset (randomly initialised) rather than a model directory."""
-    return model in VIT_PRESETS or model in CXR_DENSENET_PRESETS
+    return model is not None and family_for_preset(model) is not None
 
 
 def _starting_record(model: str) -> dict | None:

@@ -12,15 +12,7 @@ from typing import Any
 from transformers import AutoConfig, AutoModelForImageClassification, PreTrainedModel
 
 from ..errors import InputError
-from ..models import (
-    CXRDenseNetConfig,
-    CXRViTMAEConfig,
-    CXRViTMAEForPreTraining,
-    DenseNetForChestXray,
-    ViTMAEForChestXray,
-)
-from ..models.configuration_cxr_densenet import CXR_DENSENET_PRESETS
-from ..models.configuration_cxr_vitmae import VIT_PRESETS
+from ..model_families import families, family_for_preset, family_of, preset_names, resolve
 from ..models.vit_building_blocks import resize_position_table
 
 # The position tables a cxr_vitmae state dict may hold (the decoder's in pre-training models only).
@@ -38,15 +30,22 @@ def _without_image_size(overrides: dict[str, Any], image_size: int) -> dict[str,
 
 
 def at_image_size(model: PreTrainedModel, image_size: int) -> PreTrainedModel:
-    """`model` at input resolution `image_size`: a ViT gets its position tables resampled bicubically (CLS row
-    kept) and is rebuilt at the new size; a DenseNet only records the size (its processor's crop). Unchanged when the
-    size already matches."""
+    """`model` at input resolution `image_size`, as its family resizes (`ModelFamily.resize`); unchanged when the size
+    already matches."""
+    if model.config.image_size == image_size:
+        return model
+    return resolve(family_of(model).resize)(model, image_size)
+
+
+def record_image_size(model: PreTrainedModel, image_size: int) -> PreTrainedModel:
+    """A convolutional network takes any size: only the size is recorded (its processor's crop)."""
+    model.config.image_size = image_size
+    return model
+
+
+def resize_vit(model: PreTrainedModel, image_size: int) -> PreTrainedModel:
+    """A ViT with its position tables resampled bicubically (CLS row kept), rebuilt at the new size."""
     config = model.config
-    if config.image_size == image_size:
-        return model
-    if config.model_type != "cxr_vitmae":
-        config.image_size = image_size
-        return model
     if image_size % config.patch_size:
         raise ValueError(f"--image_size {image_size} is not a multiple of the model's patch size {config.patch_size}")
     grid = image_size // config.patch_size
@@ -78,19 +77,17 @@ def build_classifier(
         "label2id": {name: index for index, name in enumerate(label_names)},
         "problem_type": "single_label_classification" if single_label else "multi_label_classification",
     }
-    if model in VIT_PRESETS:
-        config = CXRViTMAEConfig.from_preset(
-            model, image_size=image_size, drop_path_rate=drop_path, **labels, **overrides
-        )
-        return ViTMAEForChestXray(config)
-    if model in CXR_DENSENET_PRESETS:
-        return DenseNetForChestXray(CXRDenseNetConfig.from_preset(model, image_size=image_size, **labels, **overrides))
+    family = family_for_preset(model)
+    if family is not None:
+        drop = {family.drop_path_field: drop_path} if family.drop_path_field else {}
+        config = family.new_config(model, image_size=image_size, **drop, **labels, **overrides)
+        return family.classifier_class()(config)
     if not (Path(model) / "config.json").is_file():
         raise InputError(
-            f"--model {model}: neither a preset ({', '.join([*VIT_PRESETS, *CXR_DENSENET_PRESETS])}) nor a model "
-            "directory with a config.json"
+            f"--model {model}: neither a preset ({', '.join(preset_names())}) nor a model directory with a config.json"
         )
-    extra = {"drop_path_rate": drop_path} if AutoConfig.from_pretrained(model).model_type == "cxr_vitmae" else {}
+    field = family_of(AutoConfig.from_pretrained(model)).drop_path_field
+    extra = {field: drop_path} if field else {}
     # Loaded at its own size (ignore_mismatched_sizes is for a new head, never for a position table), then resized.
     loaded = AutoModelForImageClassification.from_pretrained(
         model, ignore_mismatched_sizes=True, **labels, **extra, **overrides
@@ -100,15 +97,18 @@ def build_classifier(
 
 def build_pretraining_model(
     model: str, *, image_size: int, mask_ratio: float, norm_pix_loss: bool, overrides: dict[str, Any]
-) -> CXRViTMAEForPreTraining:
-    """An MAE from a ViT preset, or continued from a pre-training directory (e.g. a converted ImageNet MAE), at
-    `image_size`."""
+) -> PreTrainedModel:
+    """An MAE from a preset of a family that pre-trains, or continued from a pre-training directory (e.g. a converted
+    ImageNet MAE), at `image_size`."""
     overrides = _without_image_size(overrides, image_size)
     objective = {"mask_ratio": mask_ratio, "norm_pix_loss": norm_pix_loss}
-    if model in VIT_PRESETS:
-        return CXRViTMAEForPreTraining(
-            CXRViTMAEConfig.from_preset(model, image_size=image_size, **objective, **overrides)
-        )
-    if not (Path(model) / "config.json").is_file():
-        raise InputError(f"--model {model}: neither a ViT preset ({', '.join(VIT_PRESETS)}) nor a directory")
-    return at_image_size(CXRViTMAEForPreTraining.from_pretrained(model, **objective, **overrides), image_size)
+    family = family_for_preset(model)
+    if family is not None and family.pretraining_model is not None:
+        return family.pretraining_class()(family.new_config(model, image_size=image_size, **objective, **overrides))
+    if family is not None or not (Path(model) / "config.json").is_file():
+        pretraining = [name for family in families() if family.pretraining_model for name in family.presets]
+        raise InputError(f"--model {model}: neither an MAE preset ({', '.join(pretraining)}) nor a directory")
+    family = family_of(AutoConfig.from_pretrained(model))
+    if family.pretraining_model is None:
+        raise InputError(f"--model {model}: a {family.display_name}, which has no MAE to pre-train")
+    return at_image_size(family.pretraining_class().from_pretrained(model, **objective, **overrides), image_size)

@@ -18,7 +18,7 @@ install: $(STAMP)
 # Every test, spread over the cores (pytest-xdist; a test file stays on one worker, so its module fixtures are built
 # once). CI runs this.
 test: $(STAMP)
-	$(BIN)/python -m pytest -n auto --dist loadfile
+	$(BIN)/python -m pytest -n auto --dist loadfile --durations=25
 
 # The inner loop: everything but the tests marked slow (subprocesses, recipes under accelerate launch, the app and its
 # browser, end-to-end runs); a few minutes on 2 cores.
@@ -37,8 +37,9 @@ SMOKE_TESTS := tests/test_vit_mae.py tests/test_densenet.py tests/test_remote_co
 test-floors:
 	test -x $(FLOORS_VENV)/bin/python || $(PYTHON) -m venv $(FLOORS_VENV)
 	$(FLOORS_VENV)/bin/python -m pip install --quiet --upgrade pip
-	$(FLOORS_VENV)/bin/python -m pip install --quiet -r .ci/floors.txt -e ".[dicom,explain,evaluate]" "pytest>=8.0"
-	$(FLOORS_VENV)/bin/python -m pytest -q -p no:cacheprovider $(SMOKE_TESTS)
+	$(FLOORS_VENV)/bin/python -m pip install --quiet -r .ci/floors.txt -e ".[dicom,explain,evaluate]" "pytest>=8.0" \
+		"pytest-xdist>=3.5"
+	$(FLOORS_VENV)/bin/python -m pytest -q -p no:cacheprovider -n auto --dist loadfile $(SMOKE_TESTS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -14,7 +14,6 @@ registry names its builders), so that importing the registry imports no model, e
 from __future__ import annotations
 
 import importlib
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -35,7 +34,7 @@ class ModelFamily:
     presets: tuple[str, ...]  # `--model` names that build a randomly initialised model
     # "module:function" (model) -> (target layer, reshape or None) for Grad-CAM
     gradcam_target: str
-    # "module:function" (config dict) -> the card's one-line description of the network
+    # "module:function" (card kind, config dict) -> the card's "shape", "family" and "features" of the network
     describe: str
     card_template: str  # the classifier's card template, in hub/model_cards
     card_tags: tuple[str, ...]
@@ -45,15 +44,14 @@ class ModelFamily:
     layer_decay: bool = False  # whether `--layer_decay` applies (transformer blocks)
     # "module:function" (model, image_size) -> the model at that input size
     resize: str = "training.models:record_image_size"
-    # "module:function" (model dir, output dir) -> the stock-transformers export, if the family has one
+    # "module:function" (model, its image processor) -> (stock model, stock processor or None, the input size its
+    # logits are checked at): the `export-native` route, if the family has one
     native_export: str | None = None
     checkpoint_sources: tuple[str, ...] = ()  # `cxr-vitmae convert --source` layouts that produce it
-    # Whether a name outside `presets` is still one of this family's (e.g. any timm architecture).
-    accepts: Callable[[str], bool] | None = None
 
     def owns(self, name: str) -> bool:
         """Whether `--model name` builds a new model of this family."""
-        return name in self.presets or (self.accepts is not None and self.accepts(name))
+        return name in self.presets
 
     def new_config(self, name: str, **fields: Any):
         """The configuration of preset `name` with `fields` on top."""

@@ -70,9 +70,9 @@ def export_native(model_dir: str | Path, output_dir: str | Path) -> Path:
     """Write the fine-tuned classifier in `model_dir` to `output_dir` as a stock transformers model.
 
     The route is the model family's (`ModelFamily.native_export`). The result has `model_type` `beit` (ViT) or
-    `timm_wrapper` (DenseNet), carries `id2label`, `label2id` and
-    `problem_type`, holds no code and no `auto_map`, and works with `pipeline("image-classification", model=...)`
-    without `trust_remote_code`. Its logits are checked against the original model before anything is written.
+    `timm_wrapper` (DenseNet), carries `id2label`, `label2id` and `problem_type`, holds no code and no `auto_map`,
+    and works with `pipeline("image-classification", model=...)` without `trust_remote_code`. Its logits are checked
+    against the original model before anything is written.
 
     `model_dir` may also be a Hub repository id (see `model_directory`).
 

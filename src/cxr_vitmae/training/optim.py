@@ -80,7 +80,8 @@ def _num_hidden_layers(model: nn.Module) -> int | None:
 def supports_layer_decay(model: nn.Module) -> bool:
     """Whether `parameter_groups` can apply layer-wise lr decay to `model`: True for ViT models with the
     `vit.embeddings` / `vit.layers.N` layout and `config.num_hidden_layers` (ViTMAEForChestXray), False otherwise
-    (DenseNetForChestXray). Recipes use it to pass `layer_decay=None` for models without transformer blocks."""
+    (DenseNetForChestXray). Recipes take the decision from the model family (`ModelFamily.layer_decay`); this checks
+    the layout itself."""
     return _num_hidden_layers(model) is not None
 
 

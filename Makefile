@@ -45,9 +45,10 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
+# CNN="timm:resnet18 timm:convnext_tiny" adds CNN baselines beside DenseNet-121 to the demo and the study.
 demo: $(STAMP)
-	$(BIN)/python scripts/demo.py --output demo_output --update-results
+	$(BIN)/python scripts/demo.py --output demo_output --update-results $(foreach model,$(CNN),--cnn $(model))
 
 # The reproduction study: at most 60 minutes on 2 CPU cores (docs/results.md, "Reproduction study").
 reproduce: $(STAMP)
-	$(BIN)/python scripts/reproduce.py --output reproduce_output --update-results
+	$(BIN)/python scripts/reproduce.py --output reproduce_output --update-results $(foreach model,$(CNN),--cnn $(model))

@@ -109,6 +109,18 @@ ARMS = {
 ABLATION_ARM = "vit-mae-crop0.2"
 
 
+def cnn_arms(models: list[str]) -> dict[str, tuple[str, str, str]]:
+    """`--cnn` baselines (e.g. `timm:resnet18`): arm name -> (config, description, `--model`). Each runs DenseNet-121's
+    YAML (same budget, batch, learning rate, augmentation) with its own model."""
+    arms = {}
+    for model in models:
+        name = model.removeprefix("timm:").replace("/", "-")
+        if name in ARMS or name in arms:
+            raise SystemExit(f"--cnn {model}: the arm {name!r} exists already")
+        arms[name] = (ARMS["densenet121"][0], f"{model} from scratch", model)
+    return arms
+
+
 def run(step: str, command: list[str], log: Path) -> float:
     """Run one step (a CLI command or a recipe launch), its output in `log`; the error names the log."""
     print(f"==> {step}\n$ {' '.join(command)}", flush=True)
@@ -158,8 +170,12 @@ def main() -> None:
     parser.add_argument("--output", type=Path, default=Path("reproduce_output"))
     parser.add_argument("--profile", choices=sorted(PROFILES), default="cpu")
     parser.add_argument("--seeds", type=int, default=None, help="fine-tuning seeds per arm (default: the profile's)")
+    parser.add_argument("--cnn", action="append", default=[], metavar="MODEL",
+                        help="a further CNN arm beside DenseNet-121, any recipe --model (e.g. timm:resnet18); "
+                             "repeatable")  # fmt: skip
     add_update_results_flag(parser, "copy the table and figure into docs/results.md")
     args = parser.parse_args()
+    extra_cnns = cnn_arms(args.cnn)
     profile = PROFILES[args.profile]
     if args.seeds is not None:
         profile = replace(profile, seeds=args.seeds)
@@ -222,6 +238,8 @@ def main() -> None:
         for fraction in reversed(fractions):
             for arm, (config, _) in ARMS.items():
                 finetune(arm, config, fraction, seed, *(["--model", mae] if arm == "vit-mae" else []))
+            for arm, (config, _, model) in extra_cnns.items():
+                finetune(arm, config, fraction, seed, "--model", model)
         for snapshot in snapshots:
             finetune(f"vit-mae-{snapshot.name}", ARMS["vit-mae"][0], low, seed, "--model", snapshot)
         finetune(ABLATION_ARM, ARMS["vit-mae"][0], low, seed, "--model", ablation)
@@ -244,7 +262,12 @@ def main() -> None:
     results = summarize_study(
         out,
         runs,
-        arms={**{arm: label for arm, (_, label) in ARMS.items()}, ABLATION_ARM: "ViT, MAE with crop scale 0.2-1"},
+        arms={
+            **{arm: label for arm, (_, label) in ARMS.items()},
+            **{arm: label for arm, (_, label, _) in extra_cnns.items()},
+            ABLATION_ARM: "ViT, MAE with crop scale 0.2-1",
+        },
+        baselines=tuple(extra_cnns),
         snapshot_steps={f"vit-mae-{s.name}": int(s.name.split("-")[1]) for s in snapshots},
         final_steps=_pretraining_steps(mae),
         explain={

@@ -13,14 +13,13 @@ from sklearn.metrics import roc_auc_score
 
 from cxr_vitmae import CXRImageProcessor, CXRViTMAEConfig, ViTMAEForChestXray
 from cxr_vitmae.data import load_cxr_dataset
-from cxr_vitmae.data.phantoms import generate_phantoms
 
 SCRIPT = Path(sys.executable).parent / "cxr-vitmae"
 
 
 @pytest.fixture(scope="module")
-def phantoms(tmp_path_factory):
-    return generate_phantoms(tmp_path_factory.mktemp("phantoms"), 80, size=48, seed=2).output_dir
+def phantoms(phantom_corpus):
+    return phantom_corpus(80, size=48, seed=2)
 
 
 def save_model(path: Path, **overrides) -> ViTMAEForChestXray:

@@ -8,7 +8,6 @@ import pytest
 from model_helpers import randomize_
 
 from cxr_vitmae import CXRViTMAEConfig, ViTMAEForChestXray
-from cxr_vitmae.data.phantoms import generate_phantoms
 from cxr_vitmae.evaluation import MULTI_LABEL, SINGLE_LABEL, classification_metrics, evaluate_module_path
 from cxr_vitmae.evaluation.evaluate_model import evaluate_split, load_split
 from cxr_vitmae.evaluation.prediction import PREDICTIONS_FILE, load_predictions, save_predictions
@@ -78,10 +77,10 @@ def test_module_refuses_what_it_cannot_match_exactly():
         load_metric().compute(predictions=scores, references=labels, patient_ids=list(range(20)), label_names=NAMES)
 
 
-def test_module_on_a_runs_saved_predictions_equals_its_metrics_json(tmp_path):
+def test_module_on_a_runs_saved_predictions_equals_its_metrics_json(phantom_corpus, tmp_path):
     from accelerate import Accelerator
 
-    phantoms = generate_phantoms(tmp_path / "phantoms", 80, size=48, seed=2).output_dir
+    phantoms = phantom_corpus(80, size=48, seed=2)
     config = CXRViTMAEConfig.from_preset("vit-tiny", image_size=32, patch_size=8, num_hidden_layers=2)
     model = randomize_(ViTMAEForChestXray(config), std=0.2).eval()
     model.save_pretrained(tmp_path / "model")

@@ -16,8 +16,10 @@ from transformers import (
 from cxr_vitmae import (
     CXRDenseNetConfig,
     CXRImageProcessor,
+    CXRTimmConfig,
     CXRViTMAEForPreTraining,
     DenseNetForChestXray,
+    TimmForChestXray,
     ViTMAEForChestXray,
 )
 from cxr_vitmae.hub.export_native import export_native
@@ -36,6 +38,10 @@ CASES = {
         qkv_bias=False, id2label=dict(enumerate(COVIDX_LABELS)), problem_type="single_label_classification"
     ),
     "densenet121": lambda: DenseNetForChestXray(CXRDenseNetConfig.from_preset("densenet121", image_size=64)),
+    "timm-resnet10t": lambda: TimmForChestXray(CXRTimmConfig.from_preset("timm:resnet10t", image_size=64)),
+    "timm-convnext_atto": lambda: TimmForChestXray(
+        CXRTimmConfig.from_preset("timm:convnext_atto", image_size=64, problem_type="single_label_classification")
+    ),
 }
 NATIVE_CLASSES = {"beit": BeitForImageClassification, "timm_wrapper": TimmWrapperForImageClassification}
 
@@ -156,7 +162,7 @@ def test_export_is_stock_and_code_free(exported, name):
     assert not list(out.rglob("*.py"))
     config = json.loads((out / "config.json").read_text())
     assert "auto_map" not in config
-    assert config["model_type"] == ("timm_wrapper" if name.startswith("densenet") else "beit")
+    assert config["model_type"] == ("timm_wrapper" if name.startswith(("densenet", "timm")) else "beit")
     assert config["problem_type"] == model.config.problem_type
     native = AutoModelForImageClassification.from_pretrained(out)
     assert native.config.id2label == model.config.id2label
@@ -168,7 +174,7 @@ def test_export_is_stock_and_code_free(exported, name):
         assert processor_config["image_processor_type"] == "ViTImageProcessor"
         assert "auto_map" not in processor_config
     else:
-        assert config["architecture"] == "densenet121"
+        assert config["architecture"] == getattr(model.config, "architecture", "densenet121")
         assert config["pretrained_cfg"]["input_size"] == [3, 64, 64]
 
 

@@ -15,7 +15,6 @@ from sklearn.metrics import roc_auc_score
 from cxr_vitmae import CXRImageProcessor, CXRViTMAEConfig, ViTMAEForChestXray
 from cxr_vitmae.data import label_names, load_cxr_dataset
 from cxr_vitmae.data.label_vocabulary import match_labels
-from cxr_vitmae.data.phantoms import write_phantom_layout
 from cxr_vitmae.errors import InputError
 from cxr_vitmae.models.chest_xray_labels import CHEXPERT_COMPETITION_LABELS, COVIDX_LABELS, NIH_CHESTXRAY14_LABELS
 
@@ -31,8 +30,8 @@ NIH_TO_CHEXPERT = {
 
 
 @pytest.fixture(scope="module")
-def chexpert(tmp_path_factory) -> Path:
-    return write_phantom_layout(tmp_path_factory.mktemp("chexpert"), 120, layout="chexpert", size=48, seed=3).output_dir
+def chexpert(phantom_corpus) -> Path:
+    return phantom_corpus(120, layout="chexpert", size=48, seed=3)
 
 
 def save_model(path: Path, **overrides) -> ViTMAEForChestXray:

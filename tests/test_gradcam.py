@@ -72,9 +72,12 @@ def test_gradcam_target_refuses_a_model_that_is_not_a_classifier():
         gradcam_target(CXRViTMAEForPreTraining(config))
 
 
-@pytest.mark.parametrize("architecture", ["vit", "densenet"])
-def test_maps_match_a_hand_written_gradcam_of_the_class_logit(architecture):
-    model = tiny_vit() if architecture == "vit" else tiny_densenet()
+@pytest.mark.parametrize("architecture", ["vit", "densenet", "timm"])
+def test_maps_match_a_hand_written_gradcam_of_the_class_logit(architecture, tiny_model):
+    if architecture == "timm":  # resnet10t's last stage is 4 x 4 at 128 px
+        model = randomize_(tiny_model("timm", image_size=128)).eval()
+    else:
+        model = tiny_vit() if architecture == "vit" else tiny_densenet()
     pixel_values = processed(model, count=2)
     layer, reshape = gradcam_target(model)
     label_index = 3

@@ -12,7 +12,6 @@ from model_helpers import randomize_
 from cxr_vitmae import CXRImageProcessor, CXRViTMAEConfig, CXRViTMAEForPreTraining, ViTMAEForChestXray
 from cxr_vitmae.cli import main
 from cxr_vitmae.data.nih import BoundingBox, read_bounding_boxes
-from cxr_vitmae.data.phantoms import generate_phantoms
 from cxr_vitmae.explain.localization import (
     DEFAULT_THRESHOLDS,
     box_ious,
@@ -178,9 +177,9 @@ def test_tuning_patients_are_reproducible_and_depend_on_the_seed():
 
 
 @pytest.fixture(scope="module")
-def phantoms(tmp_path_factory) -> Path:
+def phantoms(phantom_corpus) -> Path:
     # 60 phantoms (seed 0) hold 11 boxes on 8 test images of 4 patients.
-    return generate_phantoms(tmp_path_factory.mktemp("phantoms"), 60, size=48, seed=0).output_dir
+    return phantom_corpus(60, size=48, seed=0)
 
 
 @pytest.fixture(scope="module")

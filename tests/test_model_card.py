@@ -14,10 +14,12 @@ from model_helpers import run_without_package
 from cxr_vitmae import (
     CXRDenseNetConfig,
     CXRDenseNetModel,
+    CXRTimmConfig,
     CXRViTMAEConfig,
     CXRViTMAEForPreTraining,
     CXRViTMAEModel,
     DenseNetForChestXray,
+    TimmForChestXray,
     ViTMAEForChestXray,
 )
 from cxr_vitmae.data import label_names
@@ -61,6 +63,9 @@ def make_model_dir(path: Path, kind: str, dataset: str = "nih-chestxray14") -> P
     if kind == "vit-classifier":
         model = ViTMAEForChestXray(CXRViTMAEConfig.from_preset("vit-tiny", **TINY_VIT, **labels))
         preset = "vit-tiny"
+    elif kind == "timm-classifier":
+        preset = "timm:resnet10t"
+        model = TimmForChestXray(CXRTimmConfig.from_preset(preset, image_size=32, **labels))
     else:
         model = DenseNetForChestXray(
             CXRDenseNetConfig.from_preset("densenet121", image_size=32, block_config=(1, 1, 1, 1), **labels)
@@ -122,7 +127,9 @@ def test_card_for_each_kind(model_dirs, examples, kind, tmp_path):
     assert "not a medical device" in text and "export-native" in text and "from_pretrained" in text
     assert "Xiao, Junfei and Bai, Yutong and Yuille, Alan and Zhou, Zongwei" in text and "WACV" in text
     paper = text[text.index(SECTIONS[-2]) : text.index(SECTIONS[-1])]
-    rows = PAPER_RESULTS["densenet" if kind == "densenet-classifier" else "vit"]
+    rows = PAPER_RESULTS["densenet" if kind in ("densenet-classifier", "timm-classifier") else "vit"]
+    if kind == "timm-classifier":
+        assert "no result for this architecture" in paper and "timm `resnet10t`" in text
     assert all(f"| {model} | {pretraining} | {nih} |" in paper for model, pretraining, nih, _, _ in rows)
     assert "321 training images" in text or "123 training images" in text
     assert "![figures/roc_test.png](figures/roc_test.png)" in text

@@ -13,7 +13,7 @@ import pytest
 import torch
 from model_helpers import assert_readable_png
 from safetensors.torch import load_file
-from test_recipes import ROOT, phantoms  # noqa: F401  (phantoms is a fixture)
+from test_recipes import ROOT
 from transformers import AutoModelForImageClassification
 
 import cxr_vitmae  # noqa: F401  (registers the package's Auto classes)
@@ -68,7 +68,7 @@ def test_every_preset_and_model_type_has_one_family():
 
 
 @pytest.mark.slow
-def test_a_family_added_with_one_entry_runs_through_the_recipe_card_and_gradcam(phantoms, tmp_path, monkeypatch):  # noqa: F811
+def test_a_family_added_with_one_entry_runs_through_the_recipe_card_and_gradcam(phantoms, tmp_path, monkeypatch):
     launcher = tmp_path / "finetune_with_extra_family.py"
     launcher.write_text(
         textwrap.dedent(

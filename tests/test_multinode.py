@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from ports import free_port
 from safetensors.torch import load_file
-from test_recipes import ROOT, assert_same_numbers, finetune_command, phantoms  # noqa: F401  (phantoms is a fixture)
+from test_recipes import ROOT, assert_same_numbers, finetune_command
 
 pytestmark = pytest.mark.slow  # two machines of processes on loopback
 
@@ -69,7 +69,7 @@ def run_together(commands: list[list[str]], logs: Path, envs: list[dict[str, str
     return [(logs / f"machine{rank}.out").read_text() for rank in range(len(commands))]
 
 
-def test_two_machines_on_loopback_train_the_weights_of_one_machine_with_two_processes(phantoms, tmp_path):  # noqa: F811
+def test_two_machines_on_loopback_train_the_weights_of_one_machine_with_two_processes(phantoms, tmp_path):
     started = time.monotonic()
     one, two = tmp_path / "one-machine", tmp_path / "two-machines"
     (one_log := tmp_path / "one-log").mkdir()

@@ -14,7 +14,7 @@ import yaml
 from fake_hub import FakeHub
 from huggingface_hub import ModelCard
 from test_model_card import make_model_dir, model_index_values
-from test_recipes import ROOT, TINY, finetune_command, phantoms  # noqa: F401  (phantoms is a fixture)
+from test_recipes import ROOT, TINY, finetune_command
 
 from cxr_vitmae.cli import main as cli
 from cxr_vitmae.evaluation.figures import plot_reconstructions, plot_roc_curves, plot_training_curves
@@ -263,7 +263,7 @@ def uploaded_as_planned(hub: FakeHub, output_dir: Path, repo_id: str) -> dict[st
 
 
 @pytest.mark.slow
-def test_recipes_push_their_output_dir(hub, phantoms, tmp_path):  # noqa: F811
+def test_recipes_push_their_output_dir(hub, phantoms, tmp_path):
     """MAE pre-training pushed as an encoder, then fine-tuning from it pushed as a private classifier whose card
     names the encoder as its base model."""
     encoder_dir, classifier_dir = tmp_path / "encoder", tmp_path / "classifier"

@@ -15,19 +15,13 @@ from ports import free_port
 from safetensors.torch import load_file
 
 from cxr_vitmae.data import load_cxr_dataset
-from cxr_vitmae.data.phantoms import generate_phantoms, phantom_record
+from cxr_vitmae.data.phantoms import phantom_record
 from cxr_vitmae.training.arguments import FinetuneArguments, PretrainArguments, parse_recipe_arguments
 from cxr_vitmae.training.setup import native_bf16_supported, resolve_mixed_precision
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 TINY = "{patch_size: 8, num_hidden_layers: 2}"
-
-
-@pytest.fixture(scope="module")
-def phantoms(tmp_path_factory):
-    corpus = generate_phantoms(tmp_path_factory.mktemp("phantoms"), 160, size=48, seed=1, difficulty="easy")
-    return corpus.output_dir
 
 
 def finetune_command(phantoms: Path, output_dir: Path, *flags: str) -> list[str]:

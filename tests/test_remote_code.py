@@ -3,8 +3,9 @@
 A published model keeps its copy of our modeling files forever, and its users never see our version ranges, so those
 files may import only what transformers documents as public: names it exports at the top level, plus
 `transformers.modeling_outputs` and `transformers.utils.ModelOutput`, the paths under which its documentation lists the
-output classes. timm is allowed only in the DenseNet files, whose model is timm's. Loading with the package hidden is
-tested in test_vit_mae.py and test_densenet.py; .ci/run also runs them at the declared transformers floor.
+output classes. timm is allowed only in the DenseNet and timm-family files, whose networks are timm's. Loading with the
+package hidden is tested in test_vit_mae.py, test_densenet.py and test_timm_family.py; .ci/run also runs the first two
+at the declared transformers floor.
 """
 
 import ast
@@ -16,11 +17,16 @@ import transformers
 
 from cxr_vitmae import (
     CXRDenseNetConfig,
+    CXRTimmConfig,
     CXRViTMAEConfig,
     CXRViTMAEForPreTraining,
     DenseNetForChestXray,
+    TimmForChestXray,
     ViTMAEForChestXray,
 )
+
+# The model classes whose files may import timm.
+TIMM_NETWORKS = (DenseNetForChestXray, TimmForChestXray)
 
 # Modules `from transformers import` documents: `initialization as init` is how `_init_weights` must initialise (its
 # functions leave loaded weights alone). A lazily imported submodule is not an attribute of `transformers` until some
@@ -38,6 +44,8 @@ ALLOWED_LIBRARIES = {"torch", "torchvision", "numpy", "PIL", "pydicom", "hugging
 def saved_model_dir(model_class, tmp_path: Path) -> Path:
     if model_class is DenseNetForChestXray:
         config = CXRDenseNetConfig.from_preset("densenet121", growth_rate=4, block_config=(2, 2), num_init_features=8)
+    elif model_class is TimmForChestXray:
+        config = CXRTimmConfig.from_preset("timm:resnet10t", num_labels=3)
     else:
         config = CXRViTMAEConfig.from_preset("vit-tiny", num_labels=3)
     directory = tmp_path / model_class.__name__
@@ -70,12 +78,14 @@ def import_problems(path: Path, timm_allowed: bool) -> list[str]:
     return problems
 
 
-@pytest.mark.parametrize("model_class", [ViTMAEForChestXray, CXRViTMAEForPreTraining, DenseNetForChestXray])
+@pytest.mark.parametrize(
+    "model_class", [ViTMAEForChestXray, CXRViTMAEForPreTraining, DenseNetForChestXray, TimmForChestXray]
+)
 def test_model_directory_code_imports_only_public_api(model_class, tmp_path):
     directory = saved_model_dir(model_class, tmp_path)
     code_files = sorted(directory.glob("*.py"))
     assert any(path.name.startswith("modeling_") for path in code_files)
-    timm_allowed = model_class is DenseNetForChestXray
+    timm_allowed = model_class in TIMM_NETWORKS
     problems = [problem for path in code_files for problem in import_problems(path, timm_allowed)]
     assert problems == []
 

@@ -1,7 +1,8 @@
 """`scripts/reproduce.py` end to end at its smoke scale: phantoms in two layouts -> the prepared pre-training union ->
 MAE pre-training with snapshots and the crop-scale ablation -> every fine-tuning arm through `accelerate launch` ->
 localisation and anomaly maps -> results.json, the table and the figure; then a second run resumes without redoing a
-step. Also the patient-level label fraction the study fine-tunes on."""
+step; a CNN baseline added by name (`--cnn timm:resnet10t`) is fine-tuned and reported beside DenseNet-121. Also the
+patient-level label fraction the study fine-tunes on."""
 
 import json
 import subprocess
@@ -41,7 +42,8 @@ def test_label_fraction_outside_0_1_is_refused(fraction):
 
 
 def run_study(output: Path) -> subprocess.CompletedProcess:
-    command = [sys.executable, "scripts/reproduce.py", "--profile", "smoke", "--seeds", "1", "--output", str(output)]
+    command = [sys.executable, "scripts/reproduce.py", "--profile", "smoke", "--seeds", "1", "--output", str(output),
+               "--cnn", "timm:resnet10t"]  # fmt: skip
     # Generous: CI runs it beside another test worker on 2 cores; the limit is there to end a hung study.
     return subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=2400)
 
@@ -56,7 +58,7 @@ def test_study_end_to_end_and_resume(tmp_path):
     # Every arm at every label fraction, plus a snapshot and the ablation at the low fraction, each from its own
     # metrics.json; the seed-averaged CI brackets the mean.
     arms = {(s["arm"], s["fraction"]) for s in results["summaries"]}
-    for arm in ("vit-mae", "vit-scratch", "densenet121"):
+    for arm in ("vit-mae", "vit-scratch", "densenet121", "resnet10t"):
         assert {(arm, 0.5), (arm, 1.0)} <= arms
     assert ("vit-mae-crop0.2", 0.5) in arms
     snapshots = sorted((output / "pretrain" / "mae" / "snapshots").iterdir())
@@ -80,6 +82,9 @@ def test_study_end_to_end_and_resume(tmp_path):
         ("vit-mae", "vit-scratch", 0.5),
         ("vit-mae", "vit-scratch", 1.0),
         ("vit-mae", "vit-mae-crop0.2", 0.5),
+        ("vit-mae", "resnet10t", 1.0),  # at every fraction, unlike the ablation
+        ("resnet10t", "densenet121", 0.5),
+        ("resnet10t", "densenet121", 1.0),
     } <= pairs
     curve = results["pretraining_curve"]
     assert curve[0]["pretraining_steps"] == 0 and curve[0]["arm"] == "vit-scratch"
@@ -99,6 +104,7 @@ def test_study_end_to_end_and_resume(tmp_path):
     # The table carries every arm and the command; the figure has two readable panels.
     table = (output / "results.md").read_text()
     assert "ViT, MAE pre-trained" in table and "DenseNet-121 from scratch" in table and "--profile smoke" in table
+    assert "timm:resnet10t from scratch" in table and "resnet10t 100%" in table  # the summary and per-class tables
     with Image.open(output / "reproduce.png") as figure:
         assert figure.width >= 2 * 384 and figure.height >= 384
 

@@ -19,6 +19,7 @@ from typing import Any
 
 from .errors import InputError
 from .models.configuration_cxr_densenet import CXR_DENSENET_PRESETS, CXRDenseNetConfig
+from .models.configuration_cxr_timm import TIMM_PREFIX, CXRTimmConfig
 from .models.configuration_cxr_vitmae import VIT_PRESETS, CXRViTMAEConfig
 
 
@@ -48,10 +49,20 @@ class ModelFamily:
     # logits are checked at): the `export-native` route, if the family has one
     native_export: str | None = None
     checkpoint_sources: tuple[str, ...] = ()  # `cxr-vitmae convert --source` layouts that produce it
+    # `--model PREFIXname` builds a new model for any name after the prefix (the timm family: `timm:resnet50`).
+    preset_prefix: str | None = None
+    # Stock transformers model types a `--model` directory or Hub id of which this family starts from (weights kept,
+    # new head), and the "module:function" (model directory, **config fields) -> classifier that does it.
+    adopts: tuple[str, ...] = ()
+    adopt: str | None = None
 
     def owns(self, name: str) -> bool:
         """Whether `--model name` builds a new model of this family."""
-        return name in self.presets
+        return name in self.presets or (self.preset_prefix is not None and name.startswith(self.preset_prefix))
+
+    def preset_help(self) -> tuple[str, ...]:
+        """Its `--model` names as help and error messages list them."""
+        return self.presets + ((f"{self.preset_prefix}ARCH",) if self.preset_prefix else ())
 
     def new_config(self, name: str, **fields: Any):
         """The configuration of preset `name` with `fields` on top."""
@@ -91,6 +102,8 @@ def register_family(family: ModelFamily) -> ModelFamily:
         shared = set(other.presets) & set(family.presets)
         if shared:
             raise ValueError(f"preset(s) {sorted(shared)} already belong to the {other.name!r} family")
+        if family.preset_prefix is not None and family.preset_prefix == other.preset_prefix:
+            raise ValueError(f"preset prefix {family.preset_prefix!r} already belongs to the {other.name!r} family")
     _FAMILIES[family.name] = family
     return family
 
@@ -100,8 +113,13 @@ def families() -> tuple[ModelFamily, ...]:
 
 
 def preset_names() -> tuple[str, ...]:
-    """Every preset name, family by family."""
-    return tuple(name for family in _FAMILIES.values() for name in family.presets)
+    """Every preset name, family by family (a prefix family's as `PREFIXARCH`)."""
+    return tuple(name for family in _FAMILIES.values() for name in family.preset_help())
+
+
+def family_adopting(model_type: str) -> ModelFamily | None:
+    """The family that starts from a stock transformers model of `model_type` (`ModelFamily.adopts`), if any."""
+    return next((family for family in _FAMILIES.values() if model_type in family.adopts), None)
 
 
 def family_for_preset(name: str) -> ModelFamily | None:
@@ -163,5 +181,25 @@ register_family(
         paper_results="densenet",
         native_export="hub.export_native:densenet_to_timm",
         checkpoint_sources=("torchvision-densenet",),
+    )
+)
+register_family(
+    ModelFamily(
+        name="timm",
+        model_type=CXRTimmConfig.model_type,
+        display_name="timm",
+        config_class=CXRTimmConfig,
+        classifier="models.modeling_cxr_timm:TimmForChestXray",
+        presets=(),
+        preset_prefix=TIMM_PREFIX,
+        drop_path_field="drop_path_rate",
+        gradcam_target="explain.gradcam:timm_gradcam_target",
+        describe="hub.model_card:describe_timm",
+        card_template="timm_classifier.md",
+        card_tags=("timm",),
+        paper_results="densenet",  # the paper has none for these networks: the card shows its CNN baseline's
+        native_export="hub.export_native:timm_to_timm_wrapper",
+        adopts=("timm_wrapper",),
+        adopt="models.conversion_timm:from_timm_wrapper",
     )
 )

@@ -31,6 +31,7 @@ def summarize_study(
     snapshot_steps: Mapping[str, int],
     final_steps: int,
     explain: Mapping,
+    baselines: Sequence[str] = (),
     n_bootstrap: int = 1000,
 ) -> dict:
     """results.json's content.
@@ -42,6 +43,8 @@ def summarize_study(
         snapshot_steps: snapshot arm name -> the pre-training step it was fine-tuned from.
         final_steps: pre-training steps of the final MAE (the `vit-mae` arm).
         explain: `localization` ({arm: localize JSON}) and `anomaly` (anomaly-eval JSON).
+        baselines: further CNN arms (e.g. `resnet18`), each compared with DenseNet-121 and with the MAE-initialised
+            ViT at every label fraction.
     """
     output_dir = Path(output_dir)
     records, predictions = [], {}
@@ -99,7 +102,8 @@ def summarize_study(
     )
     low = fractions[0]
     pairs = [(a, b, f) for f in fractions for a, b in ((MAE, SCRATCH), (MAE, DENSENET), (SCRATCH, DENSENET))]
-    pairs += [(MAE, arm, low) for arm in arms if arm not in (MAE, SCRATCH, DENSENET)]  # the ablation
+    pairs += [(a, b, f) for f in fractions for arm in baselines for a, b in ((MAE, arm), (arm, DENSENET))]
+    pairs += [(MAE, arm, low) for arm in arms if arm not in (MAE, SCRATCH, DENSENET, *baselines)]  # the ablation
     comparisons = [
         {"a": a, "b": b, "fraction": f, **paired(a, b, f)} for a, b, f in pairs if group(a, f) and group(b, f)
     ]
@@ -130,6 +134,7 @@ def summarize_study(
     localization = {arm: _localization(result) for arm, result in explain["localization"].items()}
     anomaly = explain["anomaly"]
     return {
+        "baselines": list(baselines),
         "runs": records,
         "summaries": summaries,
         "comparisons": comparisons,
@@ -199,7 +204,7 @@ def study_markdown(results: Mapping, figure: str | None = None) -> str:
             for s in results["summaries"]
         ],
     )
-    main = [x for x in results["summaries"] if x["arm"] in (MAE, SCRATCH, DENSENET)]
+    main = [x for x in results["summaries"] if x["arm"] in _main_arms(results)]
     if main:
         lines += _table(
             ["per-class test AUROC, mean over seeds", *(f"{x['arm']} {x['fraction']:.0%}" for x in main)],
@@ -257,12 +262,17 @@ def study_markdown(results: Mapping, figure: str | None = None) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _main_arms(results: Mapping) -> list[str]:
+    """The two ViTs, DenseNet-121 and any further CNN baselines (`--cnn`), in that order."""
+    return [MAE, SCRATCH, DENSENET, *results.get("baselines", ())]
+
+
 def plot_study(results: Mapping, path: str | Path) -> Path:
     """Two panels (each about 640 px): mean AUROC per arm and label fraction (each seed a dot, the seed-averaged
     CI as a bar), and mean AUROC at the low fraction against pre-training steps (CI band; scratch at step 0)."""
     fig = _new_figure(12.0, 4.8)
     left, right = fig.subplots(1, 2)
-    main_arms = [MAE, SCRATCH, DENSENET]
+    main_arms = _main_arms(results)
     fractions = sorted({s["fraction"] for s in results["summaries"]})
     width = 0.8 / len(main_arms)
     for i, arm in enumerate(main_arms):

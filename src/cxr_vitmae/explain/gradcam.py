@@ -9,6 +9,8 @@ Target layers (see §5 of the reference notes):
   tokens reach the logits whatever the pooling: with the paper's mean pooling every later layer would do too, but with
   a CLS-token head (`use_mean_pooling=False`) the patch tokens after the last attention never reach the logit, so
   their gradient, and the map, would be zero.
+- timm (`timm:ARCH`): the module of the network's last stage as timm's own `feature_info` names it (`layer4` of a
+  ResNet, `stages.3` of a ConvNeXt, the last block group of an EfficientNet), a feature map at 1/32 of the input.
 
 The target of class c is its raw logit (pytorch-grad-cam's `ClassifierOutputTarget`), never a softmax: the labels of a
 multi-label model are independent sigmoids, and a softmax would explain "c rather than the other findings".
@@ -104,12 +106,31 @@ def vit_gradcam_target(model: torch.nn.Module) -> tuple[torch.nn.Module, Callabl
     return model.vit.layers[-1].layernorm_before, partial(vit_reshape_transform, height=grid, width=grid)
 
 
+def timm_gradcam_target(model: torch.nn.Module) -> tuple[torch.nn.Module, Callable | None]:
+    """timm: the last stage in the network's `feature_info`; channels-last maps (`output_fmt` NHWC) are permuted."""
+    network = model.timm_model
+    stages = getattr(network, "feature_info", None)
+    if not stages or hasattr(network, "patch_embed"):
+        raise InputError(
+            f"Grad-CAM on timm's {model.config.architecture} needs a convolutional network whose feature_info names "
+            "its stages (a timm ViT, Swin or the like has no feature map there)"
+        )
+    layer = network.get_submodule(stages[-1]["module"])
+    if getattr(network, "output_fmt", "NCHW") == "NHWC":
+        return layer, _channels_first
+    return layer, None
+
+
+def _channels_first(activations: torch.Tensor) -> torch.Tensor:
+    return activations.permute(0, 3, 1, 2)
+
+
 def compute_gradcam(model: torch.nn.Module, pixel_values: torch.Tensor, label_index: int) -> np.ndarray:
     """Grad-CAM maps of class `label_index` (its logit) for a batch of processed images.
 
     Args:
-        model: a `ViTMAEForChestXray` or `DenseNetForChestXray`; it is put in eval mode, and its parameter gradients
-            are cleared afterwards.
+        model: the classifier of a cxr-vitmae model family (ViT, DenseNet, timm); it is put in eval mode, and its
+            parameter gradients are cleared afterwards.
         pixel_values: (N, 3, H, W) as the model's image processor makes them.
         label_index: the class to explain.
 

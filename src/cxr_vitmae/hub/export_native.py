@@ -7,6 +7,8 @@
   the same value `q . b_k` to every logit of a query's softmax.
 - `DenseNetForChestXray` -> `TimmWrapperForImageClassification` around timm's `densenet121/169/201`, whose
   `features.*` / `classifier.*` layout is ours.
+- `TimmForChestXray` -> `TimmWrapperForImageClassification` of the same architecture: the weights are already the
+  stock wrapper's (`timm_model.*`), only `config.json` changes.
 
 The image processor travels as a stock `ViTImageProcessor` (BEiT) or as timm's `pretrained_cfg` in `config.json`
 (timm_wrapper). Both read 8-bit RGB images through the pipeline, so they match our `CXRImageProcessor` up to uint8
@@ -43,7 +45,14 @@ from transformers.image_utils import PILImageResampling
 from ..errors import InputError
 from ..model_directory import model_directory
 from ..model_families import ModelFamily, families, family_of, resolve
-from ..models import CXRDenseNetConfig, CXRViTMAEConfig, DenseNetForChestXray, ViTMAEForChestXray
+from ..models import (
+    CXRDenseNetConfig,
+    CXRTimmConfig,
+    CXRViTMAEConfig,
+    DenseNetForChestXray,
+    TimmForChestXray,
+    ViTMAEForChestXray,
+)
 from ..models.configuration_cxr_densenet import CXR_DENSENET_PRESETS
 from ..models.conversion_utils import ConversionError
 
@@ -70,7 +79,7 @@ def export_native(model_dir: str | Path, output_dir: str | Path) -> Path:
     """Write the fine-tuned classifier in `model_dir` to `output_dir` as a stock transformers model.
 
     The route is the model family's (`ModelFamily.native_export`). The result has `model_type` `beit` (ViT) or
-    `timm_wrapper` (DenseNet), carries `id2label`, `label2id` and `problem_type`, holds no code and no `auto_map`,
+    `timm_wrapper` (DenseNet, timm), carries `id2label`, `label2id` and `problem_type`, holds no code and no `auto_map`,
     and works with `pipeline("image-classification", model=...)` without `trust_remote_code`. Its logits are checked
     against the original model before anything is written.
 
@@ -175,6 +184,25 @@ def densenet_to_timm(model: DenseNetForChestXray, processor) -> tuple[TimmWrappe
     """The DenseNet's export: timm's DenseNet in `timm_wrapper`, whose preprocessing lives in config.json
     (`pretrained_cfg`), so no processor file; checked at the processor's crop size."""
     return _densenet_to_timm(model, processor), None, processor.crop_size["height"]
+
+
+def timm_to_timm_wrapper(model: TimmForChestXray, processor) -> tuple[TimmWrapperForImageClassification, None, int]:
+    """A timm family model's export: the stock wrapper of the same timm architecture and weights, its preprocessing
+    in config.json (`pretrained_cfg`); checked at the processor's crop size."""
+    config: CXRTimmConfig = model.config
+    labels = _label_kwargs(config)
+    # Only what changes the network's shape or its eval-time output; dropout rates do neither.
+    channels = {"in_chans": config.num_channels} if config.num_channels != 3 else {}
+    model_args = {**(config.model_args or {}), **channels}
+    timm_config = TimmWrapperConfig(
+        architecture=config.architecture,
+        model_args=model_args or None,
+        pretrained_cfg=_timm_pretrained_cfg(processor, labels["num_labels"]),
+        **labels,
+    )
+    native = TimmWrapperForImageClassification(timm_config)
+    native.load_state_dict({name: tensor.clone() for name, tensor in model.state_dict().items()}, strict=True)
+    return native.eval(), None, processor.crop_size["height"]
 
 
 def _vit_to_beit(model: ViTMAEForChestXray) -> BeitForImageClassification:

@@ -327,6 +327,14 @@ def describe_densenet(kind: str, config: dict) -> dict[str, str]:
     }
 
 
+def describe_timm(kind: str, config: dict) -> dict[str, str]:
+    return {
+        "shape": f"timm `{config['architecture']}`",
+        "family": "timm",
+        "features": "`hidden_states` (with `output_hidden_states=True`), the network's last feature map",
+    }
+
+
 def _parameter_count(model_dir: Path) -> str:
     total = 0
     for path in sorted(model_dir.glob("*.safetensors")):

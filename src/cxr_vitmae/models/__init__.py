@@ -9,9 +9,11 @@ from transformers import AutoConfig, AutoImageProcessor, AutoVideoProcessor
 
 from .chest_xray_labels import NIH_CHESTXRAY14_LABELS
 from .configuration_cxr_densenet import CXRDenseNetConfig
+from .configuration_cxr_timm import CXRTimmConfig
 from .configuration_cxr_vitmae import CXRViTMAEConfig
 from .image_processing_cxr import CXRImageProcessor, RadiographReadError, load_radiograph
 from .modeling_cxr_densenet import CXRDenseNetModel, CXRDenseNetPreTrainedModel, DenseNetForChestXray
+from .modeling_cxr_timm import TimmForChestXray
 from .modeling_cxr_vitmae import (
     CXRViTMAEForPreTraining,
     CXRViTMAEModel,
@@ -21,7 +23,14 @@ from .modeling_cxr_vitmae import (
 
 # Every model class, each registered in its modeling file with the Auto class it loads as (`register_for_auto_class`,
 # which saved directories' `auto_map` also records): the one place a new model class is added.
-MODEL_CLASSES = (CXRViTMAEModel, CXRViTMAEForPreTraining, ViTMAEForChestXray, CXRDenseNetModel, DenseNetForChestXray)
+MODEL_CLASSES = (
+    CXRViTMAEModel,
+    CXRViTMAEForPreTraining,
+    ViTMAEForChestXray,
+    CXRDenseNetModel,
+    DenseNetForChestXray,
+    TimmForChestXray,
+)
 
 
 def register_auto_classes() -> None:
@@ -46,6 +55,7 @@ __all__ = [
     "CXRDenseNetModel",
     "CXRDenseNetPreTrainedModel",
     "CXRImageProcessor",
+    "CXRTimmConfig",
     "CXRViTMAEConfig",
     "CXRViTMAEForPreTraining",
     "CXRViTMAEModel",
@@ -53,6 +63,7 @@ __all__ = [
     "DenseNetForChestXray",
     "MODEL_CLASSES",
     "RadiographReadError",
+    "TimmForChestXray",
     "ViTMAEForChestXray",
     "load_radiograph",
     "register_auto_classes",

@@ -9,10 +9,12 @@ table and only records the new size).
 from pathlib import Path
 from typing import Any
 
+from huggingface_hub.errors import StrictDataclassError
 from transformers import AutoConfig, AutoModelForImageClassification, PreTrainedModel
 
 from ..errors import InputError
-from ..model_families import families, family_for_preset, family_of, preset_names, resolve
+from ..model_directory import model_directory
+from ..model_families import families, family_adopting, family_for_preset, family_of, preset_names, resolve
 from ..models.vit_building_blocks import resize_position_table
 
 # The position tables a cxr_vitmae state dict may hold (the decoder's in pre-training models only).
@@ -80,19 +82,34 @@ def build_classifier(
     family = family_for_preset(model)
     if family is not None:
         drop = {family.drop_path_field: drop_path} if family.drop_path_field else {}
-        config = family.new_config(model, image_size=image_size, **drop, **labels, **overrides)
+        try:
+            config = family.new_config(model, image_size=image_size, **drop, **labels, **overrides)
+        except (ValueError, StrictDataclassError) as error:  # e.g. a timm name timm does not know
+            raise InputError(f"--model {model}: {error.__cause__ or error}") from error
         return family.classifier_class()(config)
-    if not (Path(model) / "config.json").is_file():
-        raise InputError(
-            f"--model {model}: neither a preset ({', '.join(preset_names())}) nor a model directory with a config.json"
-        )
-    field = family_of(AutoConfig.from_pretrained(model)).drop_path_field
+    model = _model_directory(model)
+    config = AutoConfig.from_pretrained(model)
+    adopting = family_adopting(config.model_type)
+    if adopting is not None:
+        # A stock model (e.g. timm's ImageNet weights): its network with a new head, in the family's class.
+        drop = {adopting.drop_path_field: drop_path} if adopting.drop_path_field else {}
+        return resolve(adopting.adopt)(model, image_size=image_size, **drop, **labels, **overrides)
+    field = family_of(config).drop_path_field
     extra = {field: drop_path} if field else {}
     # Loaded at its own size (ignore_mismatched_sizes is for a new head, never for a position table), then resized.
     loaded = AutoModelForImageClassification.from_pretrained(
         model, ignore_mismatched_sizes=True, **labels, **extra, **overrides
     )
     return at_image_size(loaded, image_size)
+
+
+def _model_directory(model: str) -> Path:
+    """The local directory of a `--model` that names no preset: a directory, or a Hub repository id (downloaded, or
+    read from the Hub cache when offline)."""
+    try:
+        return model_directory(model)
+    except InputError as error:
+        raise InputError(f"--model {model}: neither a preset ({', '.join(preset_names())}) nor {error}") from error
 
 
 def build_pretraining_model(

@@ -1,0 +1,63 @@
+"""Start a `TimmForChestXray` from a stock timm model: a Hub repository such as `timm/resnet50.a1_in1k` (its snapshot
+in the Hub cache works offline) or a local directory in that layout (`config.json` with `architecture`, and
+`model.safetensors` or `pytorch_model.bin`, as timm's `push_to_hf_hub` / `save_for_hf` and transformers'
+`TimmWrapperForImageClassification.save_pretrained` write it). Package code, never copied into a model directory."""
+
+from pathlib import Path
+from typing import Any
+
+import timm.models
+from transformers import AutoConfig
+
+from .configuration_cxr_timm import CXRTimmConfig
+from .conversion_utils import ConversionError
+from .modeling_cxr_timm import TimmForChestXray
+
+# The weight files of a timm model directory, in the order they are looked for.
+WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
+# Keys of a config's `model_args` that describe the old head, which the new model replaces.
+_HEAD_ARGS = ("num_classes",)
+
+
+def from_timm_wrapper(model_dir: str | Path, **fields: Any) -> TimmForChestXray:
+    """The timm network in `model_dir` with its weights and a new head for the labels in `fields` (a
+    `CXRTimmConfig`'s fields: `id2label`, `problem_type`, `image_size`, `drop_path_rate`, ...).
+
+    Every weight but the old classifier's is copied (timm reads the file); a weight that does not fit, or one the new
+    network lacks, is an error, not a silent re-draw.
+    """
+    model_dir = Path(model_dir)
+    stock = AutoConfig.from_pretrained(model_dir)
+    model_args = {key: value for key, value in (stock.model_args or {}).items() if key not in _HEAD_ARGS}
+    channels = {"num_channels": model_args.pop("in_chans")} if "in_chans" in model_args else {}
+    config = CXRTimmConfig(architecture=stock.architecture, model_args=model_args or None, **channels, **fields)
+    model = TimmForChestXray(config)
+
+    weights = next((model_dir / name for name in WEIGHT_FILES if (model_dir / name).is_file()), None)
+    if weights is None:
+        raise ConversionError(f"{model_dir}: no timm weights ({' or '.join(WEIGHT_FILES)})")
+    # A transformers timm_wrapper save prefixes timm's own names with `timm_model.`.
+    state = {name.removeprefix("timm_model."): tensor for name, tensor in timm.models.load_state_dict(weights).items()}
+    head = _classifier_prefix(model.timm_model)
+    body = {name: tensor for name, tensor in state.items() if not name.startswith(head)}
+    try:
+        missing, unexpected = model.timm_model.load_state_dict(body, strict=False)
+    except RuntimeError as error:  # a shape mismatch
+        raise ConversionError(f"{weights}: the weights do not fit timm's {stock.architecture}: {error}") from error
+    not_head = [name for name in missing if not name.startswith(head)]
+    if not_head or unexpected:
+        raise ConversionError(
+            f"{weights}: the weights do not fit timm's {stock.architecture} (missing: {not_head[:5]}, unexpected: "
+            f"{list(unexpected)[:5]}); were they saved with other model_args?"
+        )
+    return model
+
+
+def _classifier_prefix(network) -> str:
+    """`<name of the classifier>.`, the prefix of the weights the new head replaces."""
+    classifier = network.get_classifier()
+    name = next(name for name, module in network.named_modules() if module is classifier)
+    return f"{name}."
+
+
+__all__ = ["WEIGHT_FILES", "from_timm_wrapper"]

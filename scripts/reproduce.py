@@ -270,6 +270,7 @@ def main() -> None:
         baselines=tuple(extra_cnns),
         snapshot_steps={f"vit-mae-{s.name}": int(s.name.split("-")[1]) for s in snapshots},
         final_steps=_pretraining_steps(mae),
+        pretraining_history=json.loads((mae / "trainer_history.json").read_text()),
         explain={
             "localization": {
                 arm: json.loads((explain / f"localization-{arm}.json").read_text())

@@ -95,6 +95,18 @@ def test_study_end_to_end_and_resume(tmp_path):
         localization = results["explain"]["localization"][arm]
         assert 0 < localization["chance_pointing_game"] < 1
     assert 0 < results["explain"]["anomaly"]["chance_hit_rate"] < 1
+    # What the pre-training learned, from the MAE's own history: every probe point (snapshots and the end) has both
+    # encoders with CIs, and the held-out losses come with their trivial predictors.
+    history = json.loads((output / "pretrain" / "mae" / "trainer_history.json").read_text())
+    diagnostics = results["pretraining_diagnostics"]
+    assert [p["step"] for p in diagnostics["probe"]] == [r["step"] for r in history if "probe_mean_auroc" in r]
+    assert len(diagnostics["probe"]) == len(snapshots) + 1
+    for point in diagnostics["probe"]:
+        assert 0 <= point["probe_mean_auroc"] <= 1 and 0 <= point["probe_random_mean_auroc"] <= 1
+        assert point["probe_random_mean_auroc_ci95"][0] <= point["probe_random_mean_auroc"]
+    assert diagnostics["reconstruction"] and all(
+        r["heldout_mean_image_loss"] > 0 for r in diagnostics["reconstruction"]
+    )
     assert set(results["targets"]) == {
         "mae_beats_scratch_at_low_fraction",
         "anomaly_above_chance",
@@ -105,8 +117,9 @@ def test_study_end_to_end_and_resume(tmp_path):
     table = (output / "results.md").read_text()
     assert "ViT, MAE pre-trained" in table and "DenseNet-121 from scratch" in table and "--profile smoke" in table
     assert "timm:resnet10t from scratch" in table and "resnet10t 100%" in table  # the summary and per-class tables
+    assert "encoder probe at pre-training step" in table and "training mean image" in table
     with Image.open(output / "reproduce.png") as figure:
-        assert figure.width >= 2 * 384 and figure.height >= 384
+        assert figure.width >= 3 * 384 and figure.height >= 384
 
     # A second run finds every step done and rewrites the same numbers.
     second = run_study(output)

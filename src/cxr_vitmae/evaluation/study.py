@@ -31,6 +31,7 @@ def summarize_study(
     snapshot_steps: Mapping[str, int],
     final_steps: int,
     explain: Mapping,
+    pretraining_history: Sequence[Mapping] = (),
     baselines: Sequence[str] = (),
     n_bootstrap: int = 1000,
 ) -> dict:
@@ -43,6 +44,8 @@ def summarize_study(
         snapshot_steps: snapshot arm name -> the pre-training step it was fine-tuned from.
         final_steps: pre-training steps of the final MAE (the `vit-mae` arm).
         explain: `localization` ({arm: localize JSON}) and `anomaly` (anomaly-eval JSON).
+        pretraining_history: the final MAE's `trainer_history.json`, whose held-out reconstruction losses (every
+            epoch) and encoder probes (snapshots and end) become `pretraining_diagnostics`.
         baselines: further CNN arms (e.g. `resnet18`), each compared with DenseNet-121 and with the MAE-initialised
             ViT at every label fraction.
     """
@@ -139,6 +142,7 @@ def summarize_study(
         "summaries": summaries,
         "comparisons": comparisons,
         "pretraining_curve": curve,
+        "pretraining_diagnostics": _pretraining_diagnostics(pretraining_history),
         "explain": {
             "localization": localization,
             "anomaly": {key: anomaly[key] for key in ("hit_rate", "control_hit_rate", "chance_hit_rate", "n_images")},
@@ -155,6 +159,25 @@ def summarize_study(
                 arm: v["pointing_game"] > v["chance_pointing_game"] for arm, v in localization.items()
             },
         },
+    }
+
+
+def _pretraining_diagnostics(history: Sequence[Mapping]) -> dict:
+    """What the pre-training learned, as the recipe measured it: per epoch the held-out masked-patch loss next to its
+    two trivial predictors, and at each snapshot and the end the encoder's probe next to a random encoder's."""
+    losses = ("heldout_mae_loss", "heldout_visible_mean_loss", "heldout_mean_image_loss")
+    probe = ("probe_mean_auroc", "probe_mean_auroc_ci95", "probe_random_mean_auroc", "probe_random_mean_auroc_ci95")
+    return {
+        "reconstruction": [
+            {"step": r["step"], "epoch": r["epoch"], **{key: r[key] for key in losses}}
+            for r in history
+            if "heldout_mae_loss" in r
+        ],
+        "probe": [
+            {"step": r["step"], "epoch": r["epoch"], "method": r.get("probe_method"), **{key: r[key] for key in probe}}
+            for r in history
+            if "probe_mean_auroc" in r
+        ],
     }
 
 
@@ -239,8 +262,30 @@ def study_markdown(results: Mapping, figure: str | None = None) -> str:
             for p in results["pretraining_curve"]
         ],
     )
+    diagnostics = results.get("pretraining_diagnostics") or {}
+    if diagnostics.get("probe"):
+        lines += _table(
+            ["encoder probe at pre-training step", "MAE encoder", "95 % CI", "random encoder", "95 % CI"],
+            [
+                [
+                    str(p["step"]),
+                    _auroc(p["probe_mean_auroc"]),
+                    _ci(p["probe_mean_auroc_ci95"]),
+                    _auroc(p["probe_random_mean_auroc"]),
+                    _ci(p["probe_random_mean_auroc_ci95"]),
+                ]
+                for p in diagnostics["probe"]
+            ],
+        )
     explain = results["explain"]
     lines += [""]
+    if diagnostics.get("reconstruction"):
+        last = diagnostics["reconstruction"][-1]
+        lines.append(
+            f"- MAE held-out masked-patch loss at step {last['step']}: {last['heldout_mae_loss']:.4f}, against "
+            f"{last['heldout_mean_image_loss']:.4f} for the training mean image and "
+            f"{last['heldout_visible_mean_loss']:.4f} for each image's visible-pixel mean"
+        )
     for arm, loc in explain["localization"].items():
         lines.append(
             f"- Grad-CAM pointing game, {arm}: {loc['pointing_game']:.3f} (chance "
@@ -268,10 +313,12 @@ def _main_arms(results: Mapping) -> list[str]:
 
 
 def plot_study(results: Mapping, path: str | Path) -> Path:
-    """Two panels (each about 640 px): mean AUROC per arm and label fraction (each seed a dot, the seed-averaged
-    CI as a bar), and mean AUROC at the low fraction against pre-training steps (CI band; scratch at step 0)."""
-    fig = _new_figure(12.0, 4.8)
-    left, right = fig.subplots(1, 2)
+    """Three panels (each about 600 px): mean AUROC per arm and label fraction (each seed a dot, the seed-averaged
+    CI as a bar); mean AUROC at the low fraction against pre-training steps (CI band; scratch at step 0); and what the
+    pre-training learned: the encoder's probe against a random encoder's (CI bars) and the held-out loss as a
+    fraction of the training mean image's."""
+    fig = _new_figure(18.0, 4.8)
+    left, right, learned = fig.subplots(1, 3)
     main_arms = _main_arms(results)
     fractions = sorted({s["fraction"] for s in results["summaries"]})
     width = 0.8 / len(main_arms)
@@ -310,5 +357,39 @@ def plot_study(results: Mapping, path: str | Path) -> Path:
     right.set_ylabel(f"test mean AUROC, {fractions[0]:.0%} of labelled patients")
     right.set_title("AUROC against pre-training length")
     right.legend(loc="lower right", fontsize=8)
+    _plot_pretraining_diagnostics(learned, results.get("pretraining_diagnostics") or {})
     fig.suptitle("Reproduction study on phantoms (seed-averaged)")
     return _save(fig, path)
+
+
+def _plot_pretraining_diagnostics(ax, diagnostics: Mapping) -> None:
+    """Probe mean AUROC of the MAE encoder and of a random encoder against pre-training steps (left axis, 95 % CI
+    bars), and the held-out masked-patch loss / the mean image's (right axis; below 1: more than the mean image)."""
+    for key, label, color, shift in (
+        ("probe_mean_auroc", "MAE encoder probe", "C0", 0.0),
+        ("probe_random_mean_auroc", "random encoder probe", "C7", 0.01),
+    ):
+        points = [p for p in diagnostics.get("probe", ()) if p[key] is not None]
+        if not points:
+            continue
+        steps = np.array([p["step"] for p in points], dtype=float)
+        offset = shift * (steps.max() or 1.0)
+        values = np.array([p[key] for p in points])
+        cis = np.array([p[key + "_ci95"] or (np.nan, np.nan) for p in points], dtype=float)
+        ax.errorbar(steps + offset, values, yerr=[values - cis[:, 0], cis[:, 1] - values], fmt="o-", color=color,
+                    capsize=4, label=label)  # fmt: skip
+    ax.axhline(0.5, color="grey", linestyle=":", linewidth=1)
+    ax.set_xlabel("MAE pre-training steps")
+    ax.set_ylabel("probe mean AUROC (validation patients)")
+    ax.set_title("What pre-training learned")
+    reconstruction = diagnostics.get("reconstruction", ())
+    if reconstruction:
+        ratio_axis = ax.twinx()
+        steps = [r["step"] for r in reconstruction]
+        ratio = [r["heldout_mae_loss"] / r["heldout_mean_image_loss"] for r in reconstruction]
+        ratio_axis.plot(steps, ratio, color="C3", linestyle="--", label="held-out loss / mean image's (right)")
+        ratio_axis.axhline(1.0, color="C3", linestyle=":", linewidth=1)
+        ratio_axis.set_ylabel("held-out masked-patch loss / mean image's")
+        ratio_axis.legend(loc="upper right", fontsize=8)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(loc="lower left", fontsize=8)

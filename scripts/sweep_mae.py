@@ -32,6 +32,9 @@ from pathlib import Path
 from reproduce import CPU_LAUNCH, PROFILES, finetune_flags  # CPU_LAUNCH: one process, every core, native precision
 from results_section import add_update_results_flag, machine, update_results_section
 
+from cxr_vitmae.evaluation.comparison import paired_auroc_difference
+from cxr_vitmae.evaluation.prediction import PREDICTIONS_FILE, load_predictions
+
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 BASE_CONFIG = "recipes/configs/demo_pretrain.yaml"
@@ -138,12 +141,15 @@ def best_validation_auroc(run_dir: Path) -> float:
 
 
 def finetune(regime: Regime, arm: str, data_dir: Path, output: Path, args: argparse.Namespace) -> dict:
-    """One arm at the low label fraction, once per learning rate; the best on validation (kept across re-runs).
-    The scratch arm is the same ViT, so regimes sharing an architecture and corpus share it."""
+    """One arm at the low label fraction, once per learning rate with seed 0; the best on validation (kept across
+    re-runs), then seeds 1 .. --seeds-1 at that learning rate. The scratch arm is the same ViT, so regimes sharing an
+    architecture and corpus share it."""
     name = regime.name if arm == "mae" else regime.architecture
     results, total = {}, 0.0
-    for learning_rate in args.finetune_lrs:
-        run_dir = output / "finetune" / arm / name / f"lr-{learning_rate:g}"
+
+    def run_once(learning_rate: float, seed: int) -> Path:
+        nonlocal total
+        run_dir = output / "finetune" / arm / name / f"lr-{learning_rate:g}" / ("" if seed == 0 else f"seed-{seed}")
         if not (run_dir / "metrics.json").is_file():
             if arm == "mae":
                 model = ["--model", output / regime.name, "--model_overrides", "{classifier_init_std: 0.02}"]
@@ -152,16 +158,37 @@ def finetune(regime: Regime, arm: str, data_dir: Path, output: Path, args: argpa
                 model = ["--model", "vit-tiny", "--model_overrides", overrides + "classifier_init_std: 0.02}"]
             # The study's budget rule: the steps, warmup over the first tenth, about six validations.
             budget = replace(PROFILES["cpu"], finetune_steps={args.label_fraction: args.finetune_steps})
-            schedule = finetune_flags(budget, data_dir, args.label_fraction, 64, seed=0)
+            schedule = finetune_flags(budget, data_dir, args.label_fraction, 64, seed=seed)
             flags = ["--config", FINETUNE_CONFIGS[arm], "--output_dir", run_dir, *model, *schedule,
                      "--base_learning_rate", learning_rate, "--n_bootstrap", 0]  # fmt: skip
             launch = [BIN / "accelerate", "launch", *CPU_LAUNCH, "recipes/finetune.py", *flags]
-            seconds = run(launch, output / f"finetune-{arm}-{name}-lr-{learning_rate:g}.log")
+            tag = f"lr-{learning_rate:g}" + ("" if seed == 0 else f"-seed-{seed}")
+            seconds = run(launch, output / f"finetune-{arm}-{name}-{tag}.log")
             (run_dir / "sweep_seconds.json").write_text(json.dumps(seconds) + "\n")
-        results[learning_rate] = best_validation_auroc(run_dir)
         total += json.loads((run_dir / "sweep_seconds.json").read_text())
+        return run_dir
+
+    for learning_rate in args.finetune_lrs:
+        results[learning_rate] = best_validation_auroc(run_once(learning_rate, seed=0))
     chosen = max(results, key=results.get)
-    return {"validation_mean_auroc": results[chosen], "learning_rate": chosen, "all": results, "seconds": total}
+    runs = [run_once(chosen, seed) for seed in range(args.seeds)]
+    return {
+        "validation_mean_auroc": results[chosen],
+        "learning_rate": chosen,
+        "all": results,
+        "seconds": total,
+        "runs": [str(run_dir) for run_dir in runs],
+    }
+
+
+def test_comparison(finetuned: dict) -> dict:
+    """MAE-init minus scratch on the test split, paired over the same patients, each arm averaged over its seeds at
+    its validation-chosen learning rate: the only place the sweep reads test predictions (one evaluation per run,
+    made by the recipe with the checkpoint it selected on validation)."""
+    sides = [[load_predictions(Path(run_dir) / PREDICTIONS_FILE) for run_dir in finetuned[arm]["runs"]]
+             for arm in ("mae", "scratch")]  # fmt: skip
+    difference = paired_auroc_difference(*sides)
+    return {key: difference[key] for key in ("difference", "difference_ci95", "p_value", "n_runs_a", "n_patients")}
 
 
 def table(rows: list[dict], args: argparse.Namespace) -> str:
@@ -196,6 +223,16 @@ def table(rows: list[dict], args: argparse.Namespace) -> str:
             f"{mae['validation_mean_auroc'] - scratch['validation_mean_auroc']:+.3f} | "
             f"{row['seconds'] + mae['seconds'] + scratch['seconds']:.0f} |"
         )
+    for row in rows:
+        paired = row.get("test_mae_minus_scratch")
+        if paired:
+            low, high = paired["difference_ci95"]
+            lines.append(
+                f"\n- {row['regime']}: **test** mean AUROC, MAE-init minus scratch, each at its validation-chosen "
+                f"learning rate and averaged over {paired['n_runs_a']} fine-tuning seeds (paired bootstrap over "
+                f"{paired['n_patients']} test patients): {paired['difference']:+.3f} [{low:+.3f}, {high:+.3f}], "
+                f"one-sided p = {paired['p_value']:.3f}."
+            )
     return "\n".join(lines)
 
 
@@ -210,7 +247,12 @@ def main() -> None:
     parser.add_argument("--finetune_steps", type=int, default=100, help="steps per fine-tuning run (the study's)")
     parser.add_argument("--finetune_lrs", type=float, nargs="+", default=[1.2e-3, 4e-3],
                         help="base learning rates tried for each arm (default: %(default)s)")  # fmt: skip
-    add_update_results_flag(parser, "write the table into docs/results.md (section 'sweep')")
+    parser.add_argument("--seeds", type=int, default=1,
+                        help="fine-tuning seeds per arm at its chosen learning rate; from 2 on, the paired test "
+                             "difference MAE - scratch over them is reported (default: %(default)s)")  # fmt: skip
+    add_update_results_flag(parser, "write the table into docs/results.md (section --results_section)")
+    parser.add_argument("--results_section", default="sweep",
+                        help="the docs/results.md section the table goes into (default: %(default)s)")  # fmt: skip
     args = parser.parse_args()
     unknown = sorted(set(args.regimes) - {regime.name for regime in REGIMES})
     if unknown:
@@ -221,13 +263,15 @@ def main() -> None:
         data_dir = corpus(args.output, args.images, args.size, regime.variation)
         row = pretrain(regime, data_dir, args.output, args.steps)
         row["finetune"] = {arm: finetune(regime, arm, data_dir, args.output, args) for arm in FINETUNE_CONFIGS}
+        if args.seeds > 1:
+            row["test_mae_minus_scratch"] = test_comparison(row["finetune"])
         rows.append(row)
         text = table(rows, args)  # after every regime, so that a long sweep shows its progress
         (args.output / "sweep.md").write_text(text + "\n")
         (args.output / "sweep.json").write_text(json.dumps(rows, indent=2) + "\n")
     print(text)
     if args.update_results:
-        update_results_section("sweep", text)
+        update_results_section(args.results_section, text)
 
 
 if __name__ == "__main__":

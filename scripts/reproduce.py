@@ -112,12 +112,15 @@ ABLATION_ARM = "vit-mae-crop0.2"
 def cnn_arms(models: list[str]) -> dict[str, tuple[str, str, str]]:
     """`--cnn` baselines (e.g. `timm:resnet18`): arm name -> (config, description, `--model`). Each runs DenseNet-121's
     YAML (same budget, batch, learning rate, augmentation) with its own model."""
+    from cxr_vitmae.model_families import family_for_preset
+
     arms = {}
     for model in models:
-        name = model.removeprefix("timm:").replace("/", "-")
-        if name in ARMS or name in arms:
-            raise SystemExit(f"--cnn {model}: the arm {name!r} exists already")
-        arms[name] = (ARMS["densenet121"][0], f"{model} from scratch", model)
+        name = model.replace(":", "-").replace("/", "-")  # timm:densenet121 -> timm-densenet121, not DenseNet's arm
+        if name in ARMS or name in arms or name.startswith("vit-mae"):
+            raise SystemExit(f"--cnn {model}: its arm name {name!r} is taken; give each model once")
+        start = "from scratch" if family_for_preset(model) else "from its weights"
+        arms[name] = (ARMS["densenet121"][0], f"{model} {start}", model)
     return arms
 
 

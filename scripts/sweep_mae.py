@@ -16,7 +16,8 @@ only; no test image is read). A regime's row: the final held-out loss as a fract
 (below 1: the encoder-decoder infers masked content from the visible patches), and the probe's mean AUROC minus the
 random encoder's (above 0 with its CI: features that carry the labels); then each arm's best validation mean AUROC
 over the learning rates tried, and MAE minus scratch. Only validation is read: the recipe evaluates its test split
-once, as always, and the sweep never opens those numbers. Re-running skips the runs already done.
+once, as always, and the sweep opens those numbers only with `--seeds` > 1, for one paired test difference of the
+settings chosen on validation. Re-running skips the runs already done.
 """
 
 from __future__ import annotations
@@ -202,7 +203,12 @@ def table(rows: list[dict], args: argparse.Namespace) -> str:
         f"fine-tuning configs, {args.finetune_steps} steps at {args.label_fraction:g} of the labelled patients, base "
         f"learning rate {lrs} for each arm, the best validation mean AUROC of each arm (its lr in brackets); the "
         "scratch arm is the same ViT randomly initialised (one run serves every regime with that ViT and corpus; its "
-        "seconds count in each). No test number is read.",
+        "seconds count in each). "
+        + (
+            "The seeds' paired test difference follows the table; no other test number is read."
+            if args.seeds > 1
+            else "No test number is read."
+        ),
         "",
         "| regime | variation | tokens (visible) | mask | norm pix | steps | loss / mean image | probe AUROC, MAE "
         "| probe AUROC, random | val AUROC, MAE-init | val AUROC, scratch | MAE − scratch | s |",

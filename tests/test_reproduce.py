@@ -58,7 +58,7 @@ def test_study_end_to_end_and_resume(tmp_path):
     # Every arm at every label fraction, plus a snapshot and the ablation at the low fraction, each from its own
     # metrics.json; the seed-averaged CI brackets the mean.
     arms = {(s["arm"], s["fraction"]) for s in results["summaries"]}
-    for arm in ("vit-mae", "vit-scratch", "densenet121", "resnet10t"):
+    for arm in ("vit-mae", "vit-scratch", "densenet121", "timm-resnet10t"):
         assert {(arm, 0.5), (arm, 1.0)} <= arms
     assert ("vit-mae-crop0.2", 0.5) in arms
     snapshots = sorted((output / "pretrain" / "mae" / "snapshots").iterdir())
@@ -82,9 +82,9 @@ def test_study_end_to_end_and_resume(tmp_path):
         ("vit-mae", "vit-scratch", 0.5),
         ("vit-mae", "vit-scratch", 1.0),
         ("vit-mae", "vit-mae-crop0.2", 0.5),
-        ("vit-mae", "resnet10t", 1.0),  # at every fraction, unlike the ablation
-        ("resnet10t", "densenet121", 0.5),
-        ("resnet10t", "densenet121", 1.0),
+        ("vit-mae", "timm-resnet10t", 1.0),  # at every fraction, unlike the ablation
+        ("timm-resnet10t", "densenet121", 0.5),
+        ("timm-resnet10t", "densenet121", 1.0),
     } <= pairs
     curve = results["pretraining_curve"]
     assert curve[0]["pretraining_steps"] == 0 and curve[0]["arm"] == "vit-scratch"
@@ -116,7 +116,7 @@ def test_study_end_to_end_and_resume(tmp_path):
     # The table carries every arm and the command; the figure has two readable panels.
     table = (output / "results.md").read_text()
     assert "ViT, MAE pre-trained" in table and "DenseNet-121 from scratch" in table and "--profile smoke" in table
-    assert "timm:resnet10t from scratch" in table and "resnet10t 100%" in table  # the summary and per-class tables
+    assert "timm:resnet10t from scratch" in table and "timm-resnet10t 100%" in table  # the summary and per-class tables
     assert "encoder probe at pre-training step" in table and "training mean image" in table
     with Image.open(output / "reproduce.png") as figure:
         assert figure.width >= 3 * 384 and figure.height >= 384

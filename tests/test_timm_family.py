@@ -50,6 +50,14 @@ def test_an_unknown_architecture_is_one_clear_error():
         new_classifier("timm:resnet_nope")
 
 
+def test_networks_without_stochastic_depth_or_with_a_fixed_input_size_say_so_before_training():
+    assert new_classifier("timm:vgg11").config.drop_path_rate == 0.0  # no drop path asked: nothing passed to timm
+    with pytest.raises(InputError, match=r"--model timm:vgg11 has no stochastic depth .* --drop_path 0"):
+        new_classifier("timm:vgg11", drop_path=0.2)
+    with pytest.raises(InputError, match="takes only 224 px input, not image_size 64: run it at --image_size 224"):
+        new_classifier("timm:vit_tiny_patch16_224")
+
+
 def test_a_fresh_model_keeps_timms_initialisation_and_draws_a_new_head():
     torch.manual_seed(5)
     ours = TimmForChestXray(CXRTimmConfig.from_preset("timm:resnet18", num_labels=3))
@@ -96,6 +104,12 @@ def test_a_stock_timm_checkpoint_starts_the_network_with_a_new_head(saver, tmp_p
             assert tensor.shape[0] == 3
         else:
             assert torch.equal(tensor, source_state[name]), name
+
+
+def test_the_recipes_drop_path_wins_over_a_stored_one(tmp_path):
+    save_for_hf(timm.create_model("resnet10t", num_classes=10), tmp_path, model_args={"drop_path_rate": 0.3})
+    model = new_classifier(str(tmp_path), drop_path=0.05)
+    assert model.config.drop_path_rate == 0.05 and "drop_path_rate" not in (model.config.model_args or {})
 
 
 def test_weights_of_another_architecture_are_refused(tmp_path):

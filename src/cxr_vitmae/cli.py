@@ -330,7 +330,9 @@ def build_prepare(parser: argparse.ArgumentParser):
 
 
 @subcommand(
-    "gradcam", "Grad-CAM overlay PNG of one image (DenseNet: last dense block; ViT: last LayerNorm)", ("output",)
+    "gradcam",
+    "Grad-CAM overlay PNG of one image (DenseNet: last dense block; timm: last stage; ViT: last LayerNorm)",
+    ("output",),
 )
 def build_gradcam(parser: argparse.ArgumentParser):
     parser.add_argument("model_dir", metavar="MODEL_DIR", help="a saved classifier directory or a Hub repo id")

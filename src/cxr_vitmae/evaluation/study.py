@@ -332,7 +332,10 @@ def plot_study(results: Mapping, path: str | Path) -> Path:
             left.errorbar(
                 x,
                 summary["mean_auroc_over_seeds"],
-                yerr=[[summary["mean_auroc_over_seeds"] - low], [high - summary["mean_auroc_over_seeds"]]],
+                yerr=[  # clipped: a percentile interval need not contain the mean over seeds
+                    [max(summary["mean_auroc_over_seeds"] - low, 0)],
+                    [max(high - summary["mean_auroc_over_seeds"], 0)],
+                ],
                 fmt="s",
                 color=f"C{i}",
                 capsize=4,
@@ -376,8 +379,9 @@ def _plot_pretraining_diagnostics(ax, diagnostics: Mapping) -> None:
         offset = shift * (steps.max() or 1.0)
         values = np.array([p[key] for p in points])
         cis = np.array([p[key + "_ci95"] or (np.nan, np.nan) for p in points], dtype=float)
-        ax.errorbar(steps + offset, values, yerr=[values - cis[:, 0], cis[:, 1] - values], fmt="o-", color=color,
-                    capsize=4, label=label)  # fmt: skip
+        # A percentile interval need not contain its point estimate; clipped, so matplotlib takes it.
+        errors = [np.maximum(values - cis[:, 0], 0), np.maximum(cis[:, 1] - values, 0)]
+        ax.errorbar(steps + offset, values, yerr=errors, fmt="o-", color=color, capsize=4, label=label)
     ax.axhline(0.5, color="grey", linestyle=":", linewidth=1)
     ax.set_xlabel("MAE pre-training steps")
     ax.set_ylabel("probe mean AUROC (validation patients)")

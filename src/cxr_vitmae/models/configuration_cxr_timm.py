@@ -30,8 +30,8 @@ class CXRTimmConfig(ChestXrayLabelsMixin, PreTrainedConfig):
         drop_rate (`float`, *optional*, defaults to 0.0):
             Dropout before the classifier (timm's `drop_rate`), in `[0, 1)`.
         drop_path_rate (`float`, *optional*):
-            Stochastic depth (timm's `drop_path_rate`), in `[0, 1)`; `None` leaves the architecture's default and
-            passes nothing (for architectures without it).
+            Stochastic depth (timm's `drop_path_rate`), in `[0, 1)`; `None` or 0 passes nothing, so architectures
+            without stochastic depth build (they refuse a positive rate).
         model_args (`dict`, *optional*):
             Further keyword arguments of `timm.create_model` (e.g. `{"stem_type": "deep"}`).
         initializer_range (`float`, *optional*, defaults to 0.02):
@@ -70,6 +70,14 @@ class CXRTimmConfig(ChestXrayLabelsMixin, PreTrainedConfig):
             close = timm.list_models(f"*{self.architecture.split('.')[0].split('_')[0]}*")[:8]
             hint = f"; similar names: {', '.join(close)}" if close else ""
             raise ValueError(f"architecture {self.architecture!r} is not a timm model (timm {timm.__version__}){hint}")
+        pretrained = timm.models.get_pretrained_cfg(self.architecture)
+        size = getattr(pretrained, "input_size", None)
+        if getattr(pretrained, "fixed_input_size", False) and size and tuple(size[-2:]) != (self.image_size,) * 2:
+            # timm builds such networks (ViT, Swin, ...) for one input size; the image processor crops to image_size.
+            raise ValueError(
+                f"timm's {self.architecture} takes only {size[-1]} px input, not image_size {self.image_size}: run it "
+                f"at --image_size {size[-1]}"
+            )
 
     def validate_drop_rate(self):
         if not 0.0 <= self.drop_rate < 1.0:
@@ -86,7 +94,7 @@ class CXRTimmConfig(ChestXrayLabelsMixin, PreTrainedConfig):
     def timm_kwargs(self) -> dict[str, Any]:
         """The keyword arguments of `timm.create_model` (besides the name and `num_classes`) this config stands for."""
         kwargs: dict[str, Any] = {"in_chans": self.num_channels, "drop_rate": float(self.drop_rate)}
-        if self.drop_path_rate is not None:
+        if self.drop_path_rate:
             kwargs["drop_path_rate"] = float(self.drop_path_rate)
         return {**kwargs, **(self.model_args or {})}
 

@@ -15,8 +15,9 @@ from .modeling_cxr_timm import TimmForChestXray
 
 # The weight files of a timm model directory, in the order they are looked for.
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
-# Keys of a config's `model_args` that describe the old head, which the new model replaces.
-_HEAD_ARGS = ("num_classes",)
+# Keys of a stored `model_args` that the new model sets itself: the old head's size, and the regularisation the recipe
+# chooses (`--drop_path`), which a stored value would otherwise override unseen.
+_REPLACED_ARGS = ("num_classes", "drop_rate", "drop_path_rate")
 
 
 def from_timm_wrapper(model_dir: str | Path, **fields: Any) -> TimmForChestXray:
@@ -28,7 +29,7 @@ def from_timm_wrapper(model_dir: str | Path, **fields: Any) -> TimmForChestXray:
     """
     model_dir = Path(model_dir)
     stock = AutoConfig.from_pretrained(model_dir)
-    model_args = {key: value for key, value in (stock.model_args or {}).items() if key not in _HEAD_ARGS}
+    model_args = {key: value for key, value in (stock.model_args or {}).items() if key not in _REPLACED_ARGS}
     channels = {"num_channels": model_args.pop("in_chans")} if "in_chans" in model_args else {}
     config = CXRTimmConfig(architecture=stock.architecture, model_args=model_args or None, **channels, **fields)
     model = TimmForChestXray(config)
@@ -56,7 +57,11 @@ def from_timm_wrapper(model_dir: str | Path, **fields: Any) -> TimmForChestXray:
 def _classifier_prefix(network) -> str:
     """`<name of the classifier>.`, the prefix of the weights the new head replaces."""
     classifier = network.get_classifier()
-    name = next(name for name, module in network.named_modules() if module is classifier)
+    name = next((name for name, module in network.named_modules() if module is classifier), None)
+    if name is None:  # e.g. a distilled DeiT's (head, head_dist) pair
+        raise ConversionError(
+            f"timm's {type(network).__name__} has no single classifier module to replace ({type(classifier).__name__})"
+        )
     return f"{name}."
 
 

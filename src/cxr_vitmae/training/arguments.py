@@ -27,7 +27,10 @@ class RecipeArguments:
     )
     model: str = field(
         default="vit-small",
-        metadata={"help": "a preset (vit-tiny/small/base/large, densenet121/169/201) or a model directory"},
+        metadata={
+            "help": "a preset (vit-tiny/small/base/large, densenet121/169/201, timm:ARCH for any timm network), a "
+            "model directory or a Hub repository id (e.g. timm/resnet50.a1_in1k: its weights, a new head)"
+        },
     )
     model_overrides: str = field(
         default="{}", metadata={"help": "config fields on top of the preset, YAML/JSON mapping (e.g. image_size)"}

@@ -86,7 +86,12 @@ def build_classifier(
             config = family.new_config(model, image_size=image_size, **drop, **labels, **overrides)
         except (ValueError, StrictDataclassError) as error:  # e.g. a timm name timm does not know
             raise InputError(f"--model {model}: {error.__cause__ or error}") from error
-        return family.classifier_class()(config)
+        try:
+            return family.classifier_class()(config)
+        except TypeError as error:  # a network without stochastic depth given --drop_path > 0
+            if "drop_path_rate" not in str(error):
+                raise
+            raise InputError(f"--model {model} has no stochastic depth ({error}): run it with --drop_path 0") from error
     model = _model_directory(model)
     config = AutoConfig.from_pretrained(model)
     adopting = family_adopting(config.model_type)

@@ -15,11 +15,11 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
+from reproduce import cnn_arms
 from results_section import add_update_results_flag, machine, update_results_section
 
 from cxr_vitmae.evaluation.comparison import paired_auroc_difference
 from cxr_vitmae.evaluation.prediction import PREDICTIONS_FILE, load_predictions
-from cxr_vitmae.model_families import family_for_preset
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
@@ -63,13 +63,10 @@ def main() -> None:
     phantoms, pretrained = out / "phantoms", out / "mae-pretrain"
     classifiers = {"finetune-mae": "ViT, MAE pre-trained", "finetune-scratch": "ViT from scratch"}
     classifiers["finetune-densenet121"] = "DenseNet-121 from scratch"
-    extra_cnns = {f"finetune-{model.replace(':', '-').replace('/', '-')}": model for model in args.cnn}
-    if len(extra_cnns) < len(args.cnn) or set(extra_cnns) & set(classifiers):
-        parser.error(f"--cnn {' '.join(args.cnn)}: give each model once")
-    classifiers.update(
-        {name: f"{model} {'from scratch' if family_for_preset(model) else 'from its weights'}"
-         for name, model in extra_cnns.items()}
-    )  # fmt: skip
+    # The study's naming and descriptions (timm:resnet18 -> timm-resnet18, "from scratch" or "from its weights").
+    extra_cnns = {}
+    for name, (_, label, model) in cnn_arms(args.cnn).items():
+        extra_cnns[f"finetune-{name}"], classifiers[f"finetune-{name}"] = model, label
     # The recipes read the prepared copy (decoded once, netpbm in Arrow); localisation and anomaly maps the corpus.
     prepared = out / "phantoms-prepared"
     common = ["--data_dir", str(prepared)]

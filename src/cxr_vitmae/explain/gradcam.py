@@ -10,7 +10,7 @@ Target layers (see §5 of the reference notes):
   a CLS-token head (`use_mean_pooling=False`) the patch tokens after the last attention never reach the logit, so
   their gradient, and the map, would be zero.
 - timm (`timm:ARCH`): the module of the network's last stage as timm's own `feature_info` names it (`layer4` of a
-  ResNet, `stages.3` of a ConvNeXt, the last block group of an EfficientNet), a feature map at 1/32 of the input.
+  ResNet, `stages.3` of a ConvNeXt, the last block group of an EfficientNet): its last feature map.
 
 The target of class c is its raw logit (pytorch-grad-cam's `ClassifierOutputTarget`), never a softmax: the labels of a
 multi-label model are independent sigmoids, and a softmax would explain "c rather than the other findings".

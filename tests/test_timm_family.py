@@ -85,6 +85,16 @@ def test_the_loss_ignores_unknown_labels():
     torch.testing.assert_close(loss, expected)
 
 
+def test_gradient_checkpointing_where_timm_has_it_and_one_clear_error_where_not():
+    model = new_classifier("timm:resnet10t")
+    model.gradient_checkpointing_enable()
+    assert model.timm_model.grad_checkpointing
+    model.train()
+    model(torch.randn(2, 3, 64, 64), labels=torch.ones(2, len(LABELS))).loss.backward()
+    with pytest.raises(ValueError, match="timm:dla46_c does not support gradient checkpointing"):
+        new_classifier("timm:dla46_c").gradient_checkpointing_enable()
+
+
 @pytest.mark.parametrize("saver", ["timm", "transformers"])
 def test_a_stock_timm_checkpoint_starts_the_network_with_a_new_head(saver, tmp_path):
     directory = tmp_path / saver

@@ -58,7 +58,13 @@ class TimmForChestXray(SavesImageProcessorMixin, PreTrainedModel):
             module.init_non_persistent_buffers()
 
     def _set_gradient_checkpointing(self, enable: bool = True, *args, **kwargs) -> None:
-        self.timm_model.set_grad_checkpointing(enable)
+        # Most timm networks implement it; the others assert in `set_grad_checkpointing` (e.g. cspnet, dla, coat).
+        try:
+            self.timm_model.set_grad_checkpointing(enable)
+        except AssertionError as error:
+            raise ValueError(
+                f"timm:{self.config.architecture} does not support gradient checkpointing ({error})"
+            ) from error
 
     def forward(
         self,

@@ -24,6 +24,7 @@ from cxr_vitmae.cli import main as cli
 from cxr_vitmae.errors import InputError
 from cxr_vitmae.explain.gradcam import gradcam_target
 from cxr_vitmae.hub.model_card import build_model_card
+from cxr_vitmae.hub.provenance import published_id
 from cxr_vitmae.model_families import family_for_preset, family_of
 from cxr_vitmae.training.models import build_classifier
 
@@ -164,6 +165,19 @@ def test_a_hub_timm_checkpoint_is_downloaded_once_then_read_offline_from_the_cac
             if offline == "0":
                 requests_online = len(hub.requests)
         assert len(hub.requests) == requests_online, "offline, nothing may reach the Hub"
+
+
+def test_a_run_started_from_a_hub_id_names_it_as_its_base_model(tmp_path):
+    assert published_id("timm/resnet18.a1_in1k") == "timm/resnet18.a1_in1k"
+    assert published_id("timm:resnet18") is None  # a preset
+    local = tmp_path / "timm" / "resnet18"  # a local directory that reads like an id is a directory, not published
+    TimmForChestXray(CXRTimmConfig.from_preset("timm:resnet10t", num_labels=2)).save_pretrained(local)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.chdir(tmp_path)
+        assert published_id("timm/resnet18") is None
+    # What the recipe records as `base_model` (write_training_args) becomes the card's metadata.
+    card = build_model_card(local, "lab/cxr-resnet18", base_model=published_id("timm/resnet18.a1_in1k"))
+    assert "base_model: timm/resnet18.a1_in1k" in str(card)
 
 
 def test_a_saved_directory_loads_without_the_package(tmp_path):

@@ -11,6 +11,15 @@ from huggingface_hub.utils import HFValidationError, validate_repo_id
 from .errors import InputError
 
 
+def is_repo_id(name: str) -> bool:
+    """Whether `name` reads as a Hub repository id ORG/NAME (it may still name a local path: check that first)."""
+    try:
+        validate_repo_id(name)
+    except HFValidationError:
+        return False
+    return name.count("/") == 1
+
+
 def model_directory(model: str | PathLike) -> Path:
     """The local directory holding `model`: the directory itself, or the Hub repository's downloaded snapshot.
 
@@ -24,12 +33,7 @@ def model_directory(model: str | PathLike) -> Path:
             raise InputError(f"{path}: not a model directory (no config.json)")
         return path
     name = str(model)
-    try:
-        validate_repo_id(name)
-        is_repo_id = name.count("/") == 1
-    except HFValidationError:
-        is_repo_id = False
-    if not is_repo_id:
+    if not is_repo_id(name):
         raise InputError(f"{name}: no such model directory, and not a Hub repository id ORG/NAME either")
     try:
         snapshot = Path(snapshot_download(name))

@@ -14,6 +14,7 @@ from typing import Any
 from ..data import CORPORA, split_sources, synthetic_corpus, uses_own_data
 from ..data.corpora import OWN_DATA_RESTRICTION
 from ..errors import InputError
+from ..model_directory import is_repo_id
 from ..model_families import family_for_preset
 
 TRAINING_ARGS_NAME = "training_args.json"
@@ -66,7 +67,10 @@ def write_training_args(output_dir: str | Path, args: Any, *, recipe: str, **fac
 
 
 def published_id(model: str) -> str | None:
-    """The Hub id a starting model directory was pushed to by its own recipe run, if any."""
+    """The Hub id a run started from: `model` itself when it names a Hub repository (e.g. `timm/resnet18.a1_in1k`),
+    else the id a starting model directory was pushed to by its own recipe run, if any."""
+    if not is_preset(model) and not Path(model).exists() and is_repo_id(model):
+        return model
     return _pushed_to(_starting_record(model))
 
 

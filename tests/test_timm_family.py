@@ -22,7 +22,7 @@ from transformers import AutoModelForImageClassification, TimmWrapperConfig, Tim
 from cxr_vitmae import CXRTimmConfig, TimmForChestXray
 from cxr_vitmae.cli import main as cli
 from cxr_vitmae.errors import InputError
-from cxr_vitmae.explain.gradcam import gradcam_target
+from cxr_vitmae.explain.gradcam import compute_gradcam, gradcam_target
 from cxr_vitmae.hub.model_card import build_model_card
 from cxr_vitmae.hub.provenance import published_id
 from cxr_vitmae.model_families import family_for_preset, family_of
@@ -210,6 +210,10 @@ def test_gradcam_targets_the_last_stage_and_refuses_token_networks():
     vit = TimmForChestXray(CXRTimmConfig.from_preset("timm:vit_tiny_patch16_224", num_labels=3))
     with pytest.raises(InputError, match="needs a convolutional network"):
         gradcam_target(vit)
+    # LeViT names convolution-free stages that end in tokens: refused from the forward pass, naming the shape.
+    levit = TimmForChestXray(CXRTimmConfig.from_preset("timm:levit_128s", num_labels=3, image_size=224))
+    with pytest.raises(InputError, match=r"levit_128s: its last stage gives a 3-D output \(1, 16, 384\)"):
+        compute_gradcam(levit, torch.randn(1, 3, 224, 224), 0)
 
 
 @pytest.mark.slow

@@ -106,7 +106,7 @@ def vit_gradcam_target(model: torch.nn.Module) -> tuple[torch.nn.Module, Callabl
     return model.vit.layers[-1].layernorm_before, partial(vit_reshape_transform, height=grid, width=grid)
 
 
-def timm_gradcam_target(model: torch.nn.Module) -> tuple[torch.nn.Module, Callable | None]:
+def timm_gradcam_target(model: torch.nn.Module) -> tuple[torch.nn.Module, Callable]:
     """timm: the last stage in the network's `feature_info`; channels-last maps (`output_fmt` NHWC) are permuted."""
     network = model.timm_model
     stages = getattr(network, "feature_info", None)
@@ -116,13 +116,20 @@ def timm_gradcam_target(model: torch.nn.Module) -> tuple[torch.nn.Module, Callab
             "its stages (a timm ViT, Swin or the like has no feature map there)"
         )
     layer = network.get_submodule(stages[-1]["module"])
-    if getattr(network, "output_fmt", "NCHW") == "NHWC":
-        return layer, _channels_first
-    return layer, None
+    channels_last = getattr(network, "output_fmt", "NCHW") == "NHWC"
+    return layer, partial(_timm_feature_map, model.config.architecture, channels_last)
 
 
-def _channels_first(activations: torch.Tensor) -> torch.Tensor:
-    return activations.permute(0, 3, 1, 2)
+def _timm_feature_map(architecture: str, channels_last: bool, activations: torch.Tensor) -> torch.Tensor:
+    """The last stage's output as the (N, C, H, W) map Grad-CAM weighs. Some networks pass the check above and still
+    end in tokens (LeViT's (N, tokens, C)): one clear error, from the forward pass's hook, instead of pytorch-grad-cam
+    failing on the shape."""
+    if activations.ndim != 4:
+        raise InputError(
+            f"Grad-CAM on timm's {architecture}: its last stage gives a {activations.ndim}-D output "
+            f"{tuple(activations.shape)}, not a feature map (N, C, H, W)"
+        )
+    return activations.permute(0, 3, 1, 2) if channels_last else activations
 
 
 def compute_gradcam(model: torch.nn.Module, pixel_values: torch.Tensor, label_index: int) -> np.ndarray:

@@ -117,6 +117,18 @@ def test_a_stock_timm_checkpoint_starts_the_network_with_a_new_head(saver, tmp_p
             assert torch.equal(tensor, source_state[name]), name
 
 
+def test_a_one_channel_checkpoint_is_adapted_to_the_processors_three_channels(tmp_path):
+    source = randomize_(timm.create_model("resnet10t", num_classes=10, in_chans=1)).eval()
+    save_for_hf(source, tmp_path, model_args={"in_chans": 1})
+    model = new_classifier(str(tmp_path)).eval()
+    assert model.config.num_channels == 3 and model.timm_model.conv1[0].in_channels == 3
+    gray = torch.rand(2, 1, 64, 64, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():  # a gray image in every channel gives the stored model's features
+        torch.testing.assert_close(
+            model.timm_model.forward_features(gray.expand(-1, 3, -1, -1)), source.forward_features(gray)
+        )
+
+
 def test_the_recipes_drop_path_wins_over_a_stored_one(tmp_path):
     save_for_hf(timm.create_model("resnet10t", num_classes=10), tmp_path, model_args={"drop_path_rate": 0.3})
     model = new_classifier(str(tmp_path), drop_path=0.05)

@@ -30,8 +30,10 @@ def from_timm_wrapper(model_dir: str | Path, **fields: Any) -> TimmForChestXray:
     model_dir = Path(model_dir)
     stock = AutoConfig.from_pretrained(model_dir)
     model_args = {key: value for key, value in (stock.model_args or {}).items() if key not in _REPLACED_ARGS}
-    channels = {"num_channels": model_args.pop("in_chans")} if "in_chans" in model_args else {}
-    config = CXRTimmConfig(architecture=stock.architecture, model_args=model_args or None, **channels, **fields)
+    # The new network takes the 3 channels the image processor makes (a radiograph's gray replicated); weights stored
+    # for another count (a 1-channel X-ray model) are adapted below, as timm adapts pretrained weights to in_chans.
+    in_chans = int(model_args.pop("in_chans", 3))
+    config = CXRTimmConfig(architecture=stock.architecture, model_args=model_args or None, **fields)
     model = TimmForChestXray(config)
 
     weights = next((model_dir / name for name in WEIGHT_FILES if (model_dir / name).is_file()), None)
@@ -39,6 +41,8 @@ def from_timm_wrapper(model_dir: str | Path, **fields: Any) -> TimmForChestXray:
         raise ConversionError(f"{model_dir}: no timm weights ({' or '.join(WEIGHT_FILES)})")
     # A transformers timm_wrapper save prefixes timm's own names with `timm_model.`.
     state = {name.removeprefix("timm_model."): tensor for name, tensor in timm.models.load_state_dict(weights).items()}
+    if in_chans != model.config.num_channels:
+        _adapt_first_convolution(state, model.timm_model, in_chans, weights)
     head = _classifier_prefix(model.timm_model)
     body = {name: tensor for name, tensor in state.items() if not name.startswith(head)}
     try:
@@ -52,6 +56,25 @@ def from_timm_wrapper(model_dir: str | Path, **fields: Any) -> TimmForChestXray:
             f"{list(unexpected)[:5]}); were they saved with other model_args?"
         )
     return model
+
+
+def _adapt_first_convolution(state: dict, network, in_chans: int, weights: Path) -> None:
+    """The first convolution's weights (timm's `pretrained_cfg["first_conv"]`) adapted in place from `in_chans` to the
+    network's input channels with timm's `adapt_input_conv`: for 1 channel, repeated and scaled so that an image
+    replicated into every channel gives the stored model's features."""
+    first = network.pretrained_cfg.get("first_conv") or ()
+    names = [f"{name}.weight" for name in ([first] if isinstance(first, str) else first)]
+    found = [name for name in names if name in state]
+    if not found:
+        raise ConversionError(
+            f"{weights}: stored for in_chans={in_chans}, and timm names no first convolution of "
+            f"{type(network).__name__} to adapt to 3 channels"
+        )
+    for name in found:
+        try:
+            state[name] = timm.models.adapt_input_conv(3, state[name], base_chans=in_chans)
+        except NotImplementedError as error:  # e.g. a linear patch embedding
+            raise ConversionError(f"{weights}: {name} cannot be adapted from {in_chans} channels: {error}") from error
 
 
 def _classifier_prefix(network) -> str:

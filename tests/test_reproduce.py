@@ -64,11 +64,17 @@ def test_study_end_to_end_and_resume(tmp_path):
     snapshots = sorted((output / "pretrain" / "mae" / "snapshots").iterdir())
     assert [p.name for p in snapshots] and all((p / "config.json").is_file() for p in snapshots)
     assert (f"vit-mae-{snapshots[0].name}", 0.5) in arms
+    peaks = {}
     for run in results["runs"]:
         metrics = json.loads((output / run["dir"] / "metrics.json").read_text())
         assert run["mean_auroc"] == metrics["mean_auroc"]
         args = json.loads((output / run["dir"] / "training_args.json").read_text())
         assert args["label_fraction"] == run["fraction"] and args["seed"] == run["seed"]
+        # The smoke profile's batch at 0.5, the YAMLs' (64) at 1.0; the same peak learning rate per arm at both.
+        assert args["per_device_train_batch_size"] == (32 if run["fraction"] == 0.5 else 64)
+        peaks.setdefault(run["arm"].split("-step-")[0].replace("-crop0.2", ""), []).append(args["peak_learning_rate"])
+    assert peaks.keys() == {"vit-mae", "vit-scratch", "densenet121", "timm-resnet10t"}
+    assert all(np.allclose(values, values[0], rtol=1e-9) for values in peaks.values()), peaks
 
     # The same step budget for every arm at a fraction (the recipes' own histories).
     for fraction, steps in ((0.5, 2), (1.0, 3)):

@@ -250,6 +250,8 @@ def main() -> None:
     snapshots = sorted((mae / "snapshots").glob("step-*"), key=lambda path: int(path.name.split("-")[1]))
     runs = []
 
+    side_seeds = min(profile.seeds, profile.side_seeds or profile.seeds)
+
     def finetune(arm: str, config: str, fraction: float, seed: int, *model_flags) -> None:
         run_dir = out / "finetune" / arm / f"fraction-{fraction:g}" / f"seed-{seed}"
         headline = arm in ("vit-mae", "vit-scratch") and fraction == low
@@ -261,7 +263,6 @@ def main() -> None:
                     *finetune_flags(profile, nih, fraction, settings, seed)))  # fmt: skip
         runs.append({"arm": arm, "fraction": fraction, "seed": seed, "dir": str(run_dir.relative_to(out))})
 
-    side_seeds = min(profile.seeds, profile.side_seeds or profile.seeds)
     for seed in range(profile.seeds):
         for fraction in reversed(fractions):
             for arm, (config, _) in ARMS.items():

@@ -42,7 +42,7 @@ def from_timm_wrapper(model_dir: str | Path, **fields: Any) -> TimmForChestXray:
     # A transformers timm_wrapper save prefixes timm's own names with `timm_model.`.
     state = {name.removeprefix("timm_model."): tensor for name, tensor in timm.models.load_state_dict(weights).items()}
     if in_chans != model.config.num_channels:
-        _adapt_first_convolution(state, model.timm_model, in_chans, weights)
+        _adapt_first_convolution(state, model.timm_model, in_chans, model.config.num_channels, weights)
     head = _classifier_prefix(model.timm_model)
     body = {name: tensor for name, tensor in state.items() if not name.startswith(head)}
     try:
@@ -58,9 +58,9 @@ def from_timm_wrapper(model_dir: str | Path, **fields: Any) -> TimmForChestXray:
     return model
 
 
-def _adapt_first_convolution(state: dict, network, in_chans: int, weights: Path) -> None:
+def _adapt_first_convolution(state: dict, network, in_chans: int, channels: int, weights: Path) -> None:
     """The first convolution's weights (timm's `pretrained_cfg["first_conv"]`) adapted in place from `in_chans` to the
-    network's input channels with timm's `adapt_input_conv`: for 1 channel, repeated and scaled so that an image
+    network's `channels` with timm's `adapt_input_conv`: for 1 channel, repeated and scaled so that an image
     replicated into every channel gives the stored model's features."""
     first = network.pretrained_cfg.get("first_conv") or ()
     names = [f"{name}.weight" for name in ([first] if isinstance(first, str) else first)]
@@ -68,11 +68,11 @@ def _adapt_first_convolution(state: dict, network, in_chans: int, weights: Path)
     if not found:
         raise ConversionError(
             f"{weights}: stored for in_chans={in_chans}, and timm names no first convolution of "
-            f"{type(network).__name__} to adapt to 3 channels"
+            f"{type(network).__name__} to adapt to {channels} channels"
         )
     for name in found:
         try:
-            state[name] = timm.models.adapt_input_conv(3, state[name], base_chans=in_chans)
+            state[name] = timm.models.adapt_input_conv(channels, state[name], base_chans=in_chans)
         except NotImplementedError as error:  # e.g. a linear patch embedding
             raise ConversionError(f"{weights}: {name} cannot be adapted from {in_chans} channels: {error}") from error
 

@@ -60,7 +60,7 @@ def test_study_end_to_end_and_resume(tmp_path):
     arms = {(s["arm"], s["fraction"]) for s in results["summaries"]}
     for arm in ("vit-mae", "vit-scratch", "densenet121", "timm-resnet10t"):
         assert {(arm, 0.5), (arm, 1.0)} <= arms
-    assert ("vit-mae-crop0.2", 0.5) in arms
+    assert ("vit-mae-crop0.5", 0.5) in arms
     snapshots = sorted((output / "pretrain" / "mae" / "snapshots").iterdir())
     assert [p.name for p in snapshots] and all((p / "config.json").is_file() for p in snapshots)
     assert (f"vit-mae-{snapshots[0].name}", 0.5) in arms
@@ -72,7 +72,7 @@ def test_study_end_to_end_and_resume(tmp_path):
         assert args["label_fraction"] == run["fraction"] and args["seed"] == run["seed"]
         # The smoke profile's batch at 0.5, the YAMLs' (64) at 1.0; the same peak learning rate per arm at both.
         assert args["per_device_train_batch_size"] == (32 if run["fraction"] == 0.5 else 64)
-        peaks.setdefault(run["arm"].split("-step-")[0].replace("-crop0.2", ""), []).append(args["peak_learning_rate"])
+        peaks.setdefault(run["arm"].split("-step-")[0].replace("-crop0.5", ""), []).append(args["peak_learning_rate"])
     assert peaks.keys() == {"vit-mae", "vit-scratch", "densenet121", "timm-resnet10t"}
     assert all(np.allclose(values, values[0], rtol=1e-9) for values in peaks.values()), peaks
 
@@ -87,7 +87,7 @@ def test_study_end_to_end_and_resume(tmp_path):
     assert {
         ("vit-mae", "vit-scratch", 0.5),
         ("vit-mae", "vit-scratch", 1.0),
-        ("vit-mae", "vit-mae-crop0.2", 0.5),
+        ("vit-mae", "vit-mae-crop0.5", 0.5),
         ("vit-mae", "timm-resnet10t", 1.0),  # at every fraction, unlike the ablation
         ("timm-resnet10t", "densenet121", 0.5),
         ("timm-resnet10t", "densenet121", 1.0),

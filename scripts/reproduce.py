@@ -169,15 +169,13 @@ def training_images(data_dir: Path, fraction: float) -> int:
     return len(train if fraction >= 1 else patient_subset(train, fraction, seed=0))
 
 
-def finetune_flags(profile: Profile, data_dir: Path, fraction: float, config: dict, seed: int) -> list:
-    """The same budget for every arm: `finetune_steps[fraction]` optimiser steps at the profile's batch for that
-    fraction (the same peak learning rate as the YAML's), warmup over the first tenth, about six validations (the
-    recipe keeps the best on validation)."""
-    steps = profile.finetune_steps[fraction]
-    batch = (profile.finetune_batch or {}).get(fraction, config["per_device_train_batch_size"])
+def budget_flags(data_dir: Path, fraction: float, steps: int, batch: int, config: dict, seed: int) -> list:
+    """Recipe flags for one fine-tuning budget, the same for every arm: `steps` optimiser steps at `batch` on
+    `fraction` of the training patients of the NIH-layout corpus in `data_dir` (the peak learning rate stays the
+    YAML `config`'s), warmup over the first tenth, about six validations (the recipe keeps the best on validation)."""
     steps_per_epoch = max(1, training_images(data_dir, fraction) // batch)  # the recipe drops the last partial batch
     epochs = steps / steps_per_epoch
-    flags = ["--data_dir", data_dir, "--label_fraction", fraction, "--seed", seed, "--max_train_steps", steps,
+    flags = ["--label_fraction", fraction, "--seed", seed, "--max_train_steps", steps,
              "--num_train_epochs", f"{epochs:.4f}", "--warmup_epochs", f"{0.1 * epochs:.4f}",
              "--eval_every_epochs", max(1, math.floor(epochs / 6))]  # fmt: skip
     if batch != config["per_device_train_batch_size"]:
@@ -259,9 +257,11 @@ def main() -> None:
         if not headline and seed >= side_seeds:
             return
         settings = yaml.safe_load((CONFIGS / config).read_text())
+        batch = (profile.finetune_batch or {}).get(fraction, settings["per_device_train_batch_size"])
+        budget = budget_flags(nih, fraction, profile.finetune_steps[fraction], batch, settings, seed)
         step(f"finetune {arm} {fraction:g} seed {seed}", run_dir / "metrics.json",
              launch(profile, "finetune", config, "--output_dir", run_dir, *model_flags,
-                    *finetune_flags(profile, nih, fraction, settings, seed)))  # fmt: skip
+                    "--data_dir", nih, *budget))  # fmt: skip
         runs.append({"arm": arm, "fraction": fraction, "seed": seed, "dir": str(run_dir.relative_to(out))})
 
     for seed in range(profile.seeds):

@@ -27,10 +27,10 @@ import json
 import subprocess
 import sys
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
-from reproduce import CPU_LAUNCH, PROFILES, finetune_flags  # CPU_LAUNCH: one process, every core, native precision
+from reproduce import CPU_LAUNCH, budget_flags  # CPU_LAUNCH: one process, every core, native precision
 from results_section import add_update_results_flag, machine, update_results_section
 
 from cxr_vitmae.evaluation.comparison import paired_auroc_difference
@@ -158,8 +158,9 @@ def finetune(regime: Regime, arm: str, data_dir: Path, output: Path, args: argpa
                 overrides = f"{{patch_size: {regime.patch_size}, num_hidden_layers: {regime.layers}, "
                 model = ["--model", "vit-tiny", "--model_overrides", overrides + "classifier_init_std: 0.02}"]
             # The study's budget rule: the steps, warmup over the first tenth, about six validations.
-            budget = replace(PROFILES["cpu"], finetune_steps={args.label_fraction: args.finetune_steps})
-            schedule = finetune_flags(budget, data_dir, args.label_fraction, 64, seed=seed)
+            # Batch 64, the configs' own: the learning rate is the sweep's (below), not rescaled.
+            schedule = ["--data_dir", data_dir, *budget_flags(data_dir, args.label_fraction, args.finetune_steps, 64,
+                                                              {"per_device_train_batch_size": 64}, seed)]  # fmt: skip
             flags = ["--config", FINETUNE_CONFIGS[arm], "--output_dir", run_dir, *model, *schedule,
                      "--base_learning_rate", learning_rate, "--n_bootstrap", 0]  # fmt: skip
             launch = [BIN / "accelerate", "launch", *CPU_LAUNCH, "recipes/finetune.py", *flags]

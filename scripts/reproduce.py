@@ -94,7 +94,7 @@ PROFILES = {
     # Sized to finish in at most 60 minutes on 2 CPU cores (measured: docs/results.md, "Reproduction study"). The
     # fine-tuning budget at 10 % is the one under which the sweep (docs/results.md) found the MAE ahead of scratch
     # (400 steps; at 100 steps every ViT stayed at chance), at batch 32 to fit the hour; three seeds for the headline
-    # pair, one for every other run; one snapshot (each is another 400-step run, about 4 minutes) to fit the hour.
+    # pair, one for every other run; one snapshot (each is another 400-step run, about 3 minutes) to fit the hour.
     "cpu": Profile(
         nih_images=3000, pool_images=3000, phantom_size=128, pretrain_epochs=8, snapshots=1, ablation_epochs=8,
         finetune_steps={0.1: 400, 1.0: 160}, finetune_batch={0.1: 32, 1.0: 32}, seeds=3, side_seeds=1,

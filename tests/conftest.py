@@ -10,7 +10,8 @@ os.environ["HF_HOME"] = tempfile.mkdtemp(prefix="cxr-vitmae-hf-home-")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 # Under pytest-xdist each worker is a process of its own: it and the commands it starts get their share of the cores
 # rather than a thread per core each (2 workers x 2 OpenMP threads on 2 cores spin against each other). Set before
-# torch is imported, which reads it then; a test that sets OMP_NUM_THREADS for its subprocesses keeps its own value.
+# torch is imported, which reads it then. A test that sets OMP_NUM_THREADS for its subprocesses keeps its own value,
+# and `accelerate launch --num_cpu_threads_per_process N` (the reproduction study's launches) sets N for its process.
 _WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
 if _WORKERS > 1:
     os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // _WORKERS)))

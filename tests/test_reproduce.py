@@ -150,3 +150,30 @@ def test_results_section_is_replaced_between_its_markers_only(tmp_path):
     assert page.read_text() == "# t\n\nbefore\n<!-- demo:start -->\n| new | table |\n<!-- demo:end -->\nafter\n"
     with pytest.raises(SystemExit, match="reproduce:start"):
         update_results_section("reproduce", "x", page)
+
+
+def test_budget_flags_give_every_arm_the_same_steps_and_peak_learning_rate(phantom_corpus):
+    """The study's and the demo's fine-tuning budget: the steps at a batch on a patient fraction, the epochs the
+    recipe needs for them, and the base learning rate rescaled only where the batch is not the YAML's."""
+    from cxr_vitmae.data import load_cxr_dataset
+
+    sys.path.insert(0, str(ROOT / "scripts"))
+    try:
+        from reproduce import budget_flags
+    finally:
+        sys.path.pop(0)
+    corpus = phantom_corpus(60, size=32, seed=4)
+    images = len(patient_subset(load_cxr_dataset("nih-chestxray14", corpus)["train"], 0.5, seed=0))
+    config = {"per_device_train_batch_size": 8, "base_learning_rate": 1e-3}
+
+    flags = dict(zip(*[iter(map(str, budget_flags(corpus, 0.5, 30, 4, config, seed=2)))] * 2, strict=True))
+    epochs = 30 / (images // 4)
+    assert flags["--max_train_steps"] == "30" and flags["--seed"] == "2" and flags["--label_fraction"] == "0.5"
+    assert float(flags["--num_train_epochs"]) == pytest.approx(epochs, abs=1e-4)
+    assert float(flags["--warmup_epochs"]) == pytest.approx(epochs / 10, abs=1e-4)
+    assert flags["--per_device_train_batch_size"] == "4"
+    # Peak = base x batch / 256 stays the YAML's.
+    assert float(flags["--base_learning_rate"]) * 4 == pytest.approx(1e-3 * 8)
+
+    same_batch = [str(flag) for flag in budget_flags(corpus, 0.5, 30, 8, config, seed=2)]
+    assert "--base_learning_rate" not in same_batch and "--per_device_train_batch_size" not in same_batch

@@ -328,3 +328,45 @@ def test_pretraining_records_the_diagnostics_and_resumes_without_duplicates(phan
     assert not diagnostics(bare)
     weights, bare_weights = load_file(straight / "model.safetensors"), load_file(bare / "model.safetensors")
     assert all(torch.equal(weights[key], bare_weights[key]) for key in weights)
+
+
+def test_probe_readouts_include_the_recipes_probe_features():
+    sys.path.insert(0, str(ROOT / "scripts"))
+    try:
+        from probe_readouts import readouts
+    finally:
+        sys.path.pop(0)
+    model = tiny_mae()
+    pixels = torch.randn(5, 3, 32, 32, generator=torch.Generator().manual_seed(5))
+    features = readouts(model.vit.eval(), pixels, batch_size=2)
+    blocks = [f"block {i} patch mean" for i in range(1, model.config.num_hidden_layers + 1)]
+    assert list(features) == [*blocks, "final patch mean (the recipe's)", "final CLS token"]
+    assert np.allclose(features["final patch mean (the recipe's)"], encoder_features(model, pixels), atol=1e-6)
+    # The last block's tokens, before the final LayerNorm, are not the recipe's readout.
+    assert not np.allclose(features[blocks[-1]], features["final patch mean (the recipe's)"], atol=1e-3)
+    assert all(value.shape == (5, model.config.hidden_size) for value in features.values())
+
+
+@pytest.mark.slow
+def test_the_probe_readouts_script_writes_its_table_from_its_json(phantoms, tmp_path):
+    mae = tmp_path / "mae"
+    CXRViTMAEForPreTraining(tiny_vit_config(patch_size=8, num_hidden_layers=2, image_size=32)).save_pretrained(mae)
+    output = tmp_path / "readouts.json"
+    command = [sys.executable, "scripts/probe_readouts.py", str(mae), "--data-dir", str(phantoms),
+               "--train-images", "60", "--eval-images", "40", "--output", str(output)]  # fmt: skip
+    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads(output.read_text())
+    assert 0 < result["n_train"] <= 60 and 0 < result["n_eval"] <= 40
+    assert [(row["readout"], row["method"]) for row in result["rows"]][::2] == [
+        ("block 1 patch mean", "knn"), ("block 2 patch mean", "knn"), ("final patch mean (the recipe's)", "knn"),
+        ("final CLS token", "knn"),
+    ]  # fmt: skip
+    for row in result["rows"]:
+        for encoder in ("mae", "random"):
+            low, high = row[encoder]["mean_auroc_ci95"]
+            assert low <= row[encoder]["mean_auroc"] <= high
+        difference = row["mae"]["mean_auroc"] - row["random"]["mean_auroc"]
+        assert f"| {row['readout']} | {row['method']} | {row['mae']['mean_auroc']:.3f} [" in done.stdout
+        assert f"| {difference:+.3f} |" in done.stdout
+    assert set(result["pixels"]) == {"knn", "logistic"}

@@ -22,6 +22,7 @@ from cxr_vitmae.evaluation.pretraining_diagnostics import (
     encoder_features,
     evaluation_pixels,
     mean_training_image,
+    probe_difference,
     probe_encoder,
     probe_features,
     random_encoder,
@@ -158,6 +159,31 @@ def test_the_probe_finds_labels_the_features_carry_and_none_in_noise(method):
         assert set(result["per_class_auroc"]) == set(names) and (result["n_train"], result["n_eval"]) == (300, 300)
 
 
+def test_the_paired_probe_difference_is_the_difference_of_the_means_with_a_paired_interval():
+    train_informative, train_noise, train_labels = synthetic_multilabel(300, seed=1)
+    eval_informative, eval_noise, eval_labels = synthetic_multilabel(300, seed=2)
+    patients = [f"p{i // 2}" for i in range(300)]
+    options = {"label_names": ["a", "b", "c", "d"], "eval_patient_ids": patients, "n_bootstrap": 100}
+    carried = probe_features(train_informative, train_labels, eval_informative, eval_labels, **options)
+    noise = probe_features(train_noise, train_labels, eval_noise, eval_labels, **options)
+    better = probe_difference(carried, noise, eval_labels, patients, n_bootstrap=200, seed=0)
+    assert better["difference"] == pytest.approx(carried["mean_auroc"] - noise["mean_auroc"])
+    low, high = better["difference_ci95"]
+    assert 0 < low <= better["difference"] <= high and better["p_value"] < 0.01
+    # Against itself: zero in every resample.
+    same = probe_difference(noise, noise, eval_labels, patients, n_bootstrap=50, seed=0)
+    assert same["difference"] == 0 and same["difference_ci95"] == [0.0, 0.0]
+    # Single-label class indices are scored one class against the rest, as the probe's own metrics score them.
+    rng = np.random.default_rng(3)
+    classes = rng.integers(0, 3, 400)
+    features = np.eye(3)[classes] * 2.0 + 0.5 * rng.normal(size=(400, 3))
+    names, ids = ["x", "y", "z"], [str(i) for i in range(200)]
+    one = probe_features(features[:200], classes[:200], features[200:], classes[200:], label_names=names)
+    other = probe_features(rng.normal(size=(200, 3)), classes[:200], features[200:], classes[200:], label_names=names)
+    single = probe_difference(one, other, classes[200:], ids, n_bootstrap=50, seed=0)
+    assert single["difference"] == pytest.approx(one["mean_auroc"] - other["mean_auroc"])
+
+
 def test_the_probe_of_a_single_label_corpus_is_one_multiclass_probe():
     rng = np.random.default_rng(3)
     classes = rng.integers(0, 3, 400)
@@ -201,7 +227,7 @@ def test_probe_encoder_probes_the_encoders_pooled_features():
     result = probe_encoder(model, train, train_labels, evaluation, eval_labels, label_names=["a", "b"], k=5)
     expected = probe_features(encoder_features(model, train), train_labels, encoder_features(model, evaluation),
                               eval_labels, label_names=["a", "b"], k=5)  # fmt: skip
-    assert result == expected
+    assert np.array_equal(result.pop("scores"), expected.pop("scores")) and result == expected
 
 
 def test_patient_sample_keeps_whole_patients_within_the_budget():
@@ -305,6 +331,10 @@ def test_pretraining_records_the_diagnostics_and_resumes_without_duplicates(phan
         low, high = record["probe_mean_auroc_ci95"]
         assert low <= record["probe_mean_auroc"] <= high
         assert record["n_probe_train_images"] <= 120
+        difference = record["probe_minus_random"]
+        assert difference == pytest.approx(record["probe_mean_auroc"] - record["probe_random_mean_auroc"])
+        low, high = record["probe_minus_random_ci95"]
+        assert low <= difference <= high
     # The random encoder is probed once: the same value at every probe.
     assert records[1]["probe_random_mean_auroc"] == records[2]["probe_random_mean_auroc"]
     assert_readable_png(straight / "figures" / "training_curves.png")

@@ -10,7 +10,9 @@ Two questions, each answered against a reference that learns nothing, so that a 
 - Do the encoder's features carry the labels? `probe_encoder` fits a k-NN (or logistic-regression) probe on the
   pooled features of labelled training images and scores it by mean AUROC on validation images, to be read against
   the same probe on a randomly initialised encoder of the same configuration (`random_encoder`), which already
-  scores above chance where findings change the pixel statistics (about 0.6 on the phantoms).
+  scores above chance where findings change the pixel statistics (about 0.6 on the phantoms). `probe_difference`
+  gives the encoder's probe minus the random encoder's with a paired patient-bootstrap CI (both probes scored on each
+  draw of patients), which shows a difference that the two probes' own intervals, overlapping, would hide.
 
 Every forward pass runs in eval mode under `torch.inference_mode` and puts the model back in the mode it was in;
 nothing here draws from the process's random generators (masks come in as `noise`; the random encoder is built
@@ -33,12 +35,14 @@ from sklearn.preprocessing import StandardScaler
 from ..data.transforms import evaluation_transform
 from ..models import CXRViTMAEConfig, CXRViTMAEForPreTraining, CXRViTMAEModel
 from ..training.data import TransformedCorpus, make_loader
+from .comparison import paired_auroc_difference
 from .metrics import MULTI_LABEL, SINGLE_LABEL, classification_metrics
 
 __all__ = [
     "encoder_features",
     "evaluation_pixels",
     "mean_training_image",
+    "probe_difference",
     "probe_encoder",
     "probe_features",
     "random_encoder",
@@ -237,8 +241,9 @@ def probe_features(
     probe's training images.
 
     Returns:
-        `{"method", "k", "n_train", "n_eval", "mean_auroc", "mean_auroc_ci95", "per_class_auroc"}` (k is None for
-        the logistic probe; a mean or class AUROC is None where no eval class has both label values).
+        `{"method", "k", "n_train", "n_eval", "mean_auroc", "mean_auroc_ci95", "per_class_auroc", "scores"}` (k is
+        None for the logistic probe; a mean or class AUROC is None where no eval class has both label values;
+        `scores`, (n_eval, classes), are the probe's scores of the eval images, for `probe_difference`).
     """
     train_features = np.asarray(train_features, dtype=np.float64)
     eval_features = np.asarray(eval_features, dtype=np.float64)
@@ -274,7 +279,35 @@ def probe_features(
         "mean_auroc": metrics["mean_auroc"],
         "mean_auroc_ci95": metrics["mean_auroc_ci95"],
         "per_class_auroc": {name: values["auroc"] for name, values in metrics["per_class"].items()},
+        "scores": scores,
     }
+
+
+def probe_difference(
+    probe: dict, baseline: dict, eval_labels: np.ndarray, eval_patient_ids: Sequence, *, n_bootstrap: int, seed: int
+) -> dict:
+    """The mean AUROC of `probe` minus `baseline`'s, two `probe_features` results on the same eval images, with a
+    paired patient-level bootstrap interval (`comparison.paired_auroc_difference`: each resample scores both probes
+    on the same draw of patients). Single-label class indices are scored one class against the rest.
+
+    Returns:
+        `{"difference", "difference_ci95", "p_value"}` (p one-sided, H0: the probe is no better than the baseline;
+        all None where no eval class has both label values, the interval None where no resample does).
+    """
+    if probe["mean_auroc"] is None or baseline["mean_auroc"] is None:
+        return {"difference": None, "difference_ci95": None, "p_value": None}
+    labels = np.asarray(eval_labels, dtype=np.float64)
+    if labels.ndim == 1:
+        labels = np.eye(probe["scores"].shape[1])[labels.astype(int)]
+
+    def run(scores: np.ndarray) -> dict[str, np.ndarray]:
+        return {"scores": scores, "labels": labels, "image_id": np.arange(len(labels)),
+                "patient_id": np.asarray(eval_patient_ids)}  # fmt: skip
+
+    result = paired_auroc_difference(
+        [run(probe["scores"])], [run(baseline["scores"])], n_bootstrap=n_bootstrap, seed=seed
+    )
+    return {key: result[key] for key in ("difference", "difference_ci95", "p_value")}
 
 
 def probe_encoder(

@@ -164,7 +164,8 @@ def summarize_study(
 
 def _pretraining_diagnostics(history: Sequence[Mapping]) -> dict:
     """What the pre-training learned, as the recipe measured it: per epoch the held-out masked-patch loss next to its
-    two trivial predictors, and at each snapshot and the end the encoder's probe next to a random encoder's."""
+    two trivial predictors, and at each snapshot and the end the encoder's probe next to a random encoder's, and
+    their paired difference (None in histories written before the recipe recorded it)."""
     losses = ("heldout_mae_loss", "heldout_visible_mean_loss", "heldout_mean_image_loss")
     probe = ("probe_mean_auroc", "probe_mean_auroc_ci95", "probe_random_mean_auroc", "probe_random_mean_auroc_ci95")
     return {
@@ -174,7 +175,13 @@ def _pretraining_diagnostics(history: Sequence[Mapping]) -> dict:
             if "heldout_mae_loss" in r
         ],
         "probe": [
-            {"step": r["step"], "epoch": r["epoch"], "method": r.get("probe_method"), **{key: r[key] for key in probe}}
+            {
+                "step": r["step"],
+                "epoch": r["epoch"],
+                "method": r.get("probe_method"),
+                **{key: r[key] for key in probe},
+                **{key: r.get(key) for key in ("probe_minus_random", "probe_minus_random_ci95")},
+            }
             for r in history
             if "probe_mean_auroc" in r
         ],
@@ -265,7 +272,15 @@ def study_markdown(results: Mapping, figure: str | None = None) -> str:
     diagnostics = results.get("pretraining_diagnostics") or {}
     if diagnostics.get("probe"):
         lines += _table(
-            ["encoder probe at pre-training step", "MAE encoder", "95 % CI", "random encoder", "95 % CI"],
+            [
+                "encoder probe at pre-training step",
+                "MAE encoder",
+                "95 % CI",
+                "random encoder",
+                "95 % CI",
+                "MAE − random (paired)",
+                "95 % CI",
+            ],
             [
                 [
                     str(p["step"]),
@@ -273,6 +288,8 @@ def study_markdown(results: Mapping, figure: str | None = None) -> str:
                     _ci(p["probe_mean_auroc_ci95"]),
                     _auroc(p["probe_random_mean_auroc"]),
                     _ci(p["probe_random_mean_auroc_ci95"]),
+                    "n/a" if p.get("probe_minus_random") is None else f"{p['probe_minus_random']:+.3f}",
+                    _ci(p.get("probe_minus_random_ci95")),
                 ]
                 for p in diagnostics["probe"]
             ],

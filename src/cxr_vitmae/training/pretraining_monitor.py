@@ -33,6 +33,7 @@ from ..data import label_names, load_cxr_dataset
 from ..evaluation.pretraining_diagnostics import (
     evaluation_pixels,
     mean_training_image,
+    probe_difference,
     probe_encoder,
     random_encoder,
     reconstruction_baselines,
@@ -165,16 +166,26 @@ class PretrainingMonitor:
             )
         if probe and self.probe_data is not None:
             ours, baseline = self._probe(model), self.random_probe
+            data = self.probe_data
+            difference = probe_difference(
+                ours, baseline, data["eval_labels"], data["eval_patients"], n_bootstrap=PROBE_BOOTSTRAP,
+                seed=self.args.seed,
+            )  # fmt: skip
             record.update(
                 probe_mean_auroc=ours["mean_auroc"],
                 probe_mean_auroc_ci95=ours["mean_auroc_ci95"],
                 probe_random_mean_auroc=baseline["mean_auroc"],
                 probe_random_mean_auroc_ci95=baseline["mean_auroc_ci95"],
+                probe_minus_random=difference["difference"],
+                probe_minus_random_ci95=difference["difference_ci95"],
                 probe_method=ours["method"],
                 n_probe_train_images=ours["n_train"],
                 n_probe_eval_images=ours["n_eval"],
             )
-            lines.append(f"{ours['method']} probe mean AUROC {_auroc(ours)} (random encoder {_auroc(baseline)})")
+            lines.append(
+                f"{ours['method']} probe mean AUROC {_auroc(ours)} (random encoder {_auroc(baseline)}; paired "
+                f"difference {_signed(difference['difference'], difference['difference_ci95'])})"
+            )
         state.history.append(record)
         self.accelerator.log({k: v for k, v in record.items() if _is_scalar(v) and k != "step"}, step=state.step)
         self.accelerator.print(f"epoch {epoch:g}: " + "; ".join(lines))
@@ -282,6 +293,12 @@ def _auroc(probe: dict) -> str:
         return "undefined"
     interval = probe["mean_auroc_ci95"]
     return f"{probe['mean_auroc']:.3f}" + (f" [{interval[0]:.3f}, {interval[1]:.3f}]" if interval else "")
+
+
+def _signed(value: float | None, interval: list[float] | None) -> str:
+    if value is None:
+        return "undefined"
+    return f"{value:+.3f}" + (f" [{interval[0]:+.3f}, {interval[1]:+.3f}]" if interval else "")
 
 
 def _is_scalar(value: Any) -> bool:

@@ -1,35 +1,43 @@
-"""Is the pre-training recipe's probe blind, or has the MAE encoder learned nothing a probe can read? The recipe
-probes one readout (the mean of the last layer's patch tokens, k-NN); this script probes a pre-trained MAE's encoder
-through every readout a ViT offers (the mean of each block's patch tokens, the final normalised tokens, the CLS
-token), with both probe methods (k-NN, logistic regression), next to the same readouts of a randomly initialised
-encoder of the same configuration and to the same probes on the images' own pixels (average-pooled to 16 x 16).
+r"""Is the pre-training recipe's probe blind, or has the MAE encoder learned nothing a probe can read? The recipe
+probes one readout (the patch tokens after the encoder's final LayerNorm, averaged; k-NN by default); this script
+probes a pre-trained MAE's encoder through several readouts (each block's patch tokens averaged, the final normalised
+ones, the CLS token) with both probe methods (k-NN, logistic regression), next to the same readouts of a randomly
+initialised encoder of the same configuration, with the paired difference, and to the same probes on the images'
+pixels (the first channel average-pooled to 16 x 16).
 
     python scripts/probe_readouts.py demo_output/mae-pretrain --data-dir demo_output/phantoms-prepared
     python scripts/probe_readouts.py reproduce_output/pretrain/mae --data-dir reproduce_output/corpora/nih \
-        --output probe_readouts.json --update-results
+        --update-results probe-readouts
 
 The probes are fitted on whole patients of the corpus's train split and scored on whole patients of its validation
-split (patient-bootstrap 95 % CIs); no test image is read, and nothing here is chosen from these numbers.
+split, with patient-bootstrap 95 % CIs (the MAE-minus-random difference paired: both probes scored on each draw of
+patients). No test image is read.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import sys
+from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
 import torch
-from results_section import add_update_results_flag, machine, update_results_section
+from results_section import machine, update_results_section
 
 from cxr_vitmae.data import label_names, load_cxr_dataset
-from cxr_vitmae.evaluation.pretraining_diagnostics import evaluation_pixels, probe_features, random_encoder
+from cxr_vitmae.evaluation.pretraining_diagnostics import (
+    evaluation_pixels,
+    probe_difference,
+    probe_features,
+    random_encoder,
+)
 from cxr_vitmae.models import CXRViTMAEForPreTraining
-from cxr_vitmae.training.pretraining_monitor import patient_sample
+from cxr_vitmae.training.pretraining_monitor import PROBE_BOOTSTRAP, PROBE_NEIGHBOURS, patient_sample
 
-PIXEL_GRID = 16  # the pixel reference: each image average-pooled to 16 x 16
-N_BOOTSTRAP = 200
-PROBE_NEIGHBOURS = 20  # as the recipe's k-NN probe
+PIXEL_GRID = 16  # the pixel reference: each image's first channel average-pooled to 16 x 16
+METHODS = ("knn", "logistic")
 
 
 @torch.inference_mode()
@@ -55,76 +63,97 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("mae", type=Path, help="a pre-trained MAE directory (recipes/pretrain.py's output)")
     parser.add_argument("--data-dir", type=Path, required=True, help="a labelled corpus (or its prepared copy)")
-    parser.add_argument("--dataset", default="nih-chestxray14")
-    parser.add_argument("--train-images", type=int, default=1024)
-    parser.add_argument("--eval-images", type=int, default=512)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--output", type=Path, default=Path("probe_readouts.json"))
-    add_update_results_flag(parser, "put the table into docs/results.md")
+    parser.add_argument("--dataset", default="nih-chestxray14", help="the corpus's name (default: %(default)s)")
+    parser.add_argument("--train-images", type=int, default=1024,
+                        help="at most this many train images, whole patients (default: %(default)s)")  # fmt: skip
+    parser.add_argument("--eval-images", type=int, default=512,
+                        help="at most this many validation images, whole patients (default: %(default)s)")  # fmt: skip
+    parser.add_argument("--seed", type=int, default=0, help="draws the patients and the random encoder")
+    parser.add_argument("--output", type=Path, help="the JSON (default: MAE/probe_readouts.json)")
+    parser.add_argument("--update-results", metavar="SECTION",
+                        help="the table into docs/results.md, between <!-- SECTION:start/end -->")  # fmt: skip
     args = parser.parse_args()
 
     mae = CXRViTMAEForPreTraining.from_pretrained(args.mae).eval()
-    size = mae.config.image_size
     splits = load_cxr_dataset(args.dataset, args.data_dir)
-    names = label_names(args.dataset, args.data_dir)
+    for split in ("train", "validation"):
+        if split not in splits:
+            raise SystemExit(f"--dataset {args.dataset} in {args.data_dir} has no {split} split (only {list(splits)})")
+    label_key = "label" if "label" in splits["train"].features else "labels"
     train = patient_sample(splits["train"], args.train_images, args.seed)
     evaluation = patient_sample(splits["validation"], args.eval_images, args.seed)
-    train_labels = np.asarray(train.select_columns(["labels"])[:]["labels"], dtype=np.float64)
-    eval_columns = evaluation.select_columns(["labels", "patient_id"])[:]
-    eval_labels = np.asarray(eval_columns["labels"], dtype=np.float64)
+    train_labels = np.asarray(train.select_columns([label_key])[:][label_key], dtype=np.float64)
+    eval_columns = evaluation.select_columns([label_key, "patient_id"])[:]
+    eval_labels, patients = np.asarray(eval_columns[label_key], dtype=np.float64), eval_columns["patient_id"]
+    names = label_names(args.dataset, args.data_dir)
+    size = mae.config.image_size
     train_pixels = evaluation_pixels(train, size, seed=args.seed)
     eval_pixels = evaluation_pixels(evaluation, size, seed=args.seed)
 
     def probe(train_features: np.ndarray, eval_features: np.ndarray, method: str) -> dict:
-        result = probe_features(
-            train_features, train_labels, eval_features, eval_labels, label_names=names,
-            eval_patient_ids=eval_columns["patient_id"], method=method, k=PROBE_NEIGHBOURS,
-            n_bootstrap=N_BOOTSTRAP, seed=args.seed,
+        return probe_features(
+            train_features, train_labels, eval_features, eval_labels, label_names=names, eval_patient_ids=patients,
+            method=method, k=PROBE_NEIGHBOURS, n_bootstrap=PROBE_BOOTSTRAP, seed=args.seed,
         )  # fmt: skip
-        return {"mean_auroc": result["mean_auroc"], "mean_auroc_ci95": result["mean_auroc_ci95"]}
+
+    def kept(result: dict) -> dict:
+        return {key: result[key] for key in ("mean_auroc", "mean_auroc_ci95")}
 
     encoders = {"mae": mae.vit, "random": random_encoder(mae.config, args.seed)}
     features = {name: (readouts(e, train_pixels), readouts(e, eval_pixels)) for name, e in encoders.items()}
     rows = []
     for readout in features["mae"][0]:
-        for method in ("knn", "logistic"):
-            row = {"readout": readout, "method": method}
-            for name, (train_features, eval_features) in features.items():
-                row[name] = probe(train_features[readout], eval_features[readout], method)
-            rows.append(row)
+        for method in METHODS:
+            ours, baseline = (probe(features[n][0][readout], features[n][1][readout], method) for n in encoders)
+            difference = probe_difference(
+                ours, baseline, eval_labels, patients, n_bootstrap=PROBE_BOOTSTRAP, seed=args.seed
+            )
+            rows.append({"readout": readout, "method": method, "mae": kept(ours), "random": kept(baseline),
+                         "mae_minus_random": difference})  # fmt: skip
     train_grid, eval_grid = pixel_readout(train_pixels), pixel_readout(eval_pixels)
-    pixels = {method: probe(train_grid, eval_grid, method) for method in ("knn", "logistic")}
     result = {
-        "mae": str(args.mae), "data_dir": str(args.data_dir), "dataset": args.dataset, "machine": machine(),
-        "n_train": len(train), "n_eval": len(evaluation), "rows": rows, "pixels": pixels,
+        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "machine": machine(),
+        "command": " ".join(["python", "scripts/probe_readouts.py", *sys.argv[1:]]), "dataset": args.dataset,
+        "n_train": len(train), "n_eval": len(evaluation), "rows": rows,
+        "pixels": {method: kept(probe(train_grid, eval_grid, method)) for method in METHODS},
     }  # fmt: skip
-    args.output.write_text(json.dumps(result, indent=2) + "\n")
+    output = args.output or args.mae / "probe_readouts.json"
+    output.write_text(json.dumps(result, indent=2) + "\n")
     report = readouts_report(result)
     print(report)
+    print(f"-> {output}")
     if args.update_results:
-        update_results_section("probe-readouts", report)
+        update_results_section(args.update_results, report)
 
 
 def _auroc(probe: dict) -> str:
-    low, high = probe["mean_auroc_ci95"]
-    return f"{probe['mean_auroc']:.3f} [{low:.3f}, {high:.3f}]"
+    if probe["mean_auroc"] is None:
+        return "n/a"
+    interval = probe["mean_auroc_ci95"]
+    return f"{probe['mean_auroc']:.3f}" + (f" [{interval[0]:.3f}, {interval[1]:.3f}]" if interval else "")
+
+
+def _difference(difference: dict) -> str:
+    if difference["difference"] is None:
+        return "n/a"
+    interval = difference["difference_ci95"]
+    return f"{difference['difference']:+.3f}" + (f" [{interval[0]:+.3f}, {interval[1]:+.3f}]" if interval else "")
 
 
 def readouts_report(result: dict) -> str:
     """The table as Markdown, every number from `result` (the script's JSON)."""
     lines = [
-        f"Measured by `python scripts/probe_readouts.py {result['mae']} --data-dir {result['data_dir']}` on "
-        f"{result['machine']}: probes fitted on {result['n_train']} {result['dataset']} train images, mean AUROC on "
-        f"{result['n_eval']} validation images (95 % patient-bootstrap CIs).",
+        f"Measured {result['date']} on {result['machine']}: `{result['command']}`. Probes fitted on "
+        f"{result['n_train']} {result['dataset']} train images, mean AUROC on {result['n_eval']} validation images "
+        f"(95 % patient-bootstrap CIs; MAE − random paired).",
         "",
-        "| readout | probe | MAE encoder | random encoder | MAE − random |",
+        "| readout | probe | MAE encoder | random encoder | MAE − random (paired) |",
         "|---|---|---|---|---|",
     ]
     for row in result["rows"]:
-        difference = row["mae"]["mean_auroc"] - row["random"]["mean_auroc"]
         lines.append(
             f"| {row['readout']} | {row['method']} | {_auroc(row['mae'])} | {_auroc(row['random'])} | "
-            f"{difference:+.3f} |"
+            f"{_difference(row['mae_minus_random'])} |"
         )
     for method, probe in result["pixels"].items():
         lines.append(f"| pixels, {PIXEL_GRID} × {PIXEL_GRID} | {method} | {_auroc(probe)} | (no encoder) | |")

@@ -95,9 +95,9 @@ PROFILES = {
     # fine-tuning budget at 10 % is the one under which the sweep (docs/results.md) found the MAE ahead of scratch
     # (400 steps; at 100 steps every ViT stayed at chance), at batch 32 to fit the hour; three seeds for the headline
     # pair, one for every other run; one snapshot (each is another 400-step run, about 3 minutes) to fit the hour.
-    # 48 pre-training epochs (3,264 steps): on the demo's phantoms the k-NN probe of the MAE's encoder minus a random
-    # encoder's, on validation patients, went from -0.010 after 640 steps to +0.068 after 3,200 (1,024 probe training
-    # images, scripts/probe_readouts.py); the fine-tuning budget is unchanged.
+    # 48 pre-training epochs (3,264 steps): on the demo's phantoms the linear probe of the MAE's encoder minus a random
+    # encoder's (paired, validation patients) went from -0.004 [-0.053, +0.047] after 640 steps to +0.050 [+0.005,
+    # +0.094] after 3,200 (scripts/probe_readouts.py, docs/results.md); the fine-tuning budget is unchanged.
     "cpu": Profile(
         nih_images=3000, pool_images=3000, phantom_size=128, pretrain_epochs=48, snapshots=1, ablation_epochs=48,
         finetune_steps={0.1: 400, 1.0: 160}, finetune_batch={0.1: 32, 1.0: 32}, seeds=3, side_seeds=1,

@@ -1,6 +1,7 @@
 """What the demo and the reproduction study share: the machine's description, and replacing a generated section of
 the results page, docs/results.md (the text between `<!-- NAME:start -->` and `<!-- NAME:end -->`), so that the
-numbers it shows are the ones a script wrote (`demo.py --update-results`, `reproduce.py --update-results`).
+numbers it shows are the ones a script wrote (`demo.py`, `reproduce.py`, `sweep_mae.py` and `probe_readouts.py`
+with `--update-results`).
 README.md links to that page and carries no measurements itself."""
 
 import os

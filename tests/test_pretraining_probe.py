@@ -184,6 +184,16 @@ def test_the_paired_probe_difference_is_the_difference_of_the_means_with_a_paire
     assert single["difference"] == pytest.approx(one["mean_auroc"] - other["mean_auroc"])
 
 
+def test_a_probe_difference_without_a_defined_class_is_undefined_not_an_error():
+    labels = np.zeros((6, 2))  # no eval image is positive: no AUROC is defined
+    train = np.random.default_rng(0).normal(size=(10, 4))
+    train_labels = (np.arange(20).reshape(10, 2) % 3 == 0).astype(float)
+    one = probe_features(train, train_labels, train[:6], labels, label_names=["a", "b"], k=3)
+    assert one["mean_auroc"] is None
+    undefined = probe_difference(one, one, labels, list("aabbcc"), n_bootstrap=10, seed=0)
+    assert undefined == {"difference": None, "difference_ci95": None, "p_value": None}
+
+
 def test_the_probe_of_a_single_label_corpus_is_one_multiclass_probe():
     rng = np.random.default_rng(3)
     classes = rng.integers(0, 3, 400)
@@ -396,7 +406,10 @@ def test_the_probe_readouts_script_writes_its_table_from_its_json(phantoms, tmp_
         for encoder in ("mae", "random"):
             low, high = row[encoder]["mean_auroc_ci95"]
             assert low <= row[encoder]["mean_auroc"] <= high
-        difference = row["mae"]["mean_auroc"] - row["random"]["mean_auroc"]
+        paired = row["mae_minus_random"]
+        assert paired["difference"] == pytest.approx(row["mae"]["mean_auroc"] - row["random"]["mean_auroc"])
+        low, high = paired["difference_ci95"]
+        assert low <= paired["difference"] <= high
         assert f"| {row['readout']} | {row['method']} | {row['mae']['mean_auroc']:.3f} [" in done.stdout
-        assert f"| {difference:+.3f} |" in done.stdout
-    assert set(result["pixels"]) == {"knn", "logistic"}
+        assert f"| {paired['difference']:+.3f} [{low:+.3f}, {high:+.3f}] |" in done.stdout
+    assert set(result["pixels"]) == {"knn", "logistic"} and "scripts/probe_readouts.py" in result["command"]

@@ -110,6 +110,8 @@ def test_study_end_to_end_and_resume(tmp_path):
     for point in diagnostics["probe"]:
         assert 0 <= point["probe_mean_auroc"] <= 1 and 0 <= point["probe_random_mean_auroc"] <= 1
         assert point["probe_random_mean_auroc_ci95"][0] <= point["probe_random_mean_auroc"]
+        difference = point["probe_mean_auroc"] - point["probe_random_mean_auroc"]
+        assert point["probe_minus_random"] == pytest.approx(difference)
     assert diagnostics["reconstruction"] and all(
         r["heldout_mean_image_loss"] > 0 for r in diagnostics["reconstruction"]
     )
@@ -124,6 +126,8 @@ def test_study_end_to_end_and_resume(tmp_path):
     assert "ViT, MAE pre-trained" in table and "DenseNet-121 from scratch" in table and "--profile smoke" in table
     assert "timm:resnet10t from scratch" in table and "timm-resnet10t 100%" in table  # the summary and per-class tables
     assert "encoder probe at pre-training step" in table and "training mean image" in table
+    for point in diagnostics["probe"]:  # with the paired MAE-minus-random difference
+        assert f"| {point['probe_minus_random']:+.3f} | [" in table
     with Image.open(output / "reproduce.png") as figure:
         assert figure.width >= 3 * 384 and figure.height >= 384
 

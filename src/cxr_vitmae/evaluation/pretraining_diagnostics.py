@@ -292,7 +292,8 @@ def probe_difference(
 
     Returns:
         `{"difference", "difference_ci95", "p_value"}` (p one-sided, H0: the probe is no better than the baseline;
-        all None where no eval class has both label values, the interval None where no resample does).
+        all None where no eval class has both label values; where no resample has one, the interval is None and p
+        is 1.0).
     """
     if probe["mean_auroc"] is None or baseline["mean_auroc"] is None:
         return {"difference": None, "difference_ci95": None, "p_value": None}

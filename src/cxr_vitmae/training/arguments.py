@@ -135,7 +135,7 @@ class PretrainArguments(RecipeArguments):
         metadata={
             "help": "a labelled cxr_vitmae.data corpus on which every snapshot and the end probe the encoder's pooled "
             "features (k-NN or logistic regression fitted on its train split, mean AUROC on its validation split), "
-            "next to the same probe of a random encoder; default: no probe"
+            "next to the same probe of a random encoder and the paired difference; default: no probe"
         },
     )
     probe_data_dir: str | None = field(

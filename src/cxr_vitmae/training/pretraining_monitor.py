@@ -1,6 +1,7 @@
 """What the pre-training recipe measures while it runs, and where the numbers go: at every epoch end the MAE's
 masked-patch loss on held-out images next to two trivial predictors, and at every snapshot and at the end a probe of
-the encoder's features on a labelled corpus next to the same probe on a random encoder (the measurements are
+the encoder's features on a labelled corpus next to the same probe on a random encoder, with the paired difference
+of the two (the measurements are
 `evaluation.pretraining_diagnostics`'; this module picks the images, keeps them between epochs and writes the
 records into the trainer's history, the trackers and the log).
 
@@ -178,6 +179,7 @@ class PretrainingMonitor:
                 probe_random_mean_auroc_ci95=baseline["mean_auroc_ci95"],
                 probe_minus_random=difference["difference"],
                 probe_minus_random_ci95=difference["difference_ci95"],
+                probe_minus_random_p_value=difference["p_value"],
                 probe_method=ours["method"],
                 n_probe_train_images=ours["n_train"],
                 n_probe_eval_images=ours["n_eval"],

@@ -97,7 +97,7 @@ PROFILES = {
     # pair, one for every other run; one snapshot (each is another 400-step run, about 3 minutes) to fit the hour.
     # 8 pre-training epochs (544 steps), chosen on validation: pre-trained 48 epochs (3,264 steps) the MAE's linear
     # probe rose above a random encoder's (+0.048 [+0.005, +0.084], paired) but the ViT fine-tuned from it scored
-    # 0.598, 0.534, 0.572 on validation against 0.612, 0.575, 0.615 after 8 epochs (docs/results.md).
+    # 0.598, 0.534, 0.572 on validation against 0.611, 0.576, 0.616 after 8 epochs (docs/results.md).
     "cpu": Profile(
         nih_images=3000, pool_images=3000, phantom_size=128, pretrain_epochs=8, snapshots=1, ablation_epochs=8,
         finetune_steps={0.1: 400, 1.0: 160}, finetune_batch={0.1: 32, 1.0: 32}, seeds=3, side_seeds=1,

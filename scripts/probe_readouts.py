@@ -27,14 +27,15 @@ import torch
 from results_section import machine, update_results_section
 
 from cxr_vitmae.data import label_names, load_cxr_dataset
-from cxr_vitmae.evaluation.pretraining_diagnostics import (
-    evaluation_pixels,
-    probe_difference,
-    probe_features,
-    random_encoder,
-)
+from cxr_vitmae.evaluation.pretraining_diagnostics import probe_difference, probe_features, random_encoder
 from cxr_vitmae.models import CXRViTMAEForPreTraining
-from cxr_vitmae.training.pretraining_monitor import PROBE_BOOTSTRAP, PROBE_NEIGHBOURS, patient_sample
+from cxr_vitmae.training.pretraining_monitor import (
+    PROBE_BOOTSTRAP,
+    PROBE_NEIGHBOURS,
+    estimate_text,
+    patient_sample,
+    probe_data,
+)
 
 PIXEL_GRID = 16  # the pixel reference: each image's first channel average-pooled to 16 x 16
 METHODS = ("knn", "logistic")
@@ -79,21 +80,17 @@ def main() -> None:
     for split in ("train", "validation"):
         if split not in splits:
             raise SystemExit(f"--dataset {args.dataset} in {args.data_dir} has no {split} split (only {list(splits)})")
-    label_key = "label" if "label" in splits["train"].features else "labels"
     train = patient_sample(splits["train"], args.train_images, args.seed)
     evaluation = patient_sample(splits["validation"], args.eval_images, args.seed)
-    train_labels = np.asarray(train.select_columns([label_key])[:][label_key], dtype=np.float64)
-    eval_columns = evaluation.select_columns([label_key, "patient_id"])[:]
-    eval_labels, patients = np.asarray(eval_columns[label_key], dtype=np.float64), eval_columns["patient_id"]
-    names = label_names(args.dataset, args.data_dir)
-    size = mae.config.image_size
-    train_pixels = evaluation_pixels(train, size, seed=args.seed)
-    eval_pixels = evaluation_pixels(evaluation, size, seed=args.seed)
+    data = probe_data(train, evaluation, mae.config.image_size, seed=args.seed,
+                      class_names=label_names(args.dataset, args.data_dir))  # fmt: skip
+    train_pixels, eval_pixels = data["train_pixels"], data["eval_pixels"]
 
     def probe(train_features: np.ndarray, eval_features: np.ndarray, method: str) -> dict:
         return probe_features(
-            train_features, train_labels, eval_features, eval_labels, label_names=names, eval_patient_ids=patients,
-            method=method, k=PROBE_NEIGHBOURS, n_bootstrap=PROBE_BOOTSTRAP, seed=args.seed,
+            train_features, data["train_labels"], eval_features, data["eval_labels"], label_names=data["label_names"],
+            eval_patient_ids=data["eval_patients"], method=method, k=PROBE_NEIGHBOURS, n_bootstrap=PROBE_BOOTSTRAP,
+            seed=args.seed,
         )  # fmt: skip
 
     def kept(result: dict) -> dict:
@@ -106,7 +103,7 @@ def main() -> None:
         for method in METHODS:
             ours, baseline = (probe(features[n][0][readout], features[n][1][readout], method) for n in encoders)
             difference = probe_difference(
-                ours, baseline, eval_labels, patients, n_bootstrap=PROBE_BOOTSTRAP, seed=args.seed
+                ours, baseline, data["eval_labels"], data["eval_patients"], n_bootstrap=PROBE_BOOTSTRAP, seed=args.seed
             )
             rows.append({"readout": readout, "method": method, "mae": kept(ours), "random": kept(baseline),
                          "mae_minus_random": difference})  # fmt: skip
@@ -127,17 +124,11 @@ def main() -> None:
 
 
 def _auroc(probe: dict) -> str:
-    if probe["mean_auroc"] is None:
-        return "n/a"
-    interval = probe["mean_auroc_ci95"]
-    return f"{probe['mean_auroc']:.3f}" + (f" [{interval[0]:.3f}, {interval[1]:.3f}]" if interval else "")
+    return estimate_text(probe["mean_auroc"], probe["mean_auroc_ci95"])
 
 
 def _difference(difference: dict) -> str:
-    if difference["difference"] is None:
-        return "n/a"
-    interval = difference["difference_ci95"]
-    return f"{difference['difference']:+.3f}" + (f" [{interval[0]:+.3f}, {interval[1]:+.3f}]" if interval else "")
+    return estimate_text(difference["difference"], difference["difference_ci95"], signed=True)
 
 
 def readouts_report(result: dict) -> str:

@@ -125,7 +125,14 @@ class PretrainingMonitor:
                     f"--probe_{'train' if split == 'train' else 'eval'}_images, none of a pre-training patient)"
                 )
         if self.accelerator.is_main_process:
-            self.probe_data = _probe_data(args, train, evaluation, args.dataloader_num_workers or 0)
+            self.probe_data = probe_data(
+                train,
+                evaluation,
+                args.image_size,
+                seed=args.seed,
+                num_workers=args.dataloader_num_workers or 0,
+                class_names=label_names(args.probe_dataset, args.probe_data_dir_or_default(), **args.probe_options()),
+            )
         method = f"k-NN (k={PROBE_NEIGHBOURS}, cosine)" if args.probe_method == "knn" else "logistic-regression"
         return (
             f"{method} probe of the pooled encoder features at every snapshot and at the end, fitted on {len(train)} "
@@ -185,8 +192,9 @@ class PretrainingMonitor:
                 n_probe_eval_images=ours["n_eval"],
             )
             lines.append(
-                f"{ours['method']} probe mean AUROC {_auroc(ours)} (random encoder {_auroc(baseline)}; paired "
-                f"difference {_signed(difference['difference'], difference['difference_ci95'])})"
+                f"{ours['method']} probe mean AUROC {estimate_text(ours['mean_auroc'], ours['mean_auroc_ci95'])} "
+                f"(random encoder {estimate_text(baseline['mean_auroc'], baseline['mean_auroc_ci95'])}; paired "
+                f"difference {estimate_text(difference['difference'], difference['difference_ci95'], signed=True)})"
             )
         state.history.append(record)
         self.accelerator.log({k: v for k, v in record.items() if _is_scalar(v) and k != "step"}, step=state.step)
@@ -267,12 +275,21 @@ def _load_probe_corpus(args: PretrainArguments, accelerator: Accelerator) -> dat
     return probe_splits
 
 
-def _probe_data(args: PretrainArguments, train: datasets.Dataset, evaluation: datasets.Dataset, workers: int) -> dict:
-    """The probe's images through the evaluation transform, with their labels (NaN = unknown, or class indices)."""
+def probe_data(
+    train: datasets.Dataset,
+    evaluation: datasets.Dataset,
+    image_size: int,
+    *,
+    seed: int,
+    class_names: list[str],
+    num_workers: int = 0,
+) -> dict:
+    """The probe's images through the evaluation transform, with their labels (NaN = unknown, or class indices), the
+    eval images' patients and the corpus's `class_names` (as "label_names")."""
     label_key = "label" if "label" in train.features else "labels"
 
     def pixels(split: datasets.Dataset) -> torch.Tensor:
-        return evaluation_pixels(split, args.image_size, seed=args.seed, num_workers=workers)
+        return evaluation_pixels(split, image_size, seed=seed, num_workers=num_workers)
 
     return {
         "train_pixels": pixels(train),
@@ -280,7 +297,7 @@ def _probe_data(args: PretrainArguments, train: datasets.Dataset, evaluation: da
         "eval_pixels": pixels(evaluation),
         "eval_labels": np.asarray(_column(evaluation, label_key), dtype=np.float64),
         "eval_patients": _column(evaluation, "patient_id"),
-        "label_names": label_names(args.probe_dataset, args.probe_data_dir_or_default(), **args.probe_options()),
+        "label_names": class_names,
     }
 
 
@@ -290,17 +307,12 @@ def _column(split: datasets.Dataset, name: str) -> list:
     return split.select_columns([name])[:][name]
 
 
-def _auroc(probe: dict) -> str:
-    if probe["mean_auroc"] is None:
-        return "undefined"
-    interval = probe["mean_auroc_ci95"]
-    return f"{probe['mean_auroc']:.3f}" + (f" [{interval[0]:.3f}, {interval[1]:.3f}]" if interval else "")
-
-
-def _signed(value: float | None, interval: list[float] | None) -> str:
+def estimate_text(value: float | None, interval: list[float] | None, *, signed: bool = False) -> str:
+    """`0.612 [0.571, 0.650]` (or `+0.036 [-0.010, +0.077]` when `signed`); "undefined" where `value` is None."""
     if value is None:
         return "undefined"
-    return f"{value:+.3f}" + (f" [{interval[0]:+.3f}, {interval[1]:+.3f}]" if interval else "")
+    form = "+.3f" if signed else ".3f"
+    return format(value, form) + (f" [{interval[0]:{form}}, {interval[1]:{form}}]" if interval else "")
 
 
 def _is_scalar(value: Any) -> bool:

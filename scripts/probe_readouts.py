@@ -5,9 +5,9 @@ ones, the CLS token) with both probe methods (k-NN, logistic regression), next t
 initialised encoder of the same configuration, with the paired difference, and to the same probes on the images'
 pixels (the first channel average-pooled to 16 x 16).
 
-    python scripts/probe_readouts.py demo_output/mae-pretrain --data-dir demo_output/phantoms-prepared
-    python scripts/probe_readouts.py reproduce_output/pretrain/mae --data-dir reproduce_output/corpora/nih \
+    python scripts/probe_readouts.py demo_output/mae-pretrain --data-dir demo_output/phantoms-prepared \
         --update-results probe-readouts
+    python scripts/probe_readouts.py reproduce_output/pretrain/mae --data-dir reproduce_output/corpora/nih
 
 The probes are fitted on whole patients of the corpus's train split and scored on whole patients of its validation
 split, with patient-bootstrap 95 % CIs (the MAE-minus-random difference paired: both probes scored on each draw of
@@ -27,6 +27,7 @@ import torch
 from results_section import machine, update_results_section
 
 from cxr_vitmae.data import label_names, load_cxr_dataset
+from cxr_vitmae.errors import InputError
 from cxr_vitmae.evaluation.pretraining_diagnostics import probe_difference, probe_features, random_encoder
 from cxr_vitmae.models import CXRViTMAEForPreTraining
 from cxr_vitmae.training.pretraining_monitor import (
@@ -56,6 +57,13 @@ def readouts(encoder: torch.nn.Module, pixels: torch.Tensor, batch_size: int = 1
     return {name: torch.cat(values).numpy() for name, values in batches.items()}
 
 
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive number of images, got {value}")
+    return value
+
+
 def pixel_readout(pixels: torch.Tensor) -> np.ndarray:
     return torch.nn.functional.adaptive_avg_pool2d(pixels[:, :1].float(), PIXEL_GRID).flatten(1).numpy()
 
@@ -65,18 +73,24 @@ def main() -> None:
     parser.add_argument("mae", type=Path, help="a pre-trained MAE directory (recipes/pretrain.py's output)")
     parser.add_argument("--data-dir", type=Path, required=True, help="a labelled corpus (or its prepared copy)")
     parser.add_argument("--dataset", default="nih-chestxray14", help="the corpus's name (default: %(default)s)")
-    parser.add_argument("--train-images", type=int, default=1024,
+    parser.add_argument("--train-images", type=_positive, default=1024,
                         help="at most this many train images, whole patients (default: %(default)s)")  # fmt: skip
-    parser.add_argument("--eval-images", type=int, default=512,
+    parser.add_argument("--eval-images", type=_positive, default=512,
                         help="at most this many validation images, whole patients (default: %(default)s)")  # fmt: skip
-    parser.add_argument("--seed", type=int, default=0, help="draws the patients and the random encoder")
+    parser.add_argument("--seed", type=int, default=0,
+                        help="draws the patients and the random encoder (default: %(default)s)")  # fmt: skip
     parser.add_argument("--output", type=Path, help="the JSON (default: MAE/probe_readouts.json)")
     parser.add_argument("--update-results", metavar="SECTION",
                         help="the table into docs/results.md, between <!-- SECTION:start/end -->")  # fmt: skip
     args = parser.parse_args()
 
+    if not (args.mae / "config.json").is_file():
+        raise SystemExit(f"{args.mae}: no config.json; expected a pre-trained MAE directory (recipes/pretrain.py)")
     mae = CXRViTMAEForPreTraining.from_pretrained(args.mae).eval()
-    splits = load_cxr_dataset(args.dataset, args.data_dir)
+    try:
+        splits = load_cxr_dataset(args.dataset, args.data_dir)
+    except InputError as error:  # a corpus the user named that is missing or malformed: one line, as the CLI prints
+        raise SystemExit(f"--dataset {args.dataset} --data-dir {args.data_dir}: {error}") from None
     for split in ("train", "validation"):
         if split not in splits:
             raise SystemExit(f"--dataset {args.dataset} in {args.data_dir} has no {split} split (only {list(splits)})")

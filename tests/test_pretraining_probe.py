@@ -413,3 +413,8 @@ def test_the_probe_readouts_script_writes_its_table_from_its_json(phantoms, tmp_
         assert f"| {row['readout']} | {row['method']} | {row['mae']['mean_auroc']:.3f} [" in done.stdout
         assert f"| {paired['difference']:+.3f} [{low:+.3f}, {high:+.3f}] |" in done.stdout
     assert set(result["pixels"]) == {"knn", "logistic"} and "scripts/probe_readouts.py" in result["command"]
+
+    # A corpus directory that is not one: one line naming it, no traceback.
+    wrong = subprocess.run([*command[:4], str(tmp_path / "missing")], cwd=ROOT, capture_output=True, text=True)
+    assert wrong.returncode == 1 and "Traceback" not in wrong.stderr
+    assert f"--data-dir {tmp_path / 'missing'}: " in wrong.stderr and "no such directory" in wrong.stderr

@@ -11,14 +11,17 @@ per arm in `recipes/configs/reproduce/` (every value that departs from the paper
    once; the union's builder refuses any NIH validation or test patient, so the fine-tuning test patients never
    enter pre-training.
 2. MAE pre-training on the pool (mask ratio 0.90, crop scale 0.2-1: chosen on validation, ours), saving snapshots
-   along the way; the ablation pre-trains the same model with the paper's crop scale 0.5-1 (the paper's comparison
-   of 0.5-1 against ImageNet's 0.2-1, the other way round).
-3. Fine-tuning with the same number of steps (and batch) for every arm: the ViT from the MAE, the same ViT from
-   scratch, and DenseNet-121 from scratch, on 10 % and 100 % of the training patients (the same patients for every
-   arm and seed). The headline pair (the two ViTs at 10 %) runs every seed; the profile may give the other runs
-   fewer. The recipe selects the checkpoint on validation and evaluates test once.
-4. AUROC against pre-training steps: the ViT fine-tuned from each snapshot at the low label fraction.
-5. The ablation's MAE fine-tuned at the low label fraction.
+   along the way, with the recipe's diagnostics (held-out loss, encoder probe against a random encoder); the
+   ablation pre-trains the same model on the same schedule with the paper's crop scale 0.5-1 (the paper's
+   comparison of 0.5-1 against ImageNet's 0.2-1, the other way round).
+3. AUROC against pre-training steps: the ViT fine-tuned (seed 0, low label fraction) from every snapshot and the
+   final MAE. The checkpoint whose run scores the best validation mean AUROC becomes the MAE arm's (pre-training
+   length chosen on validation, like any checkpoint; that run is the arm's seed 0).
+4. Fine-tuning with the same number of steps (and batch) for every arm: the ViT from the chosen MAE checkpoint, the
+   same ViT from scratch, and DenseNet-121 from scratch, on 10 % and 100 % of the training patients (the same
+   patients for every arm and seed). The headline pair (the two ViTs at 10 %) runs every seed; the profile may give
+   the other runs fewer. The recipe selects the checkpoint on validation and evaluates test once.
+5. The ablation's MAE, at the chosen step, fine-tuned at the low label fraction.
 6. The discussion points: Grad-CAM box localisation (ViT last LayerNorm vs DenseNet last dense block) and MAE
    anomaly maps of planted nodules, each against its chance rate.
 7. `results.json`, `results.md` (the table) and `reproduce.png` (the figure), from the runs' own metrics.json and
@@ -59,8 +62,9 @@ class Profile:
     pool_images: int  # CheXpert-layout phantoms added to NIH train in the pre-training union
     phantom_size: int
     pretrain_epochs: int
-    snapshots: int  # pre-training snapshots fine-tuned for the curve (the final model is one more point)
-    ablation_epochs: int
+    # Pre-training snapshots (the ablation's too), each fine-tuned for the curve and a candidate for the MAE arm's
+    # checkpoint with the final model.
+    snapshots: int
     finetune_steps: dict  # label fraction -> optimiser steps, the same for every arm
     seeds: int
     anomaly_images: int
@@ -95,22 +99,23 @@ PROFILES = {
     # fine-tuning budget at 10 % is the one under which the sweep (docs/results.md) found the MAE ahead of scratch
     # (400 steps; at 100 steps every ViT stayed at chance), at batch 32 to fit the hour; three seeds for the headline
     # pair, one for every other run; one snapshot (each is another 400-step run, about 3 minutes) to fit the hour.
-    # 8 pre-training epochs (544 steps), chosen on validation: pre-trained 48 epochs (3,264 steps) the MAE's linear
-    # probe rose above a random encoder's (+0.048 [+0.005, +0.084], paired) but the ViT fine-tuned from it scored
-    # 0.598, 0.534, 0.572 on validation against 0.611, 0.576, 0.616 after 8 epochs (docs/results.md).
+    # 48 pre-training epochs (3,264 steps) with a snapshot every 8: the linear probe rises above a random encoder's
+    # only late (+0.048 [+0.005, +0.084] at the end, paired), while the ViT fine-tuned from an early checkpoint
+    # scored best on validation (8 epochs: 0.611, 0.576, 0.616; 48: 0.598, 0.534, 0.572; docs/results.md), so the
+    # study fine-tunes every snapshot once and lets validation choose.
     "cpu": Profile(
-        nih_images=3000, pool_images=3000, phantom_size=128, pretrain_epochs=8, snapshots=1, ablation_epochs=8,
+        nih_images=3000, pool_images=3000, phantom_size=128, pretrain_epochs=48, snapshots=5,
         finetune_steps={0.1: 400, 1.0: 160}, finetune_batch={0.1: 32, 1.0: 32}, seeds=3, side_seeds=1,
         anomaly_images=96, nodule_scale=2.5, launch=CPU_LAUNCH,
     ),
     # One GPU: 4x the corpora, a longer pre-training and fine-tuning. Not run by us yet (no GPU was lent).
     "cuda": Profile(
-        nih_images=20000, pool_images=24000, phantom_size=128, pretrain_epochs=200, snapshots=4, ablation_epochs=200,
+        nih_images=20000, pool_images=24000, phantom_size=128, pretrain_epochs=200, snapshots=4,
         finetune_steps={0.1: 400, 1.0: 1600}, seeds=5, anomaly_images=256, nodule_scale=2.5, launch=GPU_LAUNCH,
     ),
     # Minutes, for the tests: every step of the study on a few hundred images.
     "smoke": Profile(
-        nih_images=240, pool_images=160, phantom_size=64, pretrain_epochs=2, snapshots=1, ablation_epochs=1,
+        nih_images=240, pool_images=160, phantom_size=64, pretrain_epochs=2, snapshots=1,
         finetune_steps={0.5: 2, 1.0: 3}, finetune_batch={0.5: 32}, seeds=2, anomaly_images=4, nodule_scale=2.5,
         launch=CPU_LAUNCH, probe_images=32,
     ),
@@ -231,51 +236,68 @@ def main() -> None:
          cli("prepare", "pretrain-0.3m", "--data-dir", corpora, "--output", pool, "--size", profile.phantom_size,
              "--num-proc", min(4, os.cpu_count() or 1)))  # fmt: skip
 
-    # 2. MAE pre-training (with snapshots for the curve) and the crop-scale ablation.
+    # 2. MAE pre-training with snapshots, and the crop-scale ablation on the same schedule with the same snapshots.
     # At most `snapshots` before the end: 10 epochs and 2 snapshots save at 4 and 8 (every 3 would save 3).
     snapshot_every = max(1, math.ceil(profile.pretrain_epochs / (profile.snapshots + 1)))
     # The probe of the encoder (at snapshots and the end) reads the NIH-layout phantoms, the fine-tuning corpus.
-    step("pretrain mae", mae / "model.safetensors",
-         launch(profile, "pretrain", "pretrain_mae.yaml", "--data_dir", pool, "--output_dir", mae,
-                "--probe_data_dir", nih, *profile.probe_flags(), "--num_train_epochs", profile.pretrain_epochs,
-                "--snapshot_every_epochs", snapshot_every,
-                "--reconstruction_every_epochs", profile.pretrain_epochs))  # fmt: skip
-    step("pretrain mae-crop0.5", ablation / "model.safetensors",
-         launch(profile, "pretrain", "pretrain_mae.yaml", "--data_dir", pool, "--output_dir", ablation,
-                "--probe_data_dir", nih, *profile.probe_flags(),
-                "--num_train_epochs", profile.ablation_epochs, "--crop_scale_min", 0.5,
-                "--reconstruction_every_epochs", profile.ablation_epochs))  # fmt: skip
+    for name, directory, crop in (("mae", mae, ()), ("mae-crop0.5", ablation, ("--crop_scale_min", 0.5))):
+        step(f"pretrain {name}", directory / "model.safetensors",
+             launch(profile, "pretrain", "pretrain_mae.yaml", "--data_dir", pool, "--output_dir", directory,
+                    "--probe_data_dir", nih, *profile.probe_flags(), "--num_train_epochs", profile.pretrain_epochs,
+                    "--snapshot_every_epochs", snapshot_every, *crop,
+                    "--reconstruction_every_epochs", profile.pretrain_epochs))  # fmt: skip
 
-    # 3-5. Fine-tuning: every arm x label fraction x seed; then the snapshots and the ablation at the low fraction.
     fractions = sorted(profile.finetune_steps)
     low = fractions[0]
-    snapshots = sorted((mae / "snapshots").glob("step-*"), key=lambda path: int(path.name.split("-")[1]))
     runs = []
-
     side_seeds = min(profile.seeds, profile.side_seeds or profile.seeds)
 
-    def finetune(arm: str, config: str, fraction: float, seed: int, *model_flags) -> None:
-        run_dir = out / "finetune" / arm / f"fraction-{fraction:g}" / f"seed-{seed}"
-        headline = arm in ("vit-mae", "vit-scratch") and fraction == low
-        if not headline and seed >= side_seeds:
-            return
+    def finetune(arm: str, config: str, fraction: float, seed: int, *model_flags, run_dir: Path | None = None) -> Path:
+        run_dir = run_dir or out / "finetune" / arm / f"fraction-{fraction:g}" / f"seed-{seed}"
         settings = yaml.safe_load((CONFIGS / config).read_text())
         batch = (profile.finetune_batch or {}).get(fraction, settings["per_device_train_batch_size"])
         budget = budget_flags(nih, fraction, profile.finetune_steps[fraction], batch, settings, seed)
         step(f"finetune {arm} {fraction:g} seed {seed}", run_dir / "metrics.json",
              launch(profile, "finetune", config, "--output_dir", run_dir, *model_flags,
                     "--data_dir", nih, *budget))  # fmt: skip
+        return run_dir
+
+    def record(arm: str, fraction: float, seed: int, run_dir: Path) -> None:
         runs.append({"arm": arm, "fraction": fraction, "seed": seed, "dir": str(run_dir.relative_to(out))})
 
+    # 3. Every MAE checkpoint fine-tuned once at the low fraction (the curve); validation picks the MAE arm's.
+    from cxr_vitmae.evaluation.study import best_validation_auroc
+
+    checkpoints = {_step_of(path): path for path in (mae / "snapshots").glob("step-*")}
+    checkpoints[_pretraining_steps(mae)] = mae
+    candidate_runs = {
+        steps: finetune(f"vit-mae-step-{steps}", ARMS["vit-mae"][0], low, 0, "--model", checkpoint)
+        for steps, checkpoint in sorted(checkpoints.items())
+    }
+    validation = {steps: best_validation_auroc(run_dir) for steps, run_dir in candidate_runs.items()}
+    chosen = max(validation, key=validation.get)  # the earliest of equals
+    choice = {"step": chosen, "fraction": low, "validation": {str(k): v for k, v in validation.items()}}
+    print(f"==> the MAE arm fine-tunes from pre-training step {chosen} (validation {validation[chosen]:.3f})")
+    for steps, run_dir in candidate_runs.items():
+        record("vit-mae" if steps == chosen else f"vit-mae-step-{steps}", low, 0, run_dir)
+    chosen_ablation = ablation if chosen == _pretraining_steps(ablation) else ablation / "snapshots" / f"step-{chosen}"
+    if not (chosen_ablation / "config.json").is_file():
+        raise SystemExit(f"{chosen_ablation}: the ablation has no checkpoint at the chosen step {chosen}")
+
+    # 4-5. Every arm x label fraction x seed (the MAE arm's low-fraction seed 0 is its candidate run above); then the
+    # ablation at the chosen step.
+    models = {"vit-mae": ("--model", checkpoints[chosen]), "vit-scratch": (), "densenet121": ()}
+    arms = {**{arm: (config, models[arm]) for arm, (config, _) in ARMS.items()},
+            **{arm: (config, ("--model", model)) for arm, (config, _, model) in extra_cnns.items()}}  # fmt: skip
     for seed in range(profile.seeds):
         for fraction in reversed(fractions):
-            for arm, (config, _) in ARMS.items():
-                finetune(arm, config, fraction, seed, *(["--model", mae] if arm == "vit-mae" else []))
-            for arm, (config, _, model) in extra_cnns.items():
-                finetune(arm, config, fraction, seed, "--model", model)
-        for snapshot in snapshots:
-            finetune(f"vit-mae-{snapshot.name}", ARMS["vit-mae"][0], low, seed, "--model", snapshot)
-        finetune(ABLATION_ARM, ARMS["vit-mae"][0], low, seed, "--model", ablation)
+            for arm, (config, model_flags) in arms.items():
+                headline = fraction == low and arm in ("vit-mae", "vit-scratch")
+                if (arm, fraction, seed) != ("vit-mae", low, 0) and (headline or seed < side_seeds):
+                    record(arm, fraction, seed, finetune(arm, config, fraction, seed, *model_flags))
+        if seed < side_seeds:
+            record(ABLATION_ARM, low, seed,
+                   finetune(ABLATION_ARM, ARMS["vit-mae"][0], low, seed, "--model", chosen_ablation))  # fmt: skip
 
     # 6. The discussion points, on the full-label seed-0 models.
     explain = out / "explain"
@@ -297,12 +319,13 @@ def main() -> None:
         runs,
         arms={
             **{arm: label for arm, (_, label) in ARMS.items()},
+            "vit-mae": f"{ARMS['vit-mae'][1]}, step {chosen} (chosen on validation)",
             **{arm: label for arm, (_, label, _) in extra_cnns.items()},
-            ABLATION_ARM: "ViT, MAE with the paper's crop scale 0.5-1",
+            ABLATION_ARM: f"ViT, MAE with the paper's crop scale 0.5-1 (step {chosen})",
         },
         baselines=tuple(extra_cnns),
-        snapshot_steps={f"vit-mae-{s.name}": int(s.name.split("-")[1]) for s in snapshots},
-        final_steps=_pretraining_steps(mae),
+        snapshot_steps={f"vit-mae-step-{steps}": steps for steps in checkpoints if steps != chosen},
+        mae_steps=chosen,
         pretraining_history=json.loads((mae / "trainer_history.json").read_text()),
         explain={
             "localization": {
@@ -312,6 +335,7 @@ def main() -> None:
             "anomaly": json.loads((explain / "anomaly.json").read_text()),
         },  # fmt: skip
     )
+    results["pretraining_choice"] = choice
     results["run"] = {
         # When the last step finished (timings.json is rewritten after each), not when this summary was made.
         "date": datetime.fromtimestamp(
@@ -330,6 +354,10 @@ def main() -> None:
     print("\n" + table)
     if args.update_results:
         _update_results(table, out / "reproduce.png")
+
+
+def _step_of(snapshot: Path) -> int:
+    return int(snapshot.name.split("-")[1])
 
 
 def _pretraining_steps(model_dir: Path) -> int:

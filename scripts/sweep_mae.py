@@ -35,6 +35,7 @@ from results_section import add_update_results_flag, machine, update_results_sec
 
 from cxr_vitmae.evaluation.comparison import paired_auroc_difference
 from cxr_vitmae.evaluation.prediction import PREDICTIONS_FILE, load_predictions
+from cxr_vitmae.evaluation.study import best_validation_auroc
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
@@ -136,12 +137,6 @@ def pretrain(regime: Regime, data_dir: Path, output: Path, steps: int) -> dict:
     }
     summary_file.write_text(json.dumps(summary, indent=2) + "\n")
     return summary
-
-
-def best_validation_auroc(run_dir: Path) -> float:
-    """The selected checkpoint's validation mean AUROC (the recipe keeps the best); the test numbers stay unread."""
-    history = json.loads((run_dir / "trainer_history.json").read_text())
-    return max(entry["val_mean_auroc"] for entry in history if entry.get("val_mean_auroc") is not None)
 
 
 def finetune(regime: Regime, arm: str, data_dir: Path, output: Path, args: argparse.Namespace) -> dict:

@@ -55,15 +55,46 @@ def test_study_end_to_end_and_resume(tmp_path):
     assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
     results = json.loads((output / "results.json").read_text())
 
-    # Every arm at every label fraction, plus a snapshot and the ablation at the low fraction, each from its own
-    # metrics.json; the seed-averaged CI brackets the mean.
+    # Every arm at every label fraction, plus the other MAE checkpoints and the ablation at the low fraction, each
+    # from its own metrics.json; the seed-averaged CI brackets the mean.
     arms = {(s["arm"], s["fraction"]) for s in results["summaries"]}
     for arm in ("vit-mae", "vit-scratch", "densenet121", "timm-resnet10t"):
         assert {(arm, 0.5), (arm, 1.0)} <= arms
     assert ("vit-mae-crop0.5", 0.5) in arms
     snapshots = sorted((output / "pretrain" / "mae" / "snapshots").iterdir())
     assert [p.name for p in snapshots] and all((p / "config.json").is_file() for p in snapshots)
-    assert (f"vit-mae-{snapshots[0].name}", 0.5) in arms
+    final = max(r["step"] for r in json.loads((output / "pretrain" / "mae" / "trainer_history.json").read_text()))
+    candidates = {int(p.name.split("-")[1]): p for p in snapshots} | {final: output / "pretrain" / "mae"}
+
+    # Each MAE checkpoint was fine-tuned once at the low fraction; the one with the best validation (read here from
+    # the runs' own histories) is the MAE arm's, its run the arm's seed 0, the others the curve's further points.
+    candidate_runs = {
+        step: output / "finetune" / f"vit-mae-step-{step}" / "fraction-0.5" / "seed-0" for step in candidates
+    }
+    validation = {
+        step: max(
+            r["val_mean_auroc"] for r in json.loads((run / "trainer_history.json").read_text()) if "val_mean_auroc" in r
+        )
+        for step, run in candidate_runs.items()
+    }
+    chosen = max(validation, key=validation.get)
+    assert results["pretraining_choice"]["step"] == chosen
+    assert results["pretraining_choice"]["validation"] == {str(k): v for k, v in validation.items()}
+    for step, run in candidate_runs.items():
+        arm = "vit-mae" if step == chosen else f"vit-mae-step-{step}"
+        model = json.loads((run / "training_args.json").read_text())["model"]
+        assert Path(model) == candidates[step]
+        assert {"arm": arm, "fraction": 0.5, "seed": 0, "dir": str(run.relative_to(output))} in [
+            {k: r[k] for k in ("arm", "fraction", "seed", "dir")} for r in results["runs"]
+        ]
+    for run in (r for r in results["runs"] if r["arm"] in ("vit-mae", "vit-mae-crop0.5")):
+        model = Path(json.loads((output / run["dir"] / "training_args.json").read_text())["model"])
+        pretrained = "mae" if run["arm"] == "vit-mae" else "mae-crop0.5"
+        assert model in (
+            output / "pretrain" / pretrained,
+            output / "pretrain" / pretrained / "snapshots" / f"step-{chosen}",
+        )
+        assert model.name == (f"step-{chosen}" if chosen != final else pretrained)
     peaks = {}
     for run in results["runs"]:
         metrics = json.loads((output / run["dir"] / "metrics.json").read_text())
@@ -82,7 +113,7 @@ def test_study_end_to_end_and_resume(tmp_path):
             history = json.loads((output / run["dir"] / "trainer_history.json").read_text())
             assert max(record["step"] for record in history) == steps, run
 
-    # Paired comparisons and the curve: step 0 is scratch, the last point the final MAE.
+    # Paired comparisons and the curve: step 0 is scratch, then every checkpoint by step, the MAE arm's at its step.
     pairs = {(c["a"], c["b"], c["fraction"]) for c in results["comparisons"]}
     assert {
         ("vit-mae", "vit-scratch", 0.5),
@@ -94,9 +125,8 @@ def test_study_end_to_end_and_resume(tmp_path):
     } <= pairs
     curve = results["pretraining_curve"]
     assert curve[0]["pretraining_steps"] == 0 and curve[0]["arm"] == "vit-scratch"
-    assert curve[-1]["arm"] == "vit-mae" and [p["pretraining_steps"] for p in curve] == sorted(
-        p["pretraining_steps"] for p in curve
-    )
+    assert [p["pretraining_steps"] for p in curve] == [0, *sorted(candidates)]
+    assert next(p["pretraining_steps"] for p in curve if p["arm"] == "vit-mae") == chosen
     for arm in ("vit-mae", "densenet121"):
         localization = results["explain"]["localization"][arm]
         assert 0 < localization["chance_pointing_game"] < 1
@@ -117,6 +147,7 @@ def test_study_end_to_end_and_resume(tmp_path):
     )
     assert set(results["targets"]) == {
         "mae_beats_scratch_at_low_fraction",
+        "probe_above_random_encoder",
         "anomaly_above_chance",
         "pointing_game_above_chance",
     }
@@ -126,6 +157,11 @@ def test_study_end_to_end_and_resume(tmp_path):
     assert "ViT, MAE pre-trained" in table and "DenseNet-121 from scratch" in table and "--profile smoke" in table
     assert "timm:resnet10t from scratch" in table and "timm-resnet10t 100%" in table  # the summary and per-class tables
     assert "encoder probe at pre-training step" in table and "training mean image" in table
+    assert f"chosen on validation: step {chosen} " in table
+    probe_target = results["targets"]["probe_above_random_encoder"]
+    last = diagnostics["probe"][-1]
+    assert probe_target["step"] == final and probe_target["difference"] == last["probe_minus_random"]
+    assert probe_target["reached"] == (last["probe_minus_random_ci95"][0] > 0)
     for point in diagnostics["probe"]:  # with the paired MAE-minus-random difference
         assert f"| {point['probe_minus_random']:+.3f} | [" in table
     with Image.open(output / "reproduce.png") as figure:

@@ -18,7 +18,7 @@ from .comparison import paired_auroc_difference, pooled_mean_auroc
 from .figures import _new_figure, _save
 from .prediction import PREDICTIONS_FILE, load_predictions
 
-__all__ = ["plot_study", "study_markdown", "summarize_study"]
+__all__ = ["best_validation_auroc", "plot_study", "study_markdown", "summarize_study"]
 
 MAE, SCRATCH, DENSENET = "vit-mae", "vit-scratch", "densenet121"
 
@@ -29,7 +29,7 @@ def summarize_study(
     *,
     arms: Mapping[str, str],
     snapshot_steps: Mapping[str, int],
-    final_steps: int,
+    mae_steps: int,
     explain: Mapping,
     pretraining_history: Sequence[Mapping] = (),
     baselines: Sequence[str] = (),
@@ -41,8 +41,9 @@ def summarize_study(
         output_dir: the study's directory; each run's `dir` is relative to it.
         runs: one mapping per fine-tuning run: `arm`, `fraction`, `seed`, `dir`.
         arms: arm name -> description, for the main arms and the ablation (snapshot arms are described here).
-        snapshot_steps: snapshot arm name -> the pre-training step it was fine-tuned from.
-        final_steps: pre-training steps of the final MAE (the `vit-mae` arm).
+        snapshot_steps: arm name -> the pre-training step it was fine-tuned from, for the MAE checkpoints fine-tuned
+            beside the `vit-mae` arm's (the curve's points).
+        mae_steps: pre-training steps of the checkpoint the `vit-mae` arm was fine-tuned from.
         explain: `localization` ({arm: localize JSON}) and `anomaly` (anomaly-eval JSON).
         pretraining_history: the final MAE's `trainer_history.json`, whose held-out reconstruction losses (every
             epoch) and encoder probes (snapshots and end) become `pretraining_diagnostics`.
@@ -88,7 +89,7 @@ def summarize_study(
         summaries.append(
             {
                 "arm": arm,
-                "description": arms.get(arm, f"ViT, MAE snapshot at pre-training step {snapshot_steps.get(arm)}"),
+                "description": arms.get(arm, f"ViT, MAE at pre-training step {snapshot_steps.get(arm)}"),
                 "fraction": fraction,
                 "n_seeds": len(values),
                 "mean_auroc_over_seeds": float(np.mean(values)),
@@ -111,9 +112,9 @@ def summarize_study(
         {"a": a, "b": b, "fraction": f, **paired(a, b, f)} for a, b, f in pairs if group(a, f) and group(b, f)
     ]
 
-    # AUROC against pre-training steps at the low fraction: scratch is step 0, the final MAE the last point.
+    # AUROC against pre-training steps at the low fraction: scratch is step 0, then every MAE checkpoint by step.
     by_arm = {s["arm"]: s for s in summaries if s["fraction"] == low}
-    points = [(0, SCRATCH), *sorted((step, arm) for arm, step in snapshot_steps.items()), (final_steps, MAE)]
+    points = [(0, SCRATCH), *sorted([*((step, arm) for arm, step in snapshot_steps.items()), (mae_steps, MAE)])]
     curve = []
     for steps, arm in points:
         if arm not in by_arm:
@@ -136,13 +137,14 @@ def summarize_study(
     non_overlapping = bool(mae_ci and scratch_ci and mae_ci[0] > scratch_ci[1])
     localization = {arm: _localization(result) for arm, result in explain["localization"].items()}
     anomaly = explain["anomaly"]
+    diagnostics = _pretraining_diagnostics(pretraining_history)
     return {
         "baselines": list(baselines),
         "runs": records,
         "summaries": summaries,
         "comparisons": comparisons,
         "pretraining_curve": curve,
-        "pretraining_diagnostics": _pretraining_diagnostics(pretraining_history),
+        "pretraining_diagnostics": diagnostics,
         "explain": {
             "localization": localization,
             "anomaly": {key: anomaly[key] for key in ("hit_rate", "control_hit_rate", "chance_hit_rate", "n_images")},
@@ -154,11 +156,33 @@ def summarize_study(
                 "paired_p_value": target["p_value"],
                 "reached": non_overlapping or target["p_value"] < 0.05,
             },
+            "probe_above_random_encoder": _probe_target(diagnostics["probe"]),
             "anomaly_above_chance": anomaly["hit_rate"] > anomaly["chance_hit_rate"],
             "pointing_game_above_chance": {
                 arm: v["pointing_game"] > v["chance_pointing_game"] for arm, v in localization.items()
             },
         },
+    }
+
+
+def best_validation_auroc(run_dir: str | Path) -> float:
+    """The validation mean AUROC of the checkpoint a fine-tuning run kept (the recipe keeps its best), read from
+    the run's `trainer_history.json`: what the study and the sweep choose by, without reading a test number."""
+    history = json.loads((Path(run_dir) / "trainer_history.json").read_text())
+    return max(entry["val_mean_auroc"] for entry in history if entry.get("val_mean_auroc") is not None)
+
+
+def _probe_target(probe: Sequence[Mapping]) -> dict | None:
+    """The end of pre-training's probe: is the MAE encoder above the random encoder, the paired 95 % CI above 0?
+    None when the history has no paired probe."""
+    if not probe or probe[-1].get("probe_minus_random_ci95") is None:
+        return None
+    last = probe[-1]
+    return {
+        "step": last["step"],
+        "difference": last["probe_minus_random"],
+        "difference_ci95": last["probe_minus_random_ci95"],
+        "reached": last["probe_minus_random_ci95"][0] > 0,
     }
 
 
@@ -296,6 +320,16 @@ def study_markdown(results: Mapping, figure: str | None = None) -> str:
         )
     explain = results["explain"]
     lines += [""]
+    choice = results.get("pretraining_choice")
+    if choice:
+        others = ", ".join(
+            f"{step} {value:.3f}" for step, value in choice["validation"].items() if int(step) != choice["step"]
+        )
+        lines.append(
+            f"- The MAE arm's pre-training checkpoint, chosen on validation: step {choice['step']} (the best "
+            f"validation mean AUROC of the seed-0 fine-tuning at {choice['fraction']:.0%}, "
+            f"{choice['validation'][str(choice['step'])]:.3f}; the other checkpoints: {others})"
+        )
     if diagnostics.get("reconstruction"):
         last = diagnostics["reconstruction"][-1]
         lines.append(
@@ -319,6 +353,13 @@ def study_markdown(results: Mapping, figure: str | None = None) -> str:
         f"paired p < 0.05): {'reached' if target['reached'] else 'not reached'} "
         f"(paired p = {target['paired_p_value']:.3f})"
     )
+    probe = results["targets"].get("probe_above_random_encoder")
+    if probe:
+        lines.append(
+            f"- Target (the MAE encoder's probe above a random encoder's at the end of pre-training, step "
+            f"{probe['step']}: paired 95 % CI above 0): {'reached' if probe['reached'] else 'not reached'} "
+            f"({probe['difference']:+.3f} {_ci(probe['difference_ci95'])})"
+        )
     if figure:
         lines += ["", f"![AUROC per arm and label fraction; AUROC against pre-training steps]({figure})"]
     return "\n".join(lines) + "\n"
@@ -373,6 +414,10 @@ def plot_study(results: Mapping, path: str | Path) -> Path:
     highs = [p["mean_auroc_ci95"][1] if p["mean_auroc_ci95"] else np.nan for p in curve]
     right.plot(steps, means, marker="o", color="C0", label="ViT from the MAE at that step (step 0: scratch)")
     right.fill_between(steps, lows, highs, color="C0", alpha=0.2, label="95 % CI")
+    chosen = next((p for p in curve if p["arm"] == MAE), None)
+    if chosen is not None:
+        right.plot(chosen["pretraining_steps"], chosen["mean_auroc"], marker="*", markersize=16, color="C1",
+                   linestyle="none", label="the MAE arm's checkpoint (chosen on validation)")  # fmt: skip
     right.set_xlabel("MAE pre-training steps")
     right.set_ylabel(f"test mean AUROC, {fractions[0]:.0%} of labelled patients")
     right.set_title("AUROC against pre-training length")

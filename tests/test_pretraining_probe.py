@@ -3,6 +3,7 @@ random encoder, their records in a real pre-training run (resumed and not), and 
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -29,7 +30,7 @@ from cxr_vitmae.evaluation.pretraining_diagnostics import (
     reconstruction_baselines,
 )
 from cxr_vitmae.models import CXRViTMAEForPreTraining
-from cxr_vitmae.training.pretraining_monitor import patient_sample
+from cxr_vitmae.training.pretraining_monitor import patient_sample, scorable_labels
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
@@ -300,8 +301,16 @@ def phantoms(tmp_path_factory):
     return corpus.output_dir
 
 
-def pretrain(phantoms: Path, output_dir: Path, *flags: str) -> subprocess.CompletedProcess:
-    command = [
+def test_scorable_labels_are_those_with_both_values_among_the_known_ones():
+    nan = np.nan
+    labels = np.array([[1, 0, nan, 1], [0, 0, 1, 1], [nan, 0, 1, 1]])
+    assert scorable_labels(labels, ["a", "b", "c", "d"]) == ["a"]
+    assert scorable_labels(np.array([0, 2, 2]), ["x", "y", "z"]) == ["x", "z"]  # class indices, one against the rest
+    assert scorable_labels(np.array([1, 1]), ["x", "y"]) == []
+
+
+def pretrain_command(phantoms: Path, output_dir: Path, *flags: str) -> list[str]:
+    return [
         str(BIN / "accelerate"), "launch", "--num_processes", "1", "--num_machines", "1", "--mixed_precision", "no",
         "--dynamo_backend", "no", "recipes/pretrain.py", "--data_dir", str(phantoms), "--output_dir", str(output_dir),
         "--model", "vit-tiny", "--model_overrides", "{patch_size: 8, num_hidden_layers: 2}", "--image_size", "32",
@@ -309,7 +318,11 @@ def pretrain(phantoms: Path, output_dir: Path, *flags: str) -> subprocess.Comple
         "--reconstruction_every_epochs", "3", "--learning_rate", "1e-3",
         "--dataset_options", "{validation_fraction: 0.3}", *flags,
     ]  # fmt: skip
+
+
+def pretrain(phantoms: Path, output_dir: Path, *flags: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "OMP_NUM_THREADS": "2"}
+    command = pretrain_command(phantoms, output_dir, *flags)
     result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=600, env=env)
     assert result.returncode == 0, result.stderr[-4000:]
     return result
@@ -330,6 +343,7 @@ def test_pretraining_records_the_diagnostics_and_resumes_without_duplicates(phan
     result = pretrain(phantoms, straight, *PROBE, "--checkpointing_steps", "1")
     assert "diagnostics: held-out masked-patch loss at every epoch end on" in result.stdout
     assert "nih-chestxray14's validation split (not training images" in result.stdout
+    assert re.search(r"mean AUROC over the (\d+) of 14 labels with both values there", result.stdout)
     records = diagnostics(straight)
     # One record per epoch end; the probe at the snapshot (epoch 2) and at the end.
     assert [record["epoch"] for record in records] == [1, 2, 3]
@@ -418,3 +432,16 @@ def test_the_probe_readouts_script_writes_its_table_from_its_json(phantoms, tmp_
     wrong = subprocess.run([*command[:4], str(tmp_path / "missing")], cwd=ROOT, capture_output=True, text=True)
     assert wrong.returncode == 1 and "Traceback" not in wrong.stderr
     assert f"--data-dir {tmp_path / 'missing'}: " in wrong.stderr and "no such directory" in wrong.stderr
+
+
+@pytest.mark.slow
+def test_a_probe_with_no_scorable_label_is_refused_before_training(phantoms, tmp_path):
+    # One validation image cannot hold both a positive and a negative of any label. The recipe runs as one plain
+    # process here: `accelerate launch` would add its own traceback of the failed child.
+    command = pretrain_command(phantoms, tmp_path / "run", *PROBE, "--probe_eval_images", "1")
+    command = [sys.executable, *command[command.index("recipes/pretrain.py") :]]
+    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 1
+    assert "no label has both a positive and a negative image among the probe's 1 validation images" in result.stderr
+    assert "Traceback" not in result.stderr and not (tmp_path / "run" / "model.safetensors").exists()
+    assert "train:" not in result.stderr  # no training step started

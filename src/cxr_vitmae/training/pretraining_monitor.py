@@ -124,6 +124,14 @@ class PretrainingMonitor:
                     f"--probe_dataset {args.probe_dataset}: no {split} image to probe with (whole patients within "
                     f"--probe_{'train' if split == 'train' else 'eval'}_images, none of a pre-training patient)"
                 )
+        class_names = label_names(args.probe_dataset, args.probe_data_dir_or_default(), **args.probe_options())
+        scored = scorable_labels(np.asarray(_column(evaluation, _label_key(evaluation)), dtype=np.float64), class_names)
+        if not scored:
+            raise SystemExit(
+                f"--probe_dataset {args.probe_dataset}: no label has both a positive and a negative image among the "
+                f"probe's {len(evaluation)} validation images, so no AUROC can be scored; raise --probe_eval_images "
+                "or probe a corpus with more validation patients"
+            )
         if self.accelerator.is_main_process:
             self.probe_data = probe_data(
                 train,
@@ -131,13 +139,20 @@ class PretrainingMonitor:
                 args.image_size,
                 seed=args.seed,
                 num_workers=args.dataloader_num_workers or 0,
-                class_names=label_names(args.probe_dataset, args.probe_data_dir_or_default(), **args.probe_options()),
+                class_names=class_names,
             )
         method = f"k-NN (k={PROBE_NEIGHBOURS}, cosine)" if args.probe_method == "knn" else "logistic-regression"
         return (
             f"{method} probe of the pooled encoder features at every snapshot and at the end, fitted on {len(train)} "
             f"{args.probe_dataset} train images, scored on {len(evaluation)} of its validation images"
             + (f" ({left_out} of pre-training patients left out)" if left_out else "")
+            + f" (mean AUROC over the {len(scored)} of {len(class_names)} labels with both values there"
+            + (
+                ""
+                if len(scored) == len(class_names)
+                else f"; not scored: {', '.join(sorted(set(class_names) - set(scored)))}"
+            )
+            + ")"
             + f", against a random encoder (seed {args.seed})"
         )
 
@@ -286,7 +301,7 @@ def probe_data(
 ) -> dict:
     """The probe's images through the evaluation transform, with their labels (NaN = unknown, or class indices), the
     eval images' patients and the corpus's `class_names` (as "label_names")."""
-    label_key = "label" if "label" in train.features else "labels"
+    label_key = _label_key(train)
 
     def pixels(split: datasets.Dataset) -> torch.Tensor:
         return evaluation_pixels(split, image_size, seed=seed, num_workers=num_workers)
@@ -299,6 +314,23 @@ def probe_data(
         "eval_patients": _column(evaluation, "patient_id"),
         "label_names": class_names,
     }
+
+
+def _label_key(split: datasets.Dataset) -> str:
+    return "label" if "label" in split.features else "labels"
+
+
+def scorable_labels(labels: np.ndarray, class_names: list[str]) -> list[str]:
+    """The labels an AUROC can score on images with these `labels` ((N, C) with NaN = unknown, or (N,) class
+    indices): those with both a positive and a negative image among the known values."""
+    if labels.ndim == 1:
+        labels = np.eye(len(class_names))[labels.astype(int)]
+    scored = []
+    for name, column in zip(class_names, labels.T, strict=True):
+        known = column[~np.isnan(column)]
+        if (known == 1).any() and (known == 0).any():
+            scored.append(name)
+    return scored
 
 
 def _column(split: datasets.Dataset, name: str) -> list:

@@ -98,7 +98,7 @@ PROFILES = {
     # Sized to finish in at most 60 minutes on 2 CPU cores (measured: docs/results.md, "Reproduction study"). The
     # fine-tuning budget at 10 % is the one under which the sweep (docs/results.md) found the MAE ahead of scratch
     # (400 steps; at 100 steps every ViT stayed at chance), at batch 32 to fit the hour; three seeds for the headline
-    # pair, one for every other run; one snapshot (each is another 400-step run, about 3 minutes) to fit the hour.
+    # pair, one for every other run and for each snapshot (another 400-step run each).
     # 48 pre-training epochs (3,264 steps) with a snapshot every 8: the linear probe rises above a random encoder's
     # only late (+0.048 [+0.005, +0.084] at the end, paired), while the ViT fine-tuned from an early checkpoint
     # scored best on validation (8 epochs: 0.611, 0.576, 0.616; 48: 0.598, 0.534, 0.572; docs/results.md), so the
@@ -252,8 +252,8 @@ def main() -> None:
     runs = []
     side_seeds = min(profile.seeds, profile.side_seeds or profile.seeds)
 
-    def finetune(arm: str, config: str, fraction: float, seed: int, *model_flags, run_dir: Path | None = None) -> Path:
-        run_dir = run_dir or out / "finetune" / arm / f"fraction-{fraction:g}" / f"seed-{seed}"
+    def finetune(arm: str, config: str, fraction: float, seed: int, *model_flags) -> Path:
+        run_dir = out / "finetune" / arm / f"fraction-{fraction:g}" / f"seed-{seed}"
         settings = yaml.safe_load((CONFIGS / config).read_text())
         batch = (profile.finetune_batch or {}).get(fraction, settings["per_device_train_batch_size"])
         budget = budget_flags(nih, fraction, profile.finetune_steps[fraction], batch, settings, seed)

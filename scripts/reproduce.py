@@ -1,6 +1,6 @@
 """The paper's findings at a scale anyone can run: a reproduction study on phantoms that mirrors its design.
 
-    make reproduce                                    # 2 CPU cores, at most 60 minutes -> reproduce_output/
+    make reproduce                                    # 2 CPU cores, 26 min measured (bound 60) -> reproduce_output/
     python scripts/reproduce.py --profile cuda        # a larger scale on one GPU
     python scripts/reproduce.py --update-results      # also copy the table and figure into docs/results.md
 
@@ -95,7 +95,7 @@ CPU_LAUNCH = (
 )  # fmt: skip
 GPU_LAUNCH = ("--num_processes", "1", "--num_machines", "1", "--mixed_precision", "bf16", "--dynamo_backend", "no")
 PROFILES = {
-    # Sized to finish in at most 60 minutes on 2 CPU cores (measured: docs/results.md, "Reproduction study"). The
+    # Sized to finish in at most 60 minutes on 2 CPU cores (26 measured, at the speed docs/results.md gives). The
     # fine-tuning budget at 10 % is the one under which the sweep (docs/results.md) found the MAE ahead of scratch
     # (400 steps; at 100 steps every ViT stayed at chance), at batch 32 to fit the hour; three seeds for the headline
     # pair, one for every other run and for each snapshot (another 400-step run each).
@@ -108,7 +108,7 @@ PROFILES = {
         finetune_steps={0.1: 400, 1.0: 160}, finetune_batch={0.1: 32, 1.0: 32}, seeds=3, side_seeds=1,
         anomaly_images=96, nodule_scale=2.5, launch=CPU_LAUNCH,
     ),
-    # One GPU: 4x the corpora, a longer pre-training and fine-tuning. Not run by us yet (no GPU was lent).
+    # One GPU: 7-8x the corpora, a longer pre-training and fine-tuning. Not run by us yet (no GPU was lent).
     "cuda": Profile(
         nih_images=20000, pool_images=24000, phantom_size=128, pretrain_epochs=200, snapshots=4,
         finetune_steps={0.1: 400, 1.0: 1600}, seeds=5, anomaly_images=256, nodule_scale=2.5, launch=GPU_LAUNCH,

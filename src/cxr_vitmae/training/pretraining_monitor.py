@@ -150,7 +150,7 @@ class PretrainingMonitor:
             + (
                 ""
                 if len(scored) == len(class_names)
-                else f"; not scored: {', '.join(sorted(set(class_names) - set(scored)))}"
+                else f"; not scored: {', '.join(name for name in class_names if name not in scored)}"
             )
             + ")"
             + f", against a random encoder (seed {args.seed})"

@@ -16,7 +16,7 @@ per arm in `recipes/configs/reproduce/` (every value that departs from the paper
    comparison of 0.5-1 against ImageNet's 0.2-1, the other way round).
 3. AUROC against pre-training steps: the ViT fine-tuned (seed 0, low label fraction) from every snapshot and the
    final MAE. The checkpoint whose run scores the best validation mean AUROC becomes the MAE arm's (pre-training
-   length chosen on validation, like any checkpoint; that run is the arm's seed 0).
+   length chosen on validation, like any checkpoint); the arm's own runs take other seeds.
 4. Fine-tuning with the same number of steps (and batch) for every arm: the ViT from the chosen MAE checkpoint, the
    same ViT from scratch, and DenseNet-121 from scratch, on 10 % and 100 % of the training patients (the same
    patients for every arm and seed). The headline pair (the two ViTs at 10 %) runs every seed; the profile may give
@@ -194,9 +194,10 @@ def budget_flags(data_dir: Path, fraction: float, steps: int, batch: int, config
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--output", type=Path, default=Path("reproduce_output"))
+    parser.add_argument("--output", type=Path, default=Path("reproduce_output"),
+                        help="the study's directory; a re-run continues it (default: %(default)s)")  # fmt: skip
     parser.add_argument("--profile", choices=sorted(PROFILES), default="cpu")
-    parser.add_argument("--seeds", type=int, default=None,
+    parser.add_argument("--seeds", type=_positive, default=None,
                         help="fine-tuning seeds of the two ViTs at the low fraction (default: the profile's); every "
                              "other run gets at most the profile's side seeds")  # fmt: skip
     parser.add_argument("--cnn", action="append", default=[], metavar="MODEL",
@@ -208,6 +209,8 @@ def main() -> None:
     profile = PROFILES[args.profile]
     if args.seeds is not None:
         profile = replace(profile, seeds=args.seeds)
+    if args.output.exists() and not args.output.is_dir():
+        parser.error(f"--output {args.output}: a file, not a directory")
     out = args.output.resolve()
     corpora, logs = out / "corpora", out / "logs"
     nih, pool = corpora / "nih", corpora / "pool-prepared"
@@ -279,25 +282,30 @@ def main() -> None:
     choice = {"step": chosen, "fraction": low, "validation": {str(k): v for k, v in validation.items()}}
     print(f"==> the MAE arm fine-tunes from pre-training step {chosen} (validation {validation[chosen]:.3f})")
     for steps, run_dir in candidate_runs.items():
-        record("vit-mae" if steps == chosen else f"vit-mae-step-{steps}", low, 0, run_dir)
+        record(f"vit-mae-step-{steps}", low, 0, run_dir)
     chosen_ablation = ablation if chosen == _pretraining_steps(ablation) else ablation / "snapshots" / f"step-{chosen}"
     if not (chosen_ablation / "config.json").is_file():
         raise SystemExit(f"{chosen_ablation}: the ablation has no checkpoint at the chosen step {chosen}")
 
-    # 4-5. Every arm x label fraction x seed (the MAE arm's low-fraction seed 0 is its candidate run above); then the
-    # ablation at the chosen step.
+    # 4-5. Every arm x label fraction x seed; then the ablation at the chosen step. At the low fraction the MAE arm
+    # takes seeds 1 to `seeds`: seed 0 chose its checkpoint, and a run picked for its validation score would carry
+    # its luck into the test comparison.
     models = {"vit-mae": ("--model", checkpoints[chosen]), "vit-scratch": (), "densenet121": ()}
     arms = {**{arm: (config, models[arm]) for arm, (config, _) in ARMS.items()},
             **{arm: (config, ("--model", model)) for arm, (config, _, model) in extra_cnns.items()}}  # fmt: skip
-    for seed in range(profile.seeds):
-        for fraction in reversed(fractions):
-            for arm, (config, model_flags) in arms.items():
-                headline = fraction == low and arm in ("vit-mae", "vit-scratch")
-                if (arm, fraction, seed) != ("vit-mae", low, 0) and (headline or seed < side_seeds):
-                    record(arm, fraction, seed, finetune(arm, config, fraction, seed, *model_flags))
-        if seed < side_seeds:
-            record(ABLATION_ARM, low, seed,
-                   finetune(ABLATION_ARM, ARMS["vit-mae"][0], low, seed, "--model", chosen_ablation))  # fmt: skip
+
+    def seeds_of(arm: str, fraction: float) -> range:
+        if fraction == low and arm == "vit-mae":
+            return range(1, profile.seeds + 1)
+        return range(profile.seeds if fraction == low and arm == "vit-scratch" else side_seeds)
+
+    for fraction in reversed(fractions):
+        for arm, (config, model_flags) in arms.items():
+            for seed in seeds_of(arm, fraction):
+                record(arm, fraction, seed, finetune(arm, config, fraction, seed, *model_flags))
+    for seed in range(side_seeds):
+        record(ABLATION_ARM, low, seed,
+               finetune(ABLATION_ARM, ARMS["vit-mae"][0], low, seed, "--model", chosen_ablation))  # fmt: skip
 
     # 6. The discussion points, on the full-label seed-0 models.
     explain = out / "explain"
@@ -324,7 +332,7 @@ def main() -> None:
             ABLATION_ARM: f"ViT, MAE with the paper's crop scale 0.5-1 (step {chosen})",
         },
         baselines=tuple(extra_cnns),
-        snapshot_steps={f"vit-mae-step-{steps}": steps for steps in checkpoints if steps != chosen},
+        snapshot_steps={f"vit-mae-step-{steps}": steps for steps in checkpoints},
         mae_steps=chosen,
         pretraining_history=json.loads((mae / "trainer_history.json").read_text()),
         explain={
@@ -354,6 +362,13 @@ def main() -> None:
     print("\n" + table)
     if args.update_results:
         _update_results(table, out / "reproduce.png")
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected at least 1, got {value}")
+    return value
 
 
 def _step_of(snapshot: Path) -> int:

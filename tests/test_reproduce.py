@@ -66,8 +66,9 @@ def test_study_end_to_end_and_resume(tmp_path):
     final = max(r["step"] for r in json.loads((output / "pretrain" / "mae" / "trainer_history.json").read_text()))
     candidates = {int(p.name.split("-")[1]): p for p in snapshots} | {final: output / "pretrain" / "mae"}
 
-    # Each MAE checkpoint was fine-tuned once at the low fraction; the one with the best validation (read here from
-    # the runs' own histories) is the MAE arm's, its run the arm's seed 0, the others the curve's further points.
+    # Each MAE checkpoint was fine-tuned once at the low fraction (seed 0): the curve's points; the one with the best
+    # validation (read here from the runs' own histories) is the MAE arm's, whose own low-fraction runs take other
+    # seeds than the one that chose it.
     candidate_runs = {
         step: output / "finetune" / f"vit-mae-step-{step}" / "fraction-0.5" / "seed-0" for step in candidates
     }
@@ -81,12 +82,14 @@ def test_study_end_to_end_and_resume(tmp_path):
     assert results["pretraining_choice"]["step"] == chosen
     assert results["pretraining_choice"]["validation"] == {str(k): v for k, v in validation.items()}
     for step, run in candidate_runs.items():
-        arm = "vit-mae" if step == chosen else f"vit-mae-step-{step}"
+        arm = f"vit-mae-step-{step}"
         model = json.loads((run / "training_args.json").read_text())["model"]
         assert Path(model) == candidates[step]
         assert {"arm": arm, "fraction": 0.5, "seed": 0, "dir": str(run.relative_to(output))} in [
             {k: r[k] for k in ("arm", "fraction", "seed", "dir")} for r in results["runs"]
         ]
+    assert sorted(r["seed"] for r in results["runs"] if (r["arm"], r["fraction"]) == ("vit-mae", 0.5)) == [1]
+    assert sorted(r["seed"] for r in results["runs"] if (r["arm"], r["fraction"]) == ("vit-scratch", 0.5)) == [0]
     for run in (r for r in results["runs"] if r["arm"] in ("vit-mae", "vit-mae-crop0.5")):
         model = Path(json.loads((output / run["dir"] / "training_args.json").read_text())["model"])
         pretrained = "mae" if run["arm"] == "vit-mae" else "mae-crop0.5"
@@ -126,7 +129,8 @@ def test_study_end_to_end_and_resume(tmp_path):
     curve = results["pretraining_curve"]
     assert curve[0]["pretraining_steps"] == 0 and curve[0]["arm"] == "vit-scratch"
     assert [p["pretraining_steps"] for p in curve] == [0, *sorted(candidates)]
-    assert next(p["pretraining_steps"] for p in curve if p["arm"] == "vit-mae") == chosen
+    assert [p["pretraining_steps"] for p in curve if p["chosen"]] == [chosen]
+    assert f"| {chosen} (chosen) |" in (output / "results.md").read_text()
     for arm in ("vit-mae", "densenet121"):
         localization = results["explain"]["localization"][arm]
         assert 0 < localization["chance_pointing_game"] < 1
@@ -217,3 +221,13 @@ def test_budget_flags_give_every_arm_the_same_steps_and_peak_learning_rate(phant
 
     same_batch = [str(flag) for flag in budget_flags(corpus, 0.5, 30, 8, config, seed=2)]
     assert "--base_learning_rate" not in same_batch and "--per_device_train_batch_size" not in same_batch
+
+
+@pytest.mark.parametrize("flags", [["--seeds", "0"], ["--output", "FILE"]])
+def test_wrong_study_flags_are_one_line_errors(tmp_path, flags):
+    afile = tmp_path / "afile"
+    afile.write_text("not a directory")
+    command = [sys.executable, "scripts/reproduce.py", *(str(afile) if f == "FILE" else f for f in flags)]
+    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert ("expected at least 1, got 0" if flags[0] == "--seeds" else "a file, not a directory") in result.stderr

@@ -42,8 +42,9 @@ def summarize_study(
         runs: one mapping per fine-tuning run: `arm`, `fraction`, `seed`, `dir`.
         arms: arm name -> description, for the main arms and the ablation (snapshot arms are described here).
         snapshot_steps: arm name -> the pre-training step it was fine-tuned from, for the MAE checkpoints fine-tuned
-            beside the `vit-mae` arm's (the curve's points).
-        mae_steps: pre-training steps of the checkpoint the `vit-mae` arm was fine-tuned from.
+            to draw the curve (and to choose the `vit-mae` arm's).
+        mae_steps: pre-training steps of the checkpoint the `vit-mae` arm was fine-tuned from (marked `chosen` on
+            the curve).
         explain: `localization` ({arm: localize JSON}) and `anomaly` (anomaly-eval JSON).
         pretraining_history: the final MAE's `trainer_history.json`, whose held-out reconstruction losses (every
             epoch) and encoder probes (snapshots and end) become `pretraining_diagnostics`.
@@ -114,7 +115,7 @@ def summarize_study(
 
     # AUROC against pre-training steps at the low fraction: scratch is step 0, then every MAE checkpoint by step.
     by_arm = {s["arm"]: s for s in summaries if s["fraction"] == low}
-    points = [(0, SCRATCH), *sorted([*((step, arm) for arm, step in snapshot_steps.items()), (mae_steps, MAE)])]
+    points = [(0, SCRATCH), *sorted((step, arm) for arm, step in snapshot_steps.items())]
     curve = []
     for steps, arm in points:
         if arm not in by_arm:
@@ -124,6 +125,7 @@ def summarize_study(
             {
                 "pretraining_steps": steps,
                 "arm": arm,
+                "chosen": arm != SCRATCH and steps == mae_steps,
                 "mean_auroc": by_arm[arm]["mean_auroc_over_seeds"],
                 "mean_auroc_ci95": by_arm[arm]["seed_averaged_ci95"],
                 "minus_scratch": None if difference is None else difference["difference"],
@@ -284,7 +286,7 @@ def study_markdown(results: Mapping, figure: str | None = None) -> str:
         ["pre-training steps", "mean AUROC (low fraction)", "95 % CI", "minus scratch", "95 % CI"],
         [
             [
-                str(p["pretraining_steps"]),
+                f"{p['pretraining_steps']}" + (" (chosen)" if p.get("chosen") else ""),
                 f"{p['mean_auroc']:.3f}",
                 _ci(p["mean_auroc_ci95"]),
                 "" if p["minus_scratch"] is None else f"{p['minus_scratch']:+.3f}",
@@ -414,7 +416,7 @@ def plot_study(results: Mapping, path: str | Path) -> Path:
     highs = [p["mean_auroc_ci95"][1] if p["mean_auroc_ci95"] else np.nan for p in curve]
     right.plot(steps, means, marker="o", color="C0", label="ViT from the MAE at that step (step 0: scratch)")
     right.fill_between(steps, lows, highs, color="C0", alpha=0.2, label="95 % CI")
-    chosen = next((p for p in curve if p["arm"] == MAE), None)
+    chosen = next((p for p in curve if p.get("chosen")), None)
     if chosen is not None:
         right.plot(chosen["pretraining_steps"], chosen["mean_auroc"], marker="*", markersize=16, color="C1",
                    linestyle="none", label="the MAE arm's checkpoint (chosen on validation)")  # fmt: skip

@@ -1,6 +1,6 @@
 """The paper's findings at a scale anyone can run: a reproduction study on phantoms that mirrors its design.
 
-    make reproduce                                    # 2 CPU cores, 26 min measured (bound 60) -> reproduce_output/
+    make reproduce                                    # 2 CPU cores, 30 min measured (bound 60) -> reproduce_output/
     python scripts/reproduce.py --profile cuda        # a larger scale on one GPU
     python scripts/reproduce.py --update-results      # also copy the table and figure into docs/results.md
 
@@ -95,7 +95,7 @@ CPU_LAUNCH = (
 )  # fmt: skip
 GPU_LAUNCH = ("--num_processes", "1", "--num_machines", "1", "--mixed_precision", "bf16", "--dynamo_backend", "no")
 PROFILES = {
-    # Sized to finish in at most 60 minutes on 2 CPU cores (26 measured, at the speed docs/results.md gives). The
+    # Sized to finish in at most 60 minutes on 2 CPU cores (30 measured, at the speed docs/results.md gives). The
     # fine-tuning budget at 10 % is the one under which the sweep (docs/results.md) found the MAE ahead of scratch
     # (400 steps; at 100 steps every ViT stayed at chance), at batch 32 to fit the hour; three seeds for the headline
     # pair, one for every other run and for each snapshot (another 400-step run each).

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from results_section import machine, update_results_section
+from results_section import machine, positive_int, update_results_section
 
 from cxr_vitmae.data import label_names, load_cxr_dataset
 from cxr_vitmae.errors import InputError
@@ -57,13 +57,6 @@ def readouts(encoder: torch.nn.Module, pixels: torch.Tensor, batch_size: int = 1
     return {name: torch.cat(values).numpy() for name, values in batches.items()}
 
 
-def _positive(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive number of images, got {value}")
-    return value
-
-
 def pixel_readout(pixels: torch.Tensor) -> np.ndarray:
     return torch.nn.functional.adaptive_avg_pool2d(pixels[:, :1].float(), PIXEL_GRID).flatten(1).numpy()
 
@@ -73,9 +66,9 @@ def main() -> None:
     parser.add_argument("mae", type=Path, help="a pre-trained MAE directory (recipes/pretrain.py's output)")
     parser.add_argument("--data-dir", type=Path, required=True, help="a labelled corpus (or its prepared copy)")
     parser.add_argument("--dataset", default="nih-chestxray14", help="the corpus's name (default: %(default)s)")
-    parser.add_argument("--train-images", type=_positive, default=1024,
+    parser.add_argument("--train-images", type=positive_int, default=1024,
                         help="at most this many train images, whole patients (default: %(default)s)")  # fmt: skip
-    parser.add_argument("--eval-images", type=_positive, default=512,
+    parser.add_argument("--eval-images", type=positive_int, default=512,
                         help="at most this many validation images, whole patients (default: %(default)s)")  # fmt: skip
     parser.add_argument("--seed", type=int, default=0,
                         help="draws the patients and the random encoder (default: %(default)s)")  # fmt: skip

@@ -46,7 +46,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import yaml
-from results_section import RESULTS, add_update_results_flag, machine, update_results_section
+from results_section import RESULTS, add_update_results_flag, machine, positive_int, update_results_section
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
@@ -197,7 +197,7 @@ def main() -> None:
     parser.add_argument("--output", type=Path, default=Path("reproduce_output"),
                         help="the study's directory; a re-run continues it (default: %(default)s)")  # fmt: skip
     parser.add_argument("--profile", choices=sorted(PROFILES), default="cpu")
-    parser.add_argument("--seeds", type=_positive, default=None,
+    parser.add_argument("--seeds", type=positive_int, default=None,
                         help="fine-tuning seeds of the two ViTs at the low fraction (default: the profile's); every "
                              "other run gets at most the profile's side seeds")  # fmt: skip
     parser.add_argument("--cnn", action="append", default=[], metavar="MODEL",
@@ -271,8 +271,7 @@ def main() -> None:
     # 3. Every MAE checkpoint fine-tuned once at the low fraction (the curve); validation picks the MAE arm's.
     from cxr_vitmae.evaluation.study import best_validation_auroc
 
-    checkpoints = {_step_of(path): path for path in (mae / "snapshots").glob("step-*")}
-    checkpoints[_pretraining_steps(mae)] = mae
+    checkpoints = _checkpoints(mae)
     candidate_runs = {
         steps: finetune(f"vit-mae-step-{steps}", ARMS["vit-mae"][0], low, 0, "--model", checkpoint)
         for steps, checkpoint in sorted(checkpoints.items())
@@ -283,9 +282,9 @@ def main() -> None:
     print(f"==> the MAE arm fine-tunes from pre-training step {chosen} (validation {validation[chosen]:.3f})")
     for steps, run_dir in candidate_runs.items():
         record(f"vit-mae-step-{steps}", low, 0, run_dir)
-    chosen_ablation = ablation if chosen == _pretraining_steps(ablation) else ablation / "snapshots" / f"step-{chosen}"
-    if not (chosen_ablation / "config.json").is_file():
-        raise SystemExit(f"{chosen_ablation}: the ablation has no checkpoint at the chosen step {chosen}")
+    chosen_ablation = _checkpoints(ablation).get(chosen)
+    if chosen_ablation is None:
+        raise SystemExit(f"{ablation}: the ablation has no checkpoint at the chosen step {chosen}")
 
     # 4-5. Every arm x label fraction x seed; then the ablation at the chosen step. At the low fraction the MAE arm
     # takes seeds 1 to `seeds`: seed 0 chose its checkpoint, and a run picked for its validation score would carry
@@ -364,15 +363,10 @@ def main() -> None:
         _update_results(table, out / "reproduce.png")
 
 
-def _positive(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected at least 1, got {value}")
-    return value
-
-
-def _step_of(snapshot: Path) -> int:
-    return int(snapshot.name.split("-")[1])
+def _checkpoints(model_dir: Path) -> dict[int, Path]:
+    """A pre-training run's checkpoints by step: its snapshots and its final model."""
+    snapshots = {int(path.name.split("-")[1]): path for path in (model_dir / "snapshots").glob("step-*")}
+    return {**snapshots, _pretraining_steps(model_dir): model_dir}
 
 
 def _pretraining_steps(model_dir: Path) -> int:

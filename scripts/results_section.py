@@ -1,9 +1,10 @@
-"""What the demo and the reproduction study share: the machine's description, and replacing a generated section of
+"""What the scripts share: the machine's description, a positive-count flag type, and replacing a generated section of
 the results page, docs/results.md (the text between `<!-- NAME:start -->` and `<!-- NAME:end -->`), so that the
 numbers it shows are the ones a script wrote (`demo.py`, `reproduce.py`, `sweep_mae.py` and `probe_readouts.py`
 with `--update-results`).
 README.md links to that page and carries no measurements itself."""
 
+import argparse
 import os
 import platform
 from pathlib import Path
@@ -20,6 +21,14 @@ def update_results_section(name: str, body: str, page: Path = RESULTS) -> None:
     head, rest = text.split(start, 1)
     tail = rest.split(end, 1)[1]
     page.write_text(f"{head}{start}\n{body.strip()}\n{end}{tail}")
+
+
+def positive_int(text: str) -> int:
+    """An argparse type: a whole number of at least 1."""
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected at least 1, got {value}")
+    return value
 
 
 def machine() -> str:

@@ -20,6 +20,7 @@ from cxr_vitmae.data.mimic import MIMIC_CXR_LABELS
 from cxr_vitmae.data.phantoms import (
     LAYOUT_CORPORA,
     PHANTOM_RECORD,
+    TEST_FRACTION,
     generate_phantoms,
     phantom_record,
     write_phantom_layout,
@@ -419,12 +420,14 @@ def test_nih_layout_is_generate_phantoms(tmp_path):
 
 
 def test_phantoms_command_writes_what_the_function_writes(tmp_path, capsys):
-    for layout in ("mimic-cxr", "nih"):
+    for layout, test_fraction in (("mimic-cxr", 0.5), ("nih", TEST_FRACTION)):
         args = ["--num-images", "40", "--size", "32", "--seed", "4", "--difficulty", "easy"]
+        if test_fraction != TEST_FRACTION:
+            args += ["--test-fraction", str(test_fraction)]
         code = main(["phantoms", "--output", str(tmp_path / layout), "--layout", layout, *args])
         assert code == 0
         written = write_phantom_layout(tmp_path / f"{layout}-function", 40, layout=layout, size=32, seed=4,
-                                       difficulty="easy")  # fmt: skip
+                                       difficulty="easy", test_fraction=test_fraction)  # fmt: skip
         assert _files(tmp_path / layout) == _files(tmp_path / f"{layout}-function")
         lines = capsys.readouterr().out.strip().splitlines()
         assert len(lines) == 1 + len(written.splits) and LAYOUT_CORPORA[layout] in lines[0]
@@ -440,6 +443,23 @@ def test_phantoms_command_writes_what_the_function_writes(tmp_path, capsys):
         code = main(["phantoms", "--num-images", "40", "--size", "32", *extra])
         error = capsys.readouterr().err.strip().splitlines()
         assert code == 1 and len(error) == 1 and message in error[0], error
+
+
+@pytest.mark.parametrize("layout", ["chexpert", "mimic-cxr", "covidx"])
+def test_test_fraction_sizes_the_held_out_split(tmp_path, layout):
+    held_out = {"chexpert": "valid", "mimic-cxr": "test", "covidx": "test"}[layout]
+
+    def held_out_share(written):  # of the planned (frontal) images, each counted once
+        planned = {image.plan_index: image.split for image in written.images}
+        return sum(split == held_out for split in planned.values()) / len(planned)
+
+    default = write_phantom_layout(tmp_path / "default", 300, layout=layout, size=32, seed=2)
+    large = write_phantom_layout(tmp_path / "large", 300, layout=layout, size=32, seed=2, test_fraction=0.6)
+    assert held_out_share(default) < 0.3 < 0.6 <= held_out_share(large) < 0.7
+    assert phantom_record(tmp_path / "large")["test_fraction"] == 0.6
+    assert "test_fraction" not in phantom_record(tmp_path / "default")
+    with pytest.raises(ValueError, match="test_fraction"):
+        write_phantom_layout(tmp_path / "bad", 300, layout=layout, size=32, test_fraction=1.5)
 
 
 def test_arguments_and_refusals(tmp_path):

@@ -17,6 +17,7 @@ from cxr_vitmae.data.phantoms import (
     DIFFICULTY,
     DIFFICULTY_CHOICES,
     PHANTOM_RECORD,
+    TEST_FRACTION,
     generate_phantoms,
     phantom_record,
     resolve_difficulty,
@@ -262,6 +263,28 @@ def test_variation_spreads_the_films_apart_and_one_is_todays_corpus(tmp_path):
     for bad in (0, -1.0, float("inf")):
         with pytest.raises(ValueError, match="variation"):
             generate_phantoms(tmp_path / "bad", 2, size=32, variation=bad)
+
+
+def test_test_fraction_moves_whole_patients_to_the_test_list_and_the_default_is_nihs(tmp_path):
+    default = generate_phantoms(tmp_path / "default", 300, size=32, seed=4)
+    explicit = generate_phantoms(tmp_path / "nih", 300, size=32, seed=4, test_fraction=TEST_FRACTION)
+    for path in sorted(default.output_dir.rglob("*")):
+        if path.is_file():
+            assert path.read_bytes() == (explicit.output_dir / path.relative_to(default.output_dir)).read_bytes()
+    assert "test_fraction" not in phantom_record(explicit.output_dir)
+
+    large = generate_phantoms(tmp_path / "large", 300, size=32, seed=4, test_fraction=0.6)
+    assert phantom_record(large.output_dir)["test_fraction"] == 0.6
+    for corpus, share in ((default, TEST_FRACTION), (large, 0.6)):
+        # whole patients are added until the share is reached: at most one patient's follow-ups (12) past it
+        assert round(share * 300) <= len(corpus.test_files) <= round(share * 300) + 11
+        listed = (corpus.output_dir / "test_list.txt").read_text().split()
+        assert listed == corpus.test_files
+        test_patients = {image.patient_id for image in corpus.images if image.split == "test"}
+        assert not test_patients & {image.patient_id for image in corpus.images if image.split == "train_val"}
+    for bad in (0, 1, -0.1, float("nan")):
+        with pytest.raises(ValueError, match="test_fraction"):
+            generate_phantoms(tmp_path / "bad", 20, size=32, test_fraction=bad)
 
 
 def test_arguments(tmp_path):

@@ -63,6 +63,8 @@ def test_study_end_to_end_and_resume(tmp_path):
     assert ("vit-mae-crop0.5", 0.5) in arms
     snapshots = sorted((output / "pretrain" / "mae" / "snapshots").iterdir())
     assert [p.name for p in snapshots] and all((p / "config.json").is_file() for p in snapshots)
+    # The profile's larger test share reached the generator (the smoke profile's 30 %, NIH's list 23 %).
+    assert json.loads((output / "corpora" / "nih" / "cxr_vitmae_phantoms.json").read_text())["test_fraction"] == 0.3
     final = max(r["step"] for r in json.loads((output / "pretrain" / "mae" / "trainer_history.json").read_text()))
     candidates = {int(p.name.split("-")[1]): p for p in snapshots} | {final: output / "pretrain" / "mae"}
 
@@ -162,6 +164,11 @@ def test_study_end_to_end_and_resume(tmp_path):
     assert "timm:resnet10t from scratch" in table and "timm-resnet10t 100%" in table  # the summary and per-class tables
     assert "encoder probe at pre-training step" in table and "training mean image" in table
     assert f"chosen on validation: step {chosen} " in table
+    pair = ("vit-mae", "vit-scratch", 0.5)
+    headline = next(c for c in results["comparisons"] if (c["a"], c["b"], c["fraction"]) == pair)
+    mae_target = results["targets"]["mae_beats_scratch_at_low_fraction"]
+    assert mae_target["difference_ci95"] == headline["difference_ci95"]
+    assert mae_target["reached"] == (headline["difference_ci95"][0] > 0)
     probe_target = results["targets"]["probe_above_random_encoder"]
     last = diagnostics["probe"][-1]
     assert probe_target["step"] == final and probe_target["difference"] == last["probe_minus_random"]
@@ -178,6 +185,11 @@ def test_study_end_to_end_and_resume(tmp_path):
     again = json.loads((output / "results.json").read_text())
     assert again["summaries"] == results["summaries"] and again["comparisons"] == results["comparisons"]
     assert np.isclose(again["run"]["seconds"]["pretrain mae"], results["run"]["seconds"]["pretrain mae"])
+    # Another profile does not continue it (its steps found done would mix two scales): one line, nothing run.
+    command = [sys.executable, "scripts/reproduce.py", "--profile", "cpu", "--output", str(output)]
+    other = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert other.returncode == 2 and "holds a study of another profile" in other.stderr.splitlines()[-1]
+    assert "==>" not in other.stdout
 
 
 def test_results_section_is_replaced_between_its_markers_only(tmp_path):

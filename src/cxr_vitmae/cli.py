@@ -249,7 +249,7 @@ def corpus_option(text: str) -> tuple[str, object]:
     "write a synthetic chest X-ray corpus in the on-disk format of NIH ChestX-ray14, CheXpert, MIMIC-CXR-JPG or COVIDx",
 )
 def build_phantoms(parser: argparse.ArgumentParser):
-    from .data.phantoms import DIFFICULTY, DIFFICULTY_CHOICES, LAYOUT_CORPORA, LAYOUTS
+    from .data.phantoms import DIFFICULTY, DIFFICULTY_CHOICES, LAYOUT_CORPORA, LAYOUTS, TEST_FRACTION
 
     parser.add_argument("--output", required=True, help="directory to write the images and the metadata files to")
     parser.add_argument(
@@ -271,6 +271,13 @@ def build_phantoms(parser: argparse.ArgumentParser):
         default=1.0,
         help="spread of anatomy and acquisition between images, x the difficulty's (default: %(default)s; real "
         "radiographs vary more than the default phantoms)",
+    )
+    parser.add_argument(
+        "--test-fraction",
+        type=float,
+        default=TEST_FRACTION,
+        help="share of the images whose patients make the held-out split (NIH's test list, CheXpert's valid, MIMIC's "
+        "and COVIDx's test; default: NIH's, %(default).3f); a larger one tightens test confidence intervals",
     )
     parser.add_argument(
         "--layout",
@@ -295,6 +302,7 @@ def build_phantoms(parser: argparse.ArgumentParser):
             seed=args.seed,
             difficulty=difficulty,
             variation=args.variation,
+            test_fraction=args.test_fraction,
             progress=True,
         )
         print(

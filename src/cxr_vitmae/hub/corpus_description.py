@@ -54,6 +54,7 @@ def describe_corpus(name: str, synthetic: dict | None = None, options: dict[str,
             "phantoms. Results on them show that the pipeline runs, not how the model does on real radiographs.",
         )
     variation = f", variation {synthetic['variation']}" if "variation" in synthetic else ""
+    variation += f", test fraction {synthetic['test_fraction']}" if "test_fraction" in synthetic else ""
     return (
         f"synthetic phantoms in {display_name}'s format",
         f"{synthetic['num_images']:,} synthetic chest radiographs drawn by `cxr-vitmae phantoms` ({synthetic['size']} "

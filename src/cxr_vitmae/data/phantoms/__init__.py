@@ -14,7 +14,7 @@ of about 0.87 at "easy", 0.77 at "medium" (large findings such as emphysema and 
 about 0.55) and 0.65 at "hard".
 
 Speed (one core, PNG writing included): about 100 images/s at 256 px and 8 images/s at 1024 px.
-Labels, patients and splits depend only on `seed` and `num_images`, never on `size` or `difficulty`.
+Labels, patients and splits depend only on `seed`, `num_images` and `test_fraction`, never on `size` or `difficulty`.
 
 One module a job:
 - `plan`: patients, follow-ups, views, findings and splits, from the seed alone;
@@ -30,6 +30,7 @@ from .layout_files import CHEXPERT_OBSERVATIONS, LayoutImage
 from .layouts import LAYOUT_CORPORA, LAYOUTS, SPLIT_FILES, LayoutSplit, PhantomLayout, write_phantom_layout
 from .nih_layout import BBOX_HEADER, BOX_LABELS, DATA_ENTRY_HEADER, PhantomCorpus, PhantomImage, generate_phantoms
 from .nodules import plant_nodule
+from .plan import TEST_FRACTION
 from .record import PHANTOM_RECORD, phantom_record
 
 __all__ = [
@@ -45,6 +46,7 @@ __all__ = [
     "NODULE_RADII",
     "PHANTOM_RECORD",
     "SPLIT_FILES",
+    "TEST_FRACTION",
     "LayoutImage",
     "LayoutSplit",
     "PhantomCorpus",

@@ -4,6 +4,7 @@ writes anything."""
 from __future__ import annotations
 
 from ...errors import InputError
+from .plan import TEST_FRACTION
 
 DIFFICULTY_LEVELS = {"easy": 0.2, "medium": 0.5, "hard": 0.8}
 DIFFICULTY_CHOICES = tuple(DIFFICULTY_LEVELS)
@@ -29,6 +30,16 @@ def checked_variation(variation: float) -> float:
     value = float(variation)
     if not 0.0 < value < float("inf"):
         raise InputError(f"variation {variation!r}: expected a positive number (1: the default phantoms' spread)")
+    return value
+
+
+def checked_test_fraction(test_fraction: float) -> float:
+    """The share of the images planned as test patients', as a float strictly between 0 and 1."""
+    value = float(test_fraction)
+    if not 0.0 < value < 1.0:
+        raise InputError(
+            f"test_fraction {test_fraction!r}: expected a number between 0 and 1 (NIH's share: {TEST_FRACTION:.3f})"
+        )
     return value
 
 

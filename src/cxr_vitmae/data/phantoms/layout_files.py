@@ -23,7 +23,7 @@ from ...models.chest_xray_labels import COVIDX_LABELS
 from ..chexpert import CHEXPERT_LABELS, CHEXPERT_PREFIXES, CSV_COLUMNS, TRAIN_CSV, VALID_CSV
 from ..covidx import BINARY_LABELS, IMAGE_FOLDERS, VERSIONS
 from ..mimic import LABEL_FILES, METADATA_FILE, MIMIC_CXR_LABELS, SPLIT_FILE
-from .plan import ImagePlan, Prevalence, plan_corpus
+from .plan import TEST_FRACTION, ImagePlan, Prevalence, plan_corpus
 
 # The downsampled release, CheXpert-v1.0-small.
 CHEXPERT_ROOT = CHEXPERT_PREFIXES[0]
@@ -367,11 +367,15 @@ def _gzip(text: str) -> bytes:
     return gzip.compress(text.encode(), mtime=0)
 
 
-def plan_layout(layout: str, num_images: int, seed: int, size: int) -> tuple[list[LayoutEntry], dict[str, str | bytes]]:
+def plan_layout(
+    layout: str, num_images: int, seed: int, size: int, test_fraction: float = TEST_FRACTION
+) -> tuple[list[LayoutEntry], dict[str, str | bytes]]:
     """The image files of the `layout` corpus (not NIH's) in writing order, each study's lateral after its frontal
-    image, and its metadata files (relative path -> content); nothing is rendered or written here."""
+    image, and its metadata files (relative path -> content); nothing is rendered or written here. The plan's test
+    patients (`test_fraction` of the images) make the layout's held-out split (CheXpert's valid, MIMIC's and
+    COVIDx's test)."""
     if layout == "chexpert":
-        return _chexpert(plan_corpus(num_images, seed, LABELER_PREVALENCE), seed)
+        return _chexpert(plan_corpus(num_images, seed, LABELER_PREVALENCE, test_fraction), seed)
     if layout == "mimic-cxr":
-        return _mimic(plan_corpus(num_images, seed, LABELER_PREVALENCE), seed, size)
-    return _covidx(plan_corpus(num_images, seed), seed)
+        return _mimic(plan_corpus(num_images, seed, LABELER_PREVALENCE, test_fraction), seed, size)
+    return _covidx(plan_corpus(num_images, seed, test_fraction=test_fraction), seed)

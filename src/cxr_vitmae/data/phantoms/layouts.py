@@ -53,9 +53,10 @@ from ..chexpert import TRAIN_CSV, VALID_CSV
 from ..covidx import IMAGE_FOLDERS, VERSIONS
 from ..mimic import SPLIT_FILE, SPLIT_NAMES
 from ..nih import TEST_LIST, TRAIN_VAL_LIST
-from .arguments import DIFFICULTY, checked_difficulty, checked_variation
+from .arguments import DIFFICULTY, checked_difficulty, checked_test_fraction, checked_variation
 from .layout_files import CHEXPERT_ROOT, LayoutImage, plan_layout
 from .nih_layout import PNG_OPTIONS, generate_phantoms
+from .plan import TEST_FRACTION
 from .record import PHANTOM_RECORD, phantom_record, write_record
 from .render import render
 
@@ -142,10 +143,11 @@ def _check(planned: PhantomLayout, num_images: int) -> None:
         )
 
 
-def _nih(output: Path, num_images: int, size: int, seed: int, difficulty, variation, progress) -> PhantomLayout:
-    corpus = generate_phantoms(
-        output, num_images, size=size, seed=seed, difficulty=difficulty, variation=variation, progress=progress
-    )
+def _nih(
+    output: Path, num_images: int, size: int, seed: int, difficulty, variation, test_fraction, progress
+) -> PhantomLayout:
+    corpus = generate_phantoms(output, num_images, size=size, seed=seed, difficulty=difficulty, variation=variation,
+                               test_fraction=test_fraction, progress=progress)  # fmt: skip
     images = tuple(
         LayoutImage(f"images/{image.file_name}", image.split, image.patient_id, image.view, image.findings, index)
         for index, image in enumerate(corpus.images)
@@ -162,6 +164,7 @@ def write_phantom_layout(
     seed: int = 0,
     difficulty: str | float = DIFFICULTY,
     variation: float = 1.0,
+    test_fraction: float = TEST_FRACTION,
     progress: bool = False,
 ) -> PhantomLayout:
     """Write `num_images` phantom studies to `output_dir` in the on-disk layout `layout` (one of `LAYOUTS`; the
@@ -176,6 +179,7 @@ def write_phantom_layout(
         raise InputError(f"layout {layout!r}: expected one of {', '.join(LAYOUTS)}")
     level = checked_difficulty(num_images, size, difficulty)
     variation = checked_variation(variation)
+    test_fraction = checked_test_fraction(test_fraction)
     output, num_images, size, seed = Path(output_dir), int(num_images), int(size), int(seed)
     existing = phantom_record(output)
     if existing is not None and existing.get("layout", "nih") != layout:
@@ -184,9 +188,9 @@ def write_phantom_layout(
             "to an empty directory"
         )
     if layout == "nih":
-        return _nih(output, num_images, size, seed, level, variation, progress)
+        return _nih(output, num_images, size, seed, level, variation, test_fraction, progress)
 
-    entries, files = plan_layout(layout, num_images, seed, size)
+    entries, files = plan_layout(layout, num_images, seed, size, test_fraction)
     planned = PhantomLayout(layout, output, size, seed, level, tuple(entry.image for entry in entries))
     _check(planned, num_images)
 
@@ -205,5 +209,5 @@ def write_phantom_layout(
     for name, content in files.items():
         (output / name).parent.mkdir(parents=True, exist_ok=True)
         (output / name).write_bytes(content if isinstance(content, bytes) else content.encode())
-    write_record(output, layout, num_images, size, seed, level, variation)
+    write_record(output, layout, num_images, size, seed, level, variation, test_fraction)
     return planned

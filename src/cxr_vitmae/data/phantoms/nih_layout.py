@@ -26,8 +26,8 @@ from ..nih import (
     TRAIN_VAL_LIST,
     BoundingBox,
 )
-from .arguments import DIFFICULTY, checked_difficulty, checked_variation
-from .plan import ImagePlan, plan_corpus
+from .arguments import DIFFICULTY, checked_difficulty, checked_test_fraction, checked_variation
+from .plan import TEST_FRACTION, ImagePlan, plan_corpus
 from .record import write_record
 from .render import render
 
@@ -115,15 +115,18 @@ def generate_phantoms(
     seed: int = 0,
     difficulty: str | float = DIFFICULTY,
     variation: float = 1.0,
+    test_fraction: float = TEST_FRACTION,
     progress: bool = False,
 ) -> PhantomCorpus:
     """Write `num_images` synthetic chest radiographs and their metadata to `output_dir` in NIH ChestX-ray14's
     on-disk format, and return exactly what was written. Same arguments, byte-identical files. `variation` scales
-    the spread of anatomy and acquisition between images (`render`; 1: the default phantoms)."""
+    the spread of anatomy and acquisition between images (`render`; 1: the default phantoms); `test_fraction` is the
+    share of the images whose patients `test_list.txt` holds (NIH's by default)."""
     level = checked_difficulty(num_images, size, difficulty)
     variation = checked_variation(variation)
+    test_fraction = checked_test_fraction(test_fraction)
     output = Path(output_dir)
-    specs = plan_corpus(int(num_images), int(seed))
+    specs = plan_corpus(int(num_images), int(seed), test_fraction=test_fraction)
     # Images left by another corpus would sit in images/ without a CSV row; refuse rather than delete them.
     names = {spec.file_name for spec in specs}
     strangers = sorted(p.name for p in (output / "images").glob("*.png") if p.name not in names)
@@ -153,5 +156,5 @@ def generate_phantoms(
     with open(output / BBOX_FILE, "w", newline="", encoding="utf-8") as handle:
         handle.write(BBOX_HEADER + "\n")
         handle.writelines(_box_row(image.file_name, box) for image in images for box in image.boxes)
-    write_record(output, "nih", len(images), int(size), int(seed), level, variation)
+    write_record(output, "nih", len(images), int(size), int(seed), level, variation, test_fraction)
     return PhantomCorpus(output_dir=output, size=int(size), seed=int(seed), difficulty=level, images=tuple(images))

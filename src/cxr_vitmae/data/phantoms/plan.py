@@ -128,8 +128,11 @@ def _draw_findings(rng: np.random.Generator, prevalence: Prevalence = NIH_PREVAL
     return tuple(name for name in names if name in present)
 
 
-def plan_corpus(num_images: int, seed: int, prevalence: Prevalence = NIH_PREVALENCE) -> list[ImagePlan]:
-    """The corpus plan, in file-name order: drawn from `default_rng([seed])` alone."""
+def plan_corpus(
+    num_images: int, seed: int, prevalence: Prevalence = NIH_PREVALENCE, test_fraction: float = TEST_FRACTION
+) -> list[ImagePlan]:
+    """The corpus plan, in file-name order: drawn from `default_rng([seed])` alone. Whole patients go to the test
+    split until it holds `test_fraction` of the images (NIH's share by default)."""
     rng = np.random.default_rng([seed])
     # Follow-ups per patient: geometric, mean ≈ 3.3 (NIH: 3.6), at most 12; at least two patients so that both
     # lists can be filled.
@@ -143,7 +146,7 @@ def plan_corpus(num_images: int, seed: int, prevalence: Prevalence = NIH_PREVALE
         remaining -= count
 
     order = rng.permutation(len(per_patient))
-    target = max(round(TEST_FRACTION * num_images), 1)
+    target = max(round(test_fraction * num_images), 1)
     test_patients: set[int] = set()
     test_images = 0
     for patient in order:

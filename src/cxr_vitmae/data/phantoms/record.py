@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 from ...errors import InputError
+from .plan import TEST_FRACTION
 
 # NIH's own files stay exactly NIH's: what the generator adds goes into this one file.
 PHANTOM_RECORD = "cxr_vitmae_phantoms.json"
@@ -14,14 +15,22 @@ PHANTOM_GENERATOR = "cxr-vitmae phantoms"
 
 
 def write_record(
-    output: Path, layout: str, num_images: int, size: int, seed: int, difficulty: float, variation: float = 1.0
+    output: Path,
+    layout: str,
+    num_images: int,
+    size: int,
+    seed: int,
+    difficulty: float,
+    variation: float = 1.0,
+    test_fraction: float = TEST_FRACTION,
 ) -> None:
     """Record the generator's arguments in `output`. The NIH layout's record names no layout: readers take a record
-    without one as NIH's (`phantom_record(...).get("layout", "nih")`); likewise a record without `variation` is the
-    default phantoms' (1), so the default corpus's record stays as it was."""
+    without one as NIH's (`phantom_record(...).get("layout", "nih")`); likewise a record without `variation` or
+    `test_fraction` has the default's (1; NIH's share), so the default corpus's record stays as it was."""
     record = {"generator": PHANTOM_GENERATOR, **({} if layout == "nih" else {"layout": layout}),
               "num_images": num_images, "size": size, "seed": seed, "difficulty": difficulty,
-              **({} if variation == 1.0 else {"variation": variation})}  # fmt: skip
+              **({} if variation == 1.0 else {"variation": variation}),
+              **({} if test_fraction == TEST_FRACTION else {"test_fraction": test_fraction})}  # fmt: skip
     (output / PHANTOM_RECORD).write_text(json.dumps(record, indent=2) + "\n")
 
 

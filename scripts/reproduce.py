@@ -38,6 +38,7 @@ import json
 import math
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -137,6 +138,8 @@ ABLATION_ARM = "vit-mae-crop0.5"
 def cnn_arms(models: list[str]) -> dict[str, tuple[str, str, str]]:
     """`--cnn` baselines (e.g. `timm:resnet18`): arm name -> (config, description, `--model`). Each runs DenseNet-121's
     YAML (same budget, batch, learning rate, augmentation) with its own model."""
+    from huggingface_hub.errors import StrictDataclassError
+
     from cxr_vitmae.model_families import family_for_preset
 
     arms = {}
@@ -144,7 +147,13 @@ def cnn_arms(models: list[str]) -> dict[str, tuple[str, str, str]]:
         name = model.replace(":", "-").replace("/", "-")  # timm:densenet121 -> timm-densenet121, not DenseNet's arm
         if name in ARMS or name in arms or name.startswith("vit-mae"):
             raise SystemExit(f"--cnn {model}: its arm name {name!r} is taken; give each model once")
-        start = "from scratch" if family_for_preset(model) else "from its weights"
+        family = family_for_preset(model)
+        if family is not None:  # a name its family does not know fails now, not when its run starts an hour on
+            try:
+                family.new_config(model)
+            except (ValueError, StrictDataclassError) as error:  # the configuration's own validation
+                raise SystemExit(f"--cnn {model}: {error.__cause__ or error}") from error
+        start = "from scratch" if family else "from its weights"
         arms[name] = (ARMS["densenet121"][0], f"{model} {start}", model)
     return arms
 
@@ -155,12 +164,25 @@ def run(step: str, command: list[str], log: Path) -> float:
     log.parent.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
     with log.open("w") as stream:
-        result = subprocess.run(command, cwd=ROOT, stdout=stream, stderr=subprocess.STDOUT)
+        # In its own process group, so that an interrupted study (Ctrl-C, or a SIGTERM to this process alone) stops
+        # the whole step, the recipe that `accelerate launch` started included, instead of leaving it training.
+        process = subprocess.Popen(command, cwd=ROOT, stdout=stream, stderr=subprocess.STDOUT, start_new_session=True)
+        try:
+            returncode = process.wait()
+        except BaseException:
+            os.killpg(process.pid, signal.SIGTERM)
+            process.wait()
+            raise
     seconds = time.perf_counter() - start
-    if result.returncode:
-        raise SystemExit(f"{step} failed (exit {result.returncode}); its output: {log}")
+    if returncode:
+        raise SystemExit(f"{step} failed (exit {returncode}); its output: {log}")
     print(f"[{seconds:.0f} s]", flush=True)
     return seconds
+
+
+def _stop(signum, frame) -> None:
+    """SIGTERM ends the study as Ctrl-C does: the running step's process group is stopped (`run`)."""
+    raise SystemExit(f"stopped by signal {signum}; a re-run continues the study")
 
 
 def cli(*args: str) -> list[str]:
@@ -210,6 +232,7 @@ def main() -> None:
                              "repeatable")  # fmt: skip
     add_update_results_flag(parser, "copy the table and figure into docs/results.md")
     args = parser.parse_args()
+    signal.signal(signal.SIGTERM, _stop)
     extra_cnns = cnn_arms(args.cnn)
     profile = PROFILES[args.profile]
     if args.seeds is not None:

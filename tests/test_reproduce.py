@@ -5,12 +5,15 @@ step; a CNN baseline added by name (`--cnn timm:resnet10t`) is fine-tuned and re
 patient-level label fraction the study fine-tunes on."""
 
 import json
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import datasets
 import numpy as np
+import psutil
 import pytest
 from PIL import Image
 
@@ -106,6 +109,7 @@ def test_study_end_to_end_and_resume(tmp_path):
         assert run["mean_auroc"] == metrics["mean_auroc"]
         args = json.loads((output / run["dir"] / "training_args.json").read_text())
         assert args["label_fraction"] == run["fraction"] and args["seed"] == run["seed"]
+        assert run["mixed_precision"] == args["mixed_precision"] in ("no", "bf16")  # auto, resolved
         # The smoke profile's batch at 0.5, the YAMLs' (64) at 1.0; the same peak learning rate per arm at both.
         assert args["per_device_train_batch_size"] == (32 if run["fraction"] == 0.5 else 64)
         peaks.setdefault(run["arm"].split("-step-")[0].replace("-crop0.5", ""), []).append(args["peak_learning_rate"])
@@ -136,7 +140,12 @@ def test_study_end_to_end_and_resume(tmp_path):
     for arm in ("vit-mae", "densenet121"):
         localization = results["explain"]["localization"][arm]
         assert 0 < localization["chance_pointing_game"] < 1
-    assert 0 < results["explain"]["anomaly"]["chance_hit_rate"] < 1
+        low, high = localization["pointing_game_ci95"]
+        assert low <= localization["pointing_game"] <= high and high - low > 0.05  # a few boxes: a wide interval
+        assert results["targets"]["pointing_game_above_chance"][arm] == (low > localization["chance_pointing_game"])
+    anomaly = results["explain"]["anomaly"]
+    assert 0 < anomaly["chance_hit_rate"] < 1 and anomaly["hit_rate_ci95"][0] <= anomaly["hit_rate"]
+    assert results["targets"]["anomaly_above_chance"] == (anomaly["hit_rate_ci95"][0] > anomaly["chance_hit_rate"])
     # What the pre-training learned, from the MAE's own history: every probe point (snapshots and the end) has both
     # encoders with CIs, and the held-out losses come with their trivial predictors.
     history = json.loads((output / "pretrain" / "mae" / "trainer_history.json").read_text())
@@ -163,6 +172,10 @@ def test_study_end_to_end_and_resume(tmp_path):
     assert "ViT, MAE pre-trained" in table and "DenseNet-121 from scratch" in table and "--profile smoke" in table
     assert "timm:resnet10t from scratch" in table and "timm-resnet10t 100%" in table  # the summary and per-class tables
     assert "encoder probe at pre-training step" in table and "training mean image" in table
+    precisions = ", ".join(sorted({run["mixed_precision"] for run in results["runs"]}))
+    assert f"fine-tuning precision {precisions})" in table
+    test_size = results["comparisons"][0]
+    assert f"phantoms ({test_size['n_patients']:,} patients, {test_size['n_images']:,} images)" in table
     assert f"chosen on validation: step {chosen} " in table
     pair = ("vit-mae", "vit-scratch", 0.5)
     headline = next(c for c in results["comparisons"] if (c["a"], c["b"], c["fraction"]) == pair)
@@ -173,8 +186,10 @@ def test_study_end_to_end_and_resume(tmp_path):
     last = diagnostics["probe"][-1]
     assert probe_target["step"] == final and probe_target["difference"] == last["probe_minus_random"]
     assert probe_target["reached"] == (last["probe_minus_random_ci95"][0] > 0)
-    for point in diagnostics["probe"]:  # with the paired MAE-minus-random difference
+    for point in diagnostics["probe"]:  # with the paired MAE-minus-random difference; below chance flagged
         assert f"| {point['probe_minus_random']:+.3f} | [" in table
+        below = point["probe_mean_auroc_ci95"][1] < 0.5
+        assert (f"| {point['probe_mean_auroc']:.3f} (below chance) |" in table) == below
     with Image.open(output / "reproduce.png") as figure:
         assert figure.width >= 3 * 384 and figure.height >= 384
 
@@ -190,6 +205,46 @@ def test_study_end_to_end_and_resume(tmp_path):
     other = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert other.returncode == 2 and "holds a study of another profile" in other.stderr.splitlines()[-1]
     assert "==>" not in other.stdout
+
+
+@pytest.mark.slow
+def test_a_stopped_study_stops_the_recipe_it_launched(tmp_path):
+    output = tmp_path / "study"
+
+    def processes(*words):  # every process whose command line holds the study's output and `words`
+        return [
+            p
+            for p in psutil.process_iter(["cmdline"])
+            if p.info["cmdline"] and all(w in " ".join(p.info["cmdline"]) for w in (str(output), *words))
+        ]
+
+    command = [sys.executable, "scripts/reproduce.py", "--profile", "smoke", "--output", str(output)]
+    study = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 600
+        while not processes("recipes/pretrain.py") and study.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.5)
+        recipes = processes("recipes/pretrain.py")
+        assert recipes, "the pre-training recipe never started"
+        study.send_signal(signal.SIGTERM)  # to the study's own process only, as `kill PID` does
+        _, stderr = study.communicate(timeout=120)
+        assert study.returncode != 0 and "stopped by signal" in stderr.splitlines()[-1]
+        _, alive = psutil.wait_procs(recipes, timeout=60)
+        assert not alive and not processes(), "a step of the stopped study is still running"
+    finally:
+        study.kill()
+        for process in processes():
+            process.kill()
+
+
+@pytest.mark.parametrize("hits, trials", [(6, 96), (0, 4), (1, 25), (25, 25)])
+def test_hit_rate_interval_is_wilsons(hits, trials):
+    from scipy.stats import binomtest
+
+    from cxr_vitmae.evaluation.study import _rate_ci
+
+    reference = binomtest(hits, trials).proportion_ci(confidence_level=0.95, method="wilson")
+    assert _rate_ci(hits / trials, trials) == pytest.approx([reference.low, reference.high], abs=1e-6)
 
 
 def test_results_section_is_replaced_between_its_markers_only(tmp_path):
@@ -235,11 +290,19 @@ def test_budget_flags_give_every_arm_the_same_steps_and_peak_learning_rate(phant
     assert "--base_learning_rate" not in same_batch and "--per_device_train_batch_size" not in same_batch
 
 
-@pytest.mark.parametrize("flags", [["--seeds", "0"], ["--output", "FILE"]])
-def test_wrong_study_flags_are_one_line_errors(tmp_path, flags):
+@pytest.mark.parametrize(
+    "flags, code, message",
+    [
+        (["--seeds", "0"], 2, "expected at least 1, got 0"),
+        (["--output", "FILE"], 2, "a file, not a directory"),
+        (["--cnn", "timm:resnet10tx", "--output", "NEW"], 1, "'resnet10tx' is not a timm model"),
+    ],
+)
+def test_wrong_study_flags_are_one_line_errors_before_any_step(tmp_path, flags, code, message):
     afile = tmp_path / "afile"
     afile.write_text("not a directory")
-    command = [sys.executable, "scripts/reproduce.py", *(str(afile) if f == "FILE" else f for f in flags)]
+    paths = {"FILE": str(afile), "NEW": str(tmp_path / "study")}
+    command = [sys.executable, "scripts/reproduce.py", *(paths.get(f, f) for f in flags)]
     result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=120)
-    assert result.returncode == 2 and "Traceback" not in result.stderr
-    assert ("expected at least 1, got 0" if flags[0] == "--seeds" else "a file, not a directory") in result.stderr
+    assert result.returncode == code and "Traceback" not in result.stderr
+    assert message in result.stderr.strip().splitlines()[-1] and not (tmp_path / "study").exists()

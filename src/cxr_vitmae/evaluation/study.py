@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import functools
 import json
+import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
+from matplotlib.ticker import MaxNLocator
 
 from .comparison import paired_auroc_difference, pooled_mean_auroc
 from .figures import _new_figure, _save
@@ -59,9 +61,12 @@ def summarize_study(
             output_dir / run["dir"] / PREDICTIONS_FILE
         )
         per_class = {name: values["auroc"] for name, values in metrics["per_class"].items()}
+        # What the recipe's `--mixed_precision auto` resolved to on this machine (speed and numbers depend on it).
+        precision = json.loads((output_dir / run["dir"] / "training_args.json").read_text())["mixed_precision"]
         records.append(
             {
                 **run,
+                "mixed_precision": precision,
                 "mean_auroc": metrics["mean_auroc"],
                 "mean_auroc_ci95": metrics["mean_auroc_ci95"],
                 "mean_auprc": metrics["mean_auprc"],
@@ -138,7 +143,8 @@ def summarize_study(
     mae_ci, scratch_ci = by_arm[MAE]["seed_averaged_ci95"], by_arm[SCRATCH]["seed_averaged_ci95"]
     non_overlapping = bool(mae_ci and scratch_ci and mae_ci[0] > scratch_ci[1])
     localization = {arm: _localization(result) for arm, result in explain["localization"].items()}
-    anomaly = explain["anomaly"]
+    anomaly = {key: explain["anomaly"][key] for key in ("hit_rate", "control_hit_rate", "chance_hit_rate", "n_images")}
+    anomaly["hit_rate_ci95"] = _rate_ci(anomaly["hit_rate"], anomaly["n_images"])
     diagnostics = _pretraining_diagnostics(pretraining_history)
     return {
         "baselines": list(baselines),
@@ -149,7 +155,7 @@ def summarize_study(
         "pretraining_diagnostics": diagnostics,
         "explain": {
             "localization": localization,
-            "anomaly": {key: anomaly[key] for key in ("hit_rate", "control_hit_rate", "chance_hit_rate", "n_images")},
+            "anomaly": anomaly,
         },
         "targets": {
             # The paired difference's two-sided 95 % CI above 0 (a one-sided p < 0.05 alone is half that bar).
@@ -162,9 +168,10 @@ def summarize_study(
                 "reached": target["difference_ci95"][0] > 0,
             },
             "probe_above_random_encoder": _probe_target(diagnostics["probe"]),
-            "anomaly_above_chance": anomaly["hit_rate"] > anomaly["chance_hit_rate"],
+            # Hit rates above chance: their 95 % CI's lower end above the chance rate.
+            "anomaly_above_chance": anomaly["hit_rate_ci95"][0] > anomaly["chance_hit_rate"],
             "pointing_game_above_chance": {
-                arm: v["pointing_game"] > v["chance_pointing_game"] for arm, v in localization.items()
+                arm: v["pointing_game_ci95"][0] > v["chance_pointing_game"] for arm, v in localization.items()
             },
         },
     }
@@ -219,11 +226,28 @@ def _pretraining_diagnostics(history: Sequence[Mapping]) -> dict:
 
 def _localization(result: Mapping) -> dict:
     keys = ("pointing_game", "chance_pointing_game", "mean_iou", "n_boxes")
-    return {key: result[key] for key in keys}
+    interval = _rate_ci(result["pointing_game"], result["n_boxes"])
+    return {**{key: result[key] for key in keys}, "pointing_game_ci95": interval}
+
+
+def _rate_ci(rate: float, trials: int, z: float = 1.959964) -> list[float]:
+    """The 95 % Wilson score interval of a hit rate over `trials`, taken as independent: an image's boxes are not
+    quite (one patient, one map), so the pointing game's interval is somewhat narrower than it should be. (Written
+    out: scipy, which has it, is no declared dependency.)"""
+    centre = (rate + z**2 / (2 * trials)) / (1 + z**2 / trials)
+    half = z * math.sqrt(rate * (1 - rate) / trials + z**2 / (4 * trials**2)) / (1 + z**2 / trials)
+    return [max(centre - half, 0.0), min(centre + half, 1.0)]
 
 
 def _auroc(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.3f}"
+
+
+def _probe_auroc(value: float | None, interval) -> str:
+    """A probe's AUROC, flagged where its whole 95 % CI lies below chance: the probe then reads something that
+    predicts the labels backwards on validation (a split artefact or a bug), not a weak encoder."""
+    below = interval is not None and interval[1] < 0.5
+    return _auroc(value) + (" (below chance)" if below else "")
 
 
 def _ci(interval) -> str:
@@ -244,10 +268,13 @@ def study_markdown(results: Mapping, figure: str | None = None) -> str:
     """The table README shows: per arm and label fraction, mean ± std over seeds and the seed-averaged model's
     patient-bootstrap CI; the paired differences; the curve; the discussion points; date, machine and command."""
     run = results["run"]
+    test = results["comparisons"][0] if results["comparisons"] else None
+    size = f" ({test['n_patients']:,} patients, {test['n_images']:,} images)" if test else ""
+    precisions = ", ".join(sorted({r["mixed_precision"] for r in results["runs"]}))
     lines = [
         f"Measured {run['date']} on {run['machine']}: `{run['command']}` (profile `{run['profile']['name']}`, "
-        f"{sum(run['seconds'].values()) / 60:.0f} min of steps). Test split of the NIH-layout phantoms; mean AUROC "
-        "over the 14 labels; 95 % CIs by patient-level bootstrap.",
+        f"{sum(run['seconds'].values()) / 60:.0f} min of steps; fine-tuning precision {precisions}). Test split of "
+        f"the NIH-layout phantoms{size}; mean AUROC over the 14 labels; 95 % CIs by patient-level bootstrap.",
     ]
     lines += _table(
         ["arm", "labelled patients", "seeds", "mean AUROC (mean ± std over seeds)", "seed-averaged, 95 % CI"],
@@ -313,9 +340,9 @@ def study_markdown(results: Mapping, figure: str | None = None) -> str:
             [
                 [
                     str(p["step"]),
-                    _auroc(p["probe_mean_auroc"]),
+                    _probe_auroc(p["probe_mean_auroc"], p["probe_mean_auroc_ci95"]),
                     _ci(p["probe_mean_auroc_ci95"]),
-                    _auroc(p["probe_random_mean_auroc"]),
+                    _probe_auroc(p["probe_random_mean_auroc"], p["probe_random_mean_auroc_ci95"]),
                     _ci(p["probe_random_mean_auroc_ci95"]),
                     "n/a" if p.get("probe_minus_random") is None else f"{p['probe_minus_random']:+.3f}",
                     _ci(p.get("probe_minus_random_ci95")),
@@ -344,13 +371,14 @@ def study_markdown(results: Mapping, figure: str | None = None) -> str:
         )
     for arm, loc in explain["localization"].items():
         lines.append(
-            f"- Grad-CAM pointing game, {arm}: {loc['pointing_game']:.3f} (chance "
+            f"- Grad-CAM pointing game, {arm}: {loc['pointing_game']:.3f} {_ci(loc['pointing_game_ci95'])} (chance "
             f"{loc['chance_pointing_game']:.3f}; {loc['n_boxes']} boxes; mean IoU {loc['mean_iou']:.3f})"
         )
     anomaly = explain["anomaly"]
     lines.append(
         f"- MAE anomaly map, {anomaly['n_images']} planted nodules: hit rate {anomaly['hit_rate']:.3f} "
-        f"(untouched images {anomaly['control_hit_rate']:.3f}, chance {anomaly['chance_hit_rate']:.3f})"
+        f"{_ci(anomaly['hit_rate_ci95'])} (untouched images {anomaly['control_hit_rate']:.3f}, chance "
+        f"{anomaly['chance_hit_rate']:.3f})"
     )
     target = results["targets"]["mae_beats_scratch_at_low_fraction"]
     lines.append(
@@ -380,7 +408,7 @@ def plot_study(results: Mapping, path: str | Path) -> Path:
     CI as a bar); mean AUROC at the low fraction against pre-training steps (CI band; scratch at step 0); and what the
     pre-training learned: the encoder's probe against a random encoder's (CI bars) and the held-out loss as a
     fraction of the training mean image's."""
-    fig = _new_figure(18.0, 4.8)
+    fig = _new_figure(18.0, 6.4)
     left, right, learned = fig.subplots(1, 3)
     main_arms = _main_arms(results)
     fractions = sorted({s["fraction"] for s in results["summaries"]})
@@ -406,11 +434,11 @@ def plot_study(results: Mapping, path: str | Path) -> Path:
             )
             seeds = [r["mean_auroc"] for r in results["runs"] if r["arm"] == arm and r["fraction"] == fraction]
             left.scatter(np.full(len(seeds), x + width / 4), seeds, s=14, color=f"C{i}", alpha=0.6)
-    left.axhline(0.5, color="grey", linestyle=":", linewidth=1)
+    left.axhline(0.5, color="grey", linestyle=":", linewidth=1, label="chance (0.5)")
     left.set_xticks(range(len(fractions)), [f"{f:.0%} of labelled patients" for f in fractions])
     left.set_ylabel("test mean AUROC")
     left.set_title("Fine-tuning arms (dots: seeds; bars: 95 % patient-bootstrap CI)")
-    left.legend(loc="lower right", fontsize=8)
+    _legend_below(left)
 
     curve = results["pretraining_curve"]
     steps = [p["pretraining_steps"] for p in curve]
@@ -426,7 +454,8 @@ def plot_study(results: Mapping, path: str | Path) -> Path:
     right.set_xlabel("MAE pre-training steps")
     right.set_ylabel(f"test mean AUROC, {fractions[0]:.0%} of labelled patients")
     right.set_title("AUROC against pre-training length")
-    right.legend(loc="lower right", fontsize=8)
+    right.xaxis.set_major_locator(MaxNLocator(integer=True))
+    _legend_below(right)
     _plot_pretraining_diagnostics(learned, results.get("pretraining_diagnostics") or {})
     fig.suptitle("Reproduction study on phantoms (seed-averaged)")
     return _save(fig, path)
@@ -449,8 +478,9 @@ def _plot_pretraining_diagnostics(ax, diagnostics: Mapping) -> None:
         # A percentile interval need not contain its point estimate; clipped, so matplotlib takes it.
         errors = [np.maximum(values - cis[:, 0], 0), np.maximum(cis[:, 1] - values, 0)]
         ax.errorbar(steps + offset, values, yerr=errors, fmt="o-", color=color, capsize=4, label=label)
-    ax.axhline(0.5, color="grey", linestyle=":", linewidth=1)
+    ax.axhline(0.5, color="grey", linestyle=":", linewidth=1, label="chance (0.5)")
     ax.set_xlabel("MAE pre-training steps")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_ylabel("probe mean AUROC (validation patients)")
     ax.set_title("What pre-training learned")
     reconstruction = diagnostics.get("reconstruction", ())
@@ -458,9 +488,19 @@ def _plot_pretraining_diagnostics(ax, diagnostics: Mapping) -> None:
         ratio_axis = ax.twinx()
         steps = [r["step"] for r in reconstruction]
         ratio = [r["heldout_mae_loss"] / r["heldout_mean_image_loss"] for r in reconstruction]
-        ratio_axis.plot(steps, ratio, color="C3", linestyle="--", label="held-out loss / mean image's (right)")
-        ratio_axis.axhline(1.0, color="C3", linestyle=":", linewidth=1)
+        ratio_axis.plot(steps, ratio, color="C3", linestyle="--", label="held-out loss / mean image's (right axis)")
+        ratio_axis.axhline(1.0, color="C3", linestyle=":", linewidth=1, label="the mean image's loss (ratio 1)")
         ratio_axis.set_ylabel("held-out masked-patch loss / mean image's")
-        ratio_axis.legend(loc="upper right", fontsize=8)
-    if ax.get_legend_handles_labels()[0]:
-        ax.legend(loc="lower left", fontsize=8)
+        # One legend below the panel for both axes: inside, it would cover the points.
+        handles, labels = ratio_axis.get_legend_handles_labels()
+        _legend_below(ax, extra=(handles, labels))
+    else:
+        _legend_below(ax)
+
+
+def _legend_below(ax, extra=((), ())) -> None:
+    """The panel's legend (with `extra` (handles, labels) from a twin axis) under its x axis, off the data."""
+    handles, labels = ax.get_legend_handles_labels()
+    handles, labels = [*handles, *extra[0]], [*labels, *extra[1]]
+    if handles:
+        ax.legend(handles, labels, loc="upper center", bbox_to_anchor=(0.5, -0.14), fontsize=8)

@@ -1,6 +1,6 @@
 """The paper's findings at a scale anyone can run: a reproduction study on phantoms that mirrors its design.
 
-    make reproduce                                    # 2 CPU cores, 30 min measured (bound 60) -> reproduce_output/
+    make reproduce                                    # 2 CPU cores, 32 min measured (bound 60) -> reproduce_output/
     python scripts/reproduce.py --profile cuda        # a larger scale on one GPU
     python scripts/reproduce.py --update-results      # also copy the table and figure into docs/results.md
 
@@ -98,17 +98,17 @@ CPU_LAUNCH = (
 )  # fmt: skip
 GPU_LAUNCH = ("--num_processes", "1", "--num_machines", "1", "--mixed_precision", "bf16", "--dynamo_backend", "no")
 PROFILES = {
-    # Sized to finish in at most 60 minutes on 2 CPU cores (30 measured, at the speed docs/results.md gives). 60 % of
+    # Sized to finish in at most 60 minutes on 2 CPU cores (32 measured, at the speed docs/results.md gives). 60 % of
     # the NIH-layout phantoms are test patients (NIH's list: 23 %), leaving about the 2,300 images to train and
     # validate on that the study had with 3,000: on 210 test patients a paired difference of 0.03 had a 95 % CI of
     # +-0.03; about 1,000 narrow it to about +-0.015, at the cost of evaluation only (ours). The
     # fine-tuning budget at 10 % is the one under which the sweep (docs/results.md) found the MAE ahead of scratch
     # (400 steps; at 100 steps every ViT stayed at chance), at batch 32 to fit the hour; three seeds for the headline
     # pair, one for every other run and for each snapshot (another 400-step run each).
-    # 48 pre-training epochs (3,264 steps) with a snapshot every 8: the linear probe rises above a random encoder's
-    # only late (+0.048 [+0.005, +0.084] at the end, paired), while the ViT fine-tuned from an early checkpoint
-    # scored best on validation (8 epochs: 0.611, 0.576, 0.616; 48: 0.598, 0.534, 0.572; docs/results.md), so the
-    # study fine-tunes every snapshot once and lets validation choose.
+    # 48 pre-training epochs (about 3,300 steps) with a snapshot every 8: the linear probe rose above a random
+    # encoder's only late on 3,000 phantoms (+0.048 [+0.005, +0.084] at the end, paired), while the ViT fine-tuned
+    # from an early checkpoint scored best on validation (8 epochs: 0.611, 0.576, 0.616; 48: 0.598, 0.534, 0.572;
+    # docs/results.md), so the study fine-tunes every snapshot once and lets validation choose.
     "cpu": Profile(
         nih_images=5800, pool_images=3000, phantom_size=128, pretrain_epochs=48, snapshots=5,
         finetune_steps={0.1: 400, 1.0: 160}, finetune_batch={0.1: 32, 1.0: 32}, seeds=3, side_seeds=1,

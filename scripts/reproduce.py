@@ -27,7 +27,9 @@ per arm in `recipes/configs/reproduce/` (every value that departs from the paper
 7. `results.json`, `results.md` (the table) and `reproduce.png` (the figure), from the runs' own metrics.json and
    test predictions (paired patient-level bootstrap of differences).
 
-Re-running continues an interrupted study: a step whose output is complete is not run again (delete it to redo).
+Re-running continues an interrupted study: a step whose output is complete is not run again (to redo one, delete its
+output and that of every step made from it: the steps downstream are not redone by themselves). Only the profile the
+study started with continues it.
 """
 
 from __future__ import annotations

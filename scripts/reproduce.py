@@ -35,6 +35,7 @@ study started with continues it.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import functools
 import json
 import math
@@ -147,8 +148,10 @@ def cnn_arms(models: list[str]) -> dict[str, tuple[str, str, str]]:
     arms = {}
     for model in models:
         name = model.replace(":", "-").replace("/", "-")  # timm:densenet121 -> timm-densenet121, not DenseNet's arm
-        if name in ARMS or name in arms or name.startswith("vit-mae"):
-            raise SystemExit(f"--cnn {model}: its arm name {name!r} is taken; give each model once")
+        if name in ARMS or name.startswith("vit-mae"):
+            raise SystemExit(f"--cnn {model}: the study runs the arm {name!r} already; --cnn adds other models")
+        if name in arms:
+            raise SystemExit(f"--cnn {model}: given twice (arm {name!r}); give each model once")
         family = family_for_preset(model)
         if family is not None:  # a name its family does not know fails now, not when its run starts an hour on
             try:
@@ -172,7 +175,8 @@ def run(step: str, command: list[str], log: Path) -> float:
         try:
             returncode = process.wait()
         except BaseException:
-            os.killpg(process.pid, signal.SIGTERM)
+            with contextlib.suppress(ProcessLookupError):  # the step may have ended meanwhile
+                os.killpg(process.pid, signal.SIGTERM)
             process.wait()
             raise
     seconds = time.perf_counter() - start
@@ -246,8 +250,17 @@ def main() -> None:
     # steps found done would otherwise mix two scales in one table.
     started_with = out / "profile.json"
     settings = json.loads(json.dumps({"name": args.profile, **asdict(replace(profile, seeds=None))}))
-    if started_with.exists() and json.loads(started_with.read_text()) != settings:
-        parser.error(f"--output {args.output} holds a study of another profile ({started_with}); give another --output")
+    recorded = json.loads(started_with.read_text()) if started_with.exists() else settings
+    if recorded["name"] != settings["name"]:
+        parser.error(f"--output {args.output} holds a study of profile {recorded['name']!r} ({started_with}): "
+                     f"continue it with --profile {recorded['name']}, or give another --output")  # fmt: skip
+    from cxr_vitmae.data.phantoms import phantom_record
+
+    corpus = phantom_record(out / "corpora" / "nih")  # a study from before profile.json was kept says it here
+    made = corpus and (corpus["num_images"], corpus.get("test_fraction"), corpus["size"])
+    if recorded != settings or made not in (None, (profile.nih_images, profile.test_fraction, profile.phantom_size)):
+        parser.error(f"--output {args.output} holds a study made with other settings of profile {args.profile!r} "
+                     "(the profile has changed since): give another --output")  # fmt: skip
     out.mkdir(parents=True, exist_ok=True)
     started_with.write_text(json.dumps(settings, indent=2) + "\n")
     corpora, logs = out / "corpora", out / "logs"
@@ -282,8 +295,11 @@ def main() -> None:
     # At most `snapshots` before the end: 10 epochs and 2 snapshots save at 4 and 8 (every 3 would save 3).
     snapshot_every = max(1, math.ceil(profile.pretrain_epochs / (profile.snapshots + 1)))
     # The probe of the encoder (at snapshots and the end) reads the NIH-layout phantoms, the fine-tuning corpus.
+    # A recipe's step is done once the last file the recipe writes exists: one stopped part-way leaves the files it
+    # wrote earlier (the model before its history; metrics.json before the test predictions), which a re-run must not
+    # take for a finished step.
     for name, directory, crop in (("mae", mae, ()), ("mae-crop0.5", ablation, ("--crop_scale_min", 0.5))):
-        step(f"pretrain {name}", directory / "model.safetensors",
+        step(f"pretrain {name}", directory / "figures" / "training_curves.png",
              launch(profile, "pretrain", "pretrain_mae.yaml", "--data_dir", pool, "--output_dir", directory,
                     "--probe_data_dir", nih, *profile.probe_flags(), "--num_train_epochs", profile.pretrain_epochs,
                     "--snapshot_every_epochs", snapshot_every, *crop,
@@ -299,7 +315,7 @@ def main() -> None:
         settings = yaml.safe_load((CONFIGS / config).read_text())
         batch = (profile.finetune_batch or {}).get(fraction, settings["per_device_train_batch_size"])
         budget = budget_flags(nih, fraction, profile.finetune_steps[fraction], batch, settings, seed)
-        step(f"finetune {arm} {fraction:g} seed {seed}", run_dir / "metrics.json",
+        step(f"finetune {arm} {fraction:g} seed {seed}", run_dir / "figures" / "roc_test.png",
              launch(profile, "finetune", config, "--output_dir", run_dir, *model_flags,
                     "--data_dir", nih, *budget))  # fmt: skip
         return run_dir

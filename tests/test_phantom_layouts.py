@@ -460,6 +460,8 @@ def test_test_fraction_sizes_the_held_out_split(tmp_path, layout):
     assert "test_fraction" not in phantom_record(tmp_path / "default")
     with pytest.raises(ValueError, match="test_fraction"):
         write_phantom_layout(tmp_path / "bad", 300, layout=layout, size=32, test_fraction=1.5)
+    with pytest.raises(ValueError, match="too few for the .* layout at test_fraction=0.999"):
+        write_phantom_layout(tmp_path / "tiny", 30, layout=layout, size=32, test_fraction=0.999)
 
 
 def test_arguments_and_refusals(tmp_path):

@@ -285,6 +285,10 @@ def test_test_fraction_moves_whole_patients_to_the_test_list_and_the_default_is_
     for bad in (0, 1, -0.1, float("nan")):
         with pytest.raises(ValueError, match="test_fraction"):
             generate_phantoms(tmp_path / "bad", 20, size=32, test_fraction=bad)
+    # a share that leaves the reader too few patients to carve validation from is refused before anything is written
+    with pytest.raises(ValueError, match=r"test_fraction=0.999 leaves 1 patient\(s\) in train_val_list.txt"):
+        generate_phantoms(tmp_path / "tiny", 30, size=32, test_fraction=0.999)
+    assert not (tmp_path / "tiny").exists()
 
 
 def test_arguments(tmp_path):

@@ -17,6 +17,7 @@ import psutil
 import pytest
 from PIL import Image
 
+from cxr_vitmae.data.phantoms import generate_phantoms
 from cxr_vitmae.training.arguments import FinetuneArguments, parse_recipe_arguments
 from cxr_vitmae.training.setup import patient_subset
 
@@ -200,10 +201,21 @@ def test_study_end_to_end_and_resume(tmp_path):
     again = json.loads((output / "results.json").read_text())
     assert again["summaries"] == results["summaries"] and again["comparisons"] == results["comparisons"]
     assert np.isclose(again["run"]["seconds"]["pretrain mae"], results["run"]["seconds"]["pretrain mae"])
+    # A step stopped after metrics.json but before its test predictions is not taken for done: a re-run redoes it.
+    stopped = output / "finetune" / "vit-scratch" / "fraction-1" / "seed-0"
+    (stopped / "test_predictions.npz").unlink()
+    (stopped / "figures" / "roc_test.png").unlink()
+    third = run_study(output)
+    assert third.returncode == 0, third.stderr[-3000:]
+    lines = third.stdout.splitlines()
+    pairs = zip(lines, lines[1:], strict=False)  # a step that runs prints its command after its name
+    redone = [line for line, after in pairs if line.startswith("==>") and after.startswith("$ ")]
+    assert redone == ["==> finetune vit-scratch 1 seed 0"]
+    assert (stopped / "test_predictions.npz").is_file()
     # Another profile does not continue it (its steps found done would mix two scales): one line, nothing run.
     command = [sys.executable, "scripts/reproduce.py", "--profile", "cpu", "--output", str(output)]
     other = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=120)
-    assert other.returncode == 2 and "holds a study of another profile" in other.stderr.splitlines()[-1]
+    assert other.returncode == 2 and "continue it with --profile smoke" in other.stderr.splitlines()[-1]
     assert "==>" not in other.stdout
 
 
@@ -237,6 +249,17 @@ def test_a_stopped_study_stops_the_recipe_it_launched(tmp_path):
             process.kill()
 
 
+def test_a_study_made_before_the_profile_changed_is_not_continued(tmp_path):
+    """An output folder from an earlier version of the profile (no profile.json yet) says what it was made with in
+    its corpus's phantom record; continuing it would mix two scales in one table."""
+    corpus = tmp_path / "study" / "corpora" / "nih"
+    generate_phantoms(corpus, 12, size=32, seed=0)  # not the smoke profile's 240 images at 64 px
+    command = [sys.executable, "scripts/reproduce.py", "--profile", "smoke", "--output", str(tmp_path / "study")]
+    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2 and "made with other settings of profile 'smoke'" in result.stderr.splitlines()[-1]
+    assert "==>" not in result.stdout and not (tmp_path / "study" / "profile.json").exists()
+
+
 @pytest.mark.parametrize("hits, trials", [(6, 96), (0, 4), (1, 25), (25, 25)])
 def test_hit_rate_interval_is_wilsons(hits, trials):
     from scipy.stats import binomtest
@@ -245,6 +268,7 @@ def test_hit_rate_interval_is_wilsons(hits, trials):
 
     reference = binomtest(hits, trials).proportion_ci(confidence_level=0.95, method="wilson")
     assert _rate_ci(hits / trials, trials) == pytest.approx([reference.low, reference.high], abs=1e-6)
+    assert _rate_ci(0.0, 0) is None  # no boxes: no interval, and no claim above chance
 
 
 def test_results_section_is_replaced_between_its_markers_only(tmp_path):
@@ -296,6 +320,8 @@ def test_budget_flags_give_every_arm_the_same_steps_and_peak_learning_rate(phant
         (["--seeds", "0"], 2, "expected at least 1, got 0"),
         (["--output", "FILE"], 2, "a file, not a directory"),
         (["--cnn", "timm:resnet10tx", "--output", "NEW"], 1, "'resnet10tx' is not a timm model"),
+        (["--cnn", "densenet121", "--output", "NEW"], 1, "the study runs the arm 'densenet121' already"),
+        (["--cnn", "timm:resnet18", "--cnn", "timm:resnet18", "--output", "NEW"], 1, "given twice"),
     ],
 )
 def test_wrong_study_flags_are_one_line_errors_before_any_step(tmp_path, flags, code, message):

@@ -117,15 +117,17 @@ def _lateral(pixels: np.ndarray) -> np.ndarray:
     return ((pixels.astype(np.uint16) + pixels[:, ::-1] + 1) // 2).astype(np.uint8)
 
 
-def _check(planned: PhantomLayout, num_images: int) -> None:
+def _check(planned: PhantomLayout, num_images: int, test_fraction: float) -> None:
     """Refuse a corpus too small to fill every split (train needs two patients: readers carve validation patients
     from it) and a directory holding image files of another corpus (refused, never deleted)."""
+    remedy = "use more images" if test_fraction == TEST_FRACTION else "use more images or a test_fraction nearer 0.5"
     for split in planned.splits:
         needed = 2 if split.name == "train" else 1
         if split.patients < needed:
+            shares = "" if test_fraction == TEST_FRACTION else f" at test_fraction={test_fraction}"
             raise InputError(
-                f"num_images={num_images} is too few for the {planned.layout} layout: its {split.name} split would "
-                f"hold {split.patients} patient(s), it needs {needed}; use more images"
+                f"num_images={num_images} is too few for the {planned.layout} layout{shares}: its {split.name} split "
+                f"would hold {split.patients} patient(s), it needs {needed}; {remedy}"
             )
     output = planned.output_dir
     ours = {image.path for image in planned.images}
@@ -192,7 +194,7 @@ def write_phantom_layout(
 
     entries, files = plan_layout(layout, num_images, seed, size, test_fraction)
     planned = PhantomLayout(layout, output, size, seed, level, tuple(entry.image for entry in entries))
-    _check(planned, num_images)
+    _check(planned, num_images, test_fraction)
 
     rendered: tuple[int, np.ndarray] | None = None
     for entry in tqdm(entries, desc=f"{layout} phantoms", unit="img") if progress else entries:

@@ -127,6 +127,14 @@ def generate_phantoms(
     test_fraction = checked_test_fraction(test_fraction)
     output = Path(output_dir)
     specs = plan_corpus(int(num_images), int(seed), test_fraction=test_fraction)
+    if test_fraction != TEST_FRACTION:  # NIH's share keeps today's corpora, a tiny one's single patient included
+        counts = [len({s.patient for s in specs if s.split == split}) for split in ("train_val", "test")]
+        if counts[0] < 2 or counts[1] < 1:
+            raise InputError(
+                f"test_fraction={test_fraction} leaves {counts[0]} patient(s) in train_val_list.txt and {counts[1]} in "
+                f"test_list.txt of {num_images} images; the reader needs 2 and 1 (it carves validation patients from "
+                "train_val): use more images or a test_fraction nearer 0.5"
+            )
     # Images left by another corpus would sit in images/ without a CSV row; refuse rather than delete them.
     names = {spec.file_name for spec in specs}
     strangers = sorted(p.name for p in (output / "images").glob("*.png") if p.name not in names)

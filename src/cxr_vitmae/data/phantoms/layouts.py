@@ -120,11 +120,14 @@ def _lateral(pixels: np.ndarray) -> np.ndarray:
 def _check(planned: PhantomLayout, num_images: int, test_fraction: float) -> None:
     """Refuse a corpus too small to fill every split (train needs two patients: readers carve validation patients
     from it) and a directory holding image files of another corpus (refused, never deleted)."""
-    remedy = "use more images" if test_fraction == TEST_FRACTION else "use more images or a test_fraction nearer 0.5"
+    shares, remedy = (
+        ("", "use more images")
+        if test_fraction == TEST_FRACTION
+        else (f" at test_fraction={test_fraction}", "use more images or a test_fraction nearer 0.5")
+    )
     for split in planned.splits:
         needed = 2 if split.name == "train" else 1
         if split.patients < needed:
-            shares = "" if test_fraction == TEST_FRACTION else f" at test_fraction={test_fraction}"
             raise InputError(
                 f"num_images={num_images} is too few for the {planned.layout} layout{shares}: its {split.name} split "
                 f"would hold {split.patients} patient(s), it needs {needed}; {remedy}"
